@@ -1,0 +1,1 @@
+//! Embedded durable file backend of the DCB event store (work in progress).

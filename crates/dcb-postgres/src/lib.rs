@@ -1,0 +1,1 @@
+//! PostgreSQL backend of the DCB event store (work in progress).

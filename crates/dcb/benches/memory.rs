@@ -1,0 +1,2 @@
+//! Benchmarks of the in-memory store (written next).
+fn main() {}

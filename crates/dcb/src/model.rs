@@ -1,0 +1,366 @@
+//! The DCB event model: events, queries, append conditions and read options.
+//!
+//! These are plain values. Matching rules live here ([`Query::matches`]) so that every store, and
+//! the naive model the conformance kit compares stores against, agree on one definition.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+/// A fact to record: a type, opaque data, and tags that say what the fact is about.
+///
+/// Tags keep the order they were given in. The optional `uuid` makes a conditional append safely
+/// retryable (see [`EventStore::append`](crate::EventStore::append)); `metadata` is carried
+/// unchanged for wire compatibility with UmaDB clients.
+///
+/// ```
+/// use dcb::Event;
+///
+/// let event = Event::new("StudentJoinedCourse", r#"{"student":"s1"}"#)
+///     .tagged("student-s1")
+///     .tagged("course-c1");
+/// assert_eq!(event.tags, ["student-s1", "course-c1"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What kind of fact this is, e.g. `"CourseRegistered"`. Must not be empty.
+    pub event_type: String,
+    /// The payload, opaque to the store.
+    pub data: Bytes,
+    /// What the fact is about, e.g. `"course-42"`, in the order given.
+    pub tags: Vec<String>,
+    /// A client-chosen identity, used to recognise a retried append.
+    pub uuid: Option<Uuid>,
+    /// Free-form string pairs, stored and returned unchanged.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// An event of `event_type` with `data`, no tags, no uuid and no metadata.
+    pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Event {
+            event_type: event_type.into(),
+            data: data.into(),
+            tags: Vec::new(),
+            uuid: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one tag after the existing ones.
+    pub fn tagged(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Adds several tags after the existing ones, in order.
+    pub fn with_tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the event's uuid.
+    pub fn with_uuid(mut self, uuid: Uuid) -> Self {
+        self.uuid = Some(uuid);
+        self
+    }
+
+    /// Adds one metadata entry (replacing an earlier value for the same key).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether the event carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// An event as recorded, with its position in the store's single sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequencedEvent {
+    /// Position in the sequence: the first event is at 1, and positions strictly increase.
+    pub position: u64,
+    /// The recorded event.
+    pub event: Event,
+}
+
+/// One alternative of a [`Query`]: events of any of `types` (or of any type when empty) that
+/// carry every one of `tags`.
+///
+/// More types widen an item; more tags narrow it. An item with neither matches every event.
+///
+/// ```
+/// use dcb::{Event, QueryItem};
+///
+/// let item = QueryItem::types(["CourseRegistered", "CourseRenamed"]).and_tags(["course-1"]);
+/// assert!(item.matches(&Event::new("CourseRenamed", "").tagged("course-1")));
+/// assert!(!item.matches(&Event::new("CourseRenamed", "").tagged("course-2")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryItem {
+    /// Event types, any of which matches; empty means any type.
+    pub types: Vec<String>,
+    /// Tags that a matching event must all carry.
+    pub tags: Vec<String>,
+}
+
+impl QueryItem {
+    /// An item matching events of any of `types`, whatever their tags.
+    pub fn types<I, T>(types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        QueryItem {
+            types: types.into_iter().map(Into::into).collect(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// An item matching events of any type that carry every one of `tags`.
+    pub fn tags<I, T>(tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        QueryItem {
+            types: Vec::new(),
+            tags: tags.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Narrows the item further to events that also carry every one of `tags`.
+    pub fn and_tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether `event` matches this item.
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.types.is_empty() || self.types.contains(&event.event_type))
+            && self.tags.iter().all(|tag| event.has_tag(tag))
+    }
+
+    /// Whether the item has neither types nor tags, and so matches every event.
+    pub fn matches_all(&self) -> bool {
+        self.types.is_empty() && self.tags.is_empty()
+    }
+}
+
+/// A selection of events: those matching any of its items. A query with no items matches every
+/// event.
+///
+/// An accidentally empty query reads the whole store, so code that builds items from a list
+/// (say, of ids) should refuse an empty list before building the query.
+///
+/// ```
+/// use dcb::{Event, Query, QueryItem};
+///
+/// let query = Query::from(QueryItem::tags(["course-1"])).or(QueryItem::types(["Reset"]));
+/// assert!(query.matches(&Event::new("Reset", "")));
+/// assert!(Query::all().matches(&Event::new("Anything", "")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// The alternatives; an event matches when it matches any of them.
+    pub items: Vec<QueryItem>,
+}
+
+impl Query {
+    /// The query that matches every event.
+    pub fn all() -> Self {
+        Query::default()
+    }
+
+    /// A query made of `items`. With no items it matches every event.
+    pub fn new(items: impl IntoIterator<Item = QueryItem>) -> Self {
+        Query {
+            items: items.into_iter().collect(),
+        }
+    }
+
+    /// Adds an alternative.
+    pub fn or(mut self, item: QueryItem) -> Self {
+        self.items.push(item);
+        self
+    }
+
+    /// Whether `event` matches the query.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.items.is_empty() || self.items.iter().any(|item| item.matches(event))
+    }
+
+    /// Whether the query selects every event (no items, or an item with neither types nor tags).
+    pub fn matches_all(&self) -> bool {
+        self.items.is_empty() || self.items.iter().any(QueryItem::matches_all)
+    }
+}
+
+impl From<QueryItem> for Query {
+    fn from(item: QueryItem) -> Self {
+        Query { items: vec![item] }
+    }
+}
+
+/// The condition under which an append may happen: it fails if any event after `after` (or any
+/// event at all, when `after` is `None`) matches `fail_if_events_match`.
+///
+/// A decision model reads with a query, decides, then appends with the same query and the head
+/// its read returned, so that the append fails if anything relevant changed meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendCondition {
+    /// Events that must not have been recorded after `after`.
+    pub fail_if_events_match: Query,
+    /// The position up to which the appender has seen the store; `None` means "nothing seen".
+    pub after: Option<u64>,
+}
+
+impl AppendCondition {
+    /// Fail if an event matching `query` was recorded after position `after`.
+    pub fn new(query: Query, after: Option<u64>) -> Self {
+        AppendCondition {
+            fail_if_events_match: query,
+            after,
+        }
+    }
+}
+
+/// How to read: from which position, how many events, in which direction.
+///
+/// `after` is exclusive in both directions: only events with a position greater than it are
+/// considered. A forward read returns the oldest matches first; a backward read returns the newest
+/// matches first, so `ReadOptions::default().backwards().limit(1)` reads the latest matching event.
+///
+/// The head reported with the events follows the rules in [`ReadResponse::head`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Only events with a position greater than this are returned.
+    pub after: Option<u64>,
+    /// At most this many events are returned.
+    pub limit: Option<u32>,
+    /// Newest first instead of oldest first.
+    pub backwards: bool,
+}
+
+impl ReadOptions {
+    /// Reads only events after `position` (exclusive).
+    pub fn after(mut self, position: u64) -> Self {
+        self.after = Some(position);
+        self
+    }
+
+    /// Returns at most `limit` events.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Returns the newest matches first.
+    pub fn backwards(mut self) -> Self {
+        self.backwards = true;
+        self
+    }
+}
+
+/// What a read returns: the matching events and the head the reader may condition on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResponse {
+    /// Matching events, ascending by position (descending for a backward read).
+    pub events: Vec<SequencedEvent>,
+    /// The position up to which the read has considered the store, to use as an append
+    /// condition's `after`:
+    ///
+    /// - a read without a limit, or a backward read: the position of the last event in the
+    ///   whole store (matching or not), `None` when the store is empty. A backward read returns
+    ///   the newest matches, so nothing after them was left out;
+    /// - a forward read with a limit: the position of the last event returned, `None` when
+    ///   none was returned (the events after it were not all considered).
+    pub head: Option<u64>,
+}
+
+/// A consumer's progress through some upstream sequence, recorded atomically with the events the
+/// consumer appends, so that exactly-once processing survives crashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackingInfo {
+    /// Names the upstream sequence, e.g. a projection or another store.
+    pub source: String,
+    /// Position in the upstream sequence; must be greater than the last one recorded for `source`.
+    pub position: u64,
+}
+
+impl TrackingInfo {
+    /// Progress `position` through `source`.
+    pub fn new(source: impl Into<String>, position: u64) -> Self {
+        TrackingInfo {
+            source: source.into(),
+            position,
+        }
+    }
+}
+
+/// What [`EventStore::append_request`](crate::EventStore::append_request) takes: events, an
+/// optional condition and optional tracking info, all applied atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The events to record, in order; must not be empty.
+    pub events: Vec<Event>,
+    /// The condition that must hold, or none for an unconditional append.
+    pub condition: Option<AppendCondition>,
+    /// Progress to record with the events.
+    pub tracking: Option<TrackingInfo>,
+}
+
+impl AppendRequest {
+    /// An unconditional append of `events`.
+    pub fn new(events: Vec<Event>) -> Self {
+        AppendRequest {
+            events,
+            condition: None,
+            tracking: None,
+        }
+    }
+
+    /// Adds an append condition.
+    pub fn condition(mut self, condition: AppendCondition) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+
+    /// Adds tracking info.
+    pub fn tracking(mut self, tracking: TrackingInfo) -> Self {
+        self.tracking = Some(tracking);
+        self
+    }
+}
+
+/// The position a retried conditional append already got, if the events matching its condition
+/// after `after` are exactly the submitted events (recognised by their uuids, in order).
+///
+/// Call it when a condition fails, with the first `submitted.len()` events matching the
+/// condition's query after its `after`. Every submitted event must carry a uuid; otherwise the
+/// failure is a genuine conflict.
+pub fn already_appended(submitted: &[Event], first_matches: &[SequencedEvent]) -> Option<u64> {
+    if submitted.is_empty() || first_matches.len() != submitted.len() {
+        return None;
+    }
+    let same = submitted
+        .iter()
+        .zip(first_matches)
+        .all(|(event, recorded)| event.uuid.is_some() && event.uuid == recorded.event.uuid);
+    if same {
+        first_matches.last().map(|e| e.position)
+    } else {
+        None
+    }
+}

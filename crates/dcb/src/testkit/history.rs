@@ -1,0 +1,250 @@
+//! The history checker: given every append that was attempted, what each was told, and everything
+//! the store holds afterwards, prove that the store kept its promises.
+
+use std::collections::HashMap;
+
+use crate::{AppendCondition, Event, SequencedEvent, Uuid};
+
+/// What an attempted append was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged, with the position of its last event.
+    Appended(u64),
+    /// Refused by its condition (or tracking): it must not be recorded.
+    Conflict,
+    /// The store was unreachable: it may or may not be recorded, but whole if at all.
+    Unknown,
+}
+
+/// One attempted append. Every event must carry a uuid unique across the whole history, which
+/// is how the checker finds it in the store.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The submitted events.
+    pub events: Vec<Event>,
+    /// The submitted condition.
+    pub condition: Option<AppendCondition>,
+    /// What the store answered.
+    pub outcome: Outcome,
+}
+
+/// Counts of what a checked history held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Acknowledged appends.
+    pub appended: usize,
+    /// Appends refused by their condition.
+    pub conflicts: usize,
+    /// Appends with an unknown outcome that turned out to be recorded.
+    pub unknown_recorded: usize,
+    /// Appends with an unknown outcome that were not recorded.
+    pub unknown_absent: usize,
+}
+
+/// Checks `attempts` against `recorded` (every event in the store, ascending). Returns what was
+/// wrong, every problem found, or a summary when the history is valid:
+///
+/// - positions are exactly 1..=n and every recorded event belongs to exactly one attempt;
+/// - an acknowledged append is recorded once, whole, at consecutive positions ending where it was
+///   told; a refused one is absent; an unknown one is whole or absent;
+/// - no acknowledged conditional append has an event matching its condition between its `after`
+///   and its own first position;
+/// - every refused conditional append has a matching event after its `after` (it was not refused
+///   for nothing).
+pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summary, Vec<String>> {
+    let mut problems = Vec::new();
+    for (index, event) in recorded.iter().enumerate() {
+        if event.position != index as u64 + 1 {
+            problems.push(format!(
+                "position {} recorded where {} was expected",
+                event.position,
+                index + 1
+            ));
+            return Err(problems);
+        }
+    }
+    let mut where_recorded: HashMap<Uuid, u64> = HashMap::new();
+    for event in recorded {
+        let Some(uuid) = event.event.uuid else {
+            problems.push(format!(
+                "event at {} has no uuid: not from this history",
+                event.position
+            ));
+            continue;
+        };
+        if let Some(earlier) = where_recorded.insert(uuid, event.position) {
+            problems.push(format!(
+                "event {uuid} recorded twice, at {earlier} and {}",
+                event.position
+            ));
+        }
+    }
+    let mut owned = 0usize;
+    let mut summary = Summary::default();
+    for (index, attempt) in attempts.iter().enumerate() {
+        let found: Vec<Option<u64>> = attempt
+            .events
+            .iter()
+            .map(|e| e.uuid.and_then(|u| where_recorded.get(&u).copied()))
+            .collect();
+        let present = found.iter().filter(|p| p.is_some()).count();
+        if present != 0 && present != found.len() {
+            problems.push(format!("attempt {index} is partly recorded: {found:?}"));
+            continue;
+        }
+        let first = found.first().copied().flatten();
+        if let Some(first) = first {
+            owned += found.len();
+            let consecutive = found
+                .iter()
+                .enumerate()
+                .all(|(i, p)| *p == Some(first + i as u64));
+            if !consecutive {
+                problems.push(format!(
+                    "attempt {index} recorded at non-consecutive positions {found:?}"
+                ));
+            }
+            let events_match = attempt
+                .events
+                .iter()
+                .zip(&found)
+                .all(|(e, p)| p.is_some_and(|p| recorded[(p - 1) as usize].event == *e));
+            if !events_match {
+                problems.push(format!("attempt {index} recorded with different contents"));
+            }
+        }
+        let last = first.map(|f| f + found.len() as u64 - 1);
+        match (&attempt.outcome, last) {
+            (Outcome::Appended(told), Some(last)) if *told == last => summary.appended += 1,
+            (Outcome::Appended(told), Some(last)) => problems.push(format!(
+                "attempt {index} was told position {told} but ends at {last}"
+            )),
+            (Outcome::Appended(told), None) => problems.push(format!(
+                "attempt {index} was acknowledged at {told} but is missing"
+            )),
+            (Outcome::Conflict, Some(last)) => problems.push(format!(
+                "attempt {index} was refused but is recorded, ending at {last}"
+            )),
+            (Outcome::Conflict, None) => summary.conflicts += 1,
+            (Outcome::Unknown, Some(_)) => summary.unknown_recorded += 1,
+            (Outcome::Unknown, None) => summary.unknown_absent += 1,
+        }
+        let Some(condition) = &attempt.condition else {
+            continue;
+        };
+        let after = condition.after.unwrap_or(0);
+        let matches_after = |until: u64| {
+            recorded
+                .iter()
+                .filter(|e| e.position > after && e.position < until)
+                .find(|e| condition.fail_if_events_match.matches(&e.event))
+                .map(|e| e.position)
+        };
+        let refused_for_nothing =
+            attempt.outcome == Outcome::Conflict && matches_after(u64::MAX).is_none();
+        if refused_for_nothing {
+            problems.push(format!(
+                "attempt {index} was refused, but nothing after {after} matches its condition"
+            ));
+        }
+        if let Some(conflict) = first.and_then(|first| matches_after(first).map(|c| (first, c))) {
+            let (first, conflict) = conflict;
+            problems.push(format!(
+                "attempt {index} was recorded at {first} although event {conflict} matched its condition after {after}"
+            ));
+        }
+    }
+    if owned != recorded.len() {
+        problems.push(format!(
+            "{} recorded events belong to no attempt",
+            recorded.len() - owned
+        ));
+    }
+    if problems.is_empty() {
+        Ok(summary)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Query, QueryItem};
+
+    fn ev(n: u128, tag: &str) -> Event {
+        Event::new("E", "")
+            .tagged(tag)
+            .with_uuid(Uuid::from_u128(n))
+    }
+
+    fn seq(position: u64, event: Event) -> SequencedEvent {
+        SequencedEvent { position, event }
+    }
+
+    fn conditional(events: Vec<Event>, tag: &str, after: Option<u64>, outcome: Outcome) -> Attempt {
+        let condition = AppendCondition::new(Query::from(QueryItem::tags([tag])), after);
+        Attempt {
+            events,
+            condition: Some(condition),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_valid_history_passes() {
+        let attempts = vec![
+            conditional(
+                vec![ev(1, "t"), ev(2, "t")],
+                "t",
+                None,
+                Outcome::Appended(2),
+            ),
+            conditional(vec![ev(3, "t")], "t", None, Outcome::Conflict),
+            conditional(vec![ev(4, "t")], "t", Some(2), Outcome::Unknown),
+        ];
+        let recorded = vec![seq(1, ev(1, "t")), seq(2, ev(2, "t")), seq(3, ev(4, "t"))];
+        let summary = check(&attempts, &recorded).unwrap();
+        assert_eq!(
+            summary,
+            Summary {
+                appended: 1,
+                conflicts: 1,
+                unknown_recorded: 1,
+                unknown_absent: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_success_over_a_conflicting_event_is_caught() {
+        let attempts = vec![
+            conditional(vec![ev(1, "t")], "t", None, Outcome::Appended(1)),
+            conditional(vec![ev(2, "t")], "t", Some(0), Outcome::Appended(2)),
+        ];
+        let recorded = vec![seq(1, ev(1, "t")), seq(2, ev(2, "t"))];
+        let problems = check(&attempts, &recorded).unwrap_err();
+        assert!(
+            problems[0].contains("although event 1 matched"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn lost_partial_duplicated_and_unfounded_appends_are_caught() {
+        let attempts = vec![
+            conditional(vec![ev(1, "t")], "t", None, Outcome::Appended(1)),
+            conditional(vec![ev(2, "u"), ev(3, "u")], "u", None, Outcome::Unknown),
+            conditional(vec![ev(4, "v")], "v", None, Outcome::Conflict),
+        ];
+        let recorded = vec![seq(1, ev(2, "u")), seq(2, ev(2, "u"))];
+        let problems = check(&attempts, &recorded).unwrap_err().join("\n");
+        assert!(problems.contains("recorded twice"), "{problems}");
+        assert!(problems.contains("partly recorded"), "{problems}");
+        assert!(
+            problems.contains("acknowledged at 1 but is missing"),
+            "{problems}"
+        );
+        assert!(problems.contains("nothing after 0 matches"), "{problems}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The race test: many tasks read, decide and append under conditions on a few shared tags at
+//! once, then the [history checker](super::history) proves the store kept every promise.
+
+use super::history::{self, Attempt, Outcome};
+use super::rng::Rng;
+use crate::{AppendCondition, Error, Event, EventStore, Query, QueryItem, ReadOptions};
+
+/// The shape of a race.
+#[derive(Debug, Clone)]
+pub struct RaceConfig {
+    /// Appends each task attempts.
+    pub appends_per_task: usize,
+    /// How many tags the tasks contend on: fewer tags, more conflicts.
+    pub contended_tags: usize,
+    /// Seed of the first task; task `i` uses `seed + i`.
+    pub seed: u64,
+}
+
+impl Default for RaceConfig {
+    fn default() -> Self {
+        RaceConfig {
+            appends_per_task: 25,
+            contended_tags: 3,
+            seed: 0x5EED,
+        }
+    }
+}
+
+/// Runs one task per handle (use separate connections to the same store where the store has
+/// them), checks the history, and returns the summary. Panics with every problem found.
+///
+/// A task's append is a conditional one three times in four: it reads a query over one or two
+/// contended tags (forward, or backward with a limit of one) and appends one to three events
+/// under the condition "nothing new matches since the head I read". The rest are unconditional
+/// appends, which must keep their positions consecutive among the others.
+pub async fn run<S: EventStore>(handles: Vec<S>, config: RaceConfig) -> history::Summary {
+    assert!(handles.len() >= 2, "a race needs at least two tasks");
+    let store = handles[0].clone();
+    let mut tasks = Vec::new();
+    for (index, handle) in handles.into_iter().enumerate() {
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move {
+            race_task(handle, index, config).await
+        }));
+    }
+    let mut attempts = Vec::new();
+    for task in tasks {
+        attempts.extend(task.await.expect("race task panicked"));
+    }
+    let recorded = store
+        .read(&Query::all(), ReadOptions::default())
+        .await
+        .expect("final read")
+        .events;
+    let summary = history::check(&attempts, &recorded).unwrap_or_else(|problems| {
+        panic!("the race left an invalid history:\n{}", problems.join("\n"))
+    });
+    assert!(summary.appended > 0, "no append succeeded: {summary:?}");
+    assert!(
+        summary.conflicts > 0,
+        "no append conflicted, so the race proved nothing: {summary:?}"
+    );
+    summary
+}
+
+async fn race_task<S: EventStore>(store: S, task: usize, config: RaceConfig) -> Vec<Attempt> {
+    let mut rng = Rng::new(config.seed.wrapping_add(task as u64));
+    let tag = |rng: &mut Rng| format!("contended-{}", rng.below(config.contended_tags as u64));
+    let mut attempts = Vec::new();
+    for _ in 0..config.appends_per_task {
+        let count = 1 + rng.below(3) as usize;
+        let mut events: Vec<Event> = Vec::with_capacity(count);
+        for _ in 0..count {
+            events.push(
+                Event::new("Raced", format!("task {task}"))
+                    .tagged(tag(&mut rng))
+                    .with_uuid(rng.uuid()),
+            );
+        }
+        let condition = if rng.chance(75) {
+            let mut query = Query::from(QueryItem::tags([tag(&mut rng)]));
+            if rng.chance(30) {
+                query = query.or(QueryItem::types(["Raced"]).and_tags([tag(&mut rng)]));
+            }
+            let options = if rng.chance(50) {
+                ReadOptions::default()
+            } else {
+                ReadOptions::default().backwards().limit(1)
+            };
+            let head = store.read(&query, options).await.expect("race read").head;
+            // Give the other tasks a chance to slip in between the read and the append.
+            tokio::task::yield_now().await;
+            Some(AppendCondition::new(query, head))
+        } else {
+            None
+        };
+        let outcome = match store.append(events.clone(), condition.clone()).await {
+            Ok(position) => Outcome::Appended(position),
+            Err(Error::Integrity(_)) => Outcome::Conflict,
+            Err(error) if error.is_retryable() => Outcome::Unknown,
+            Err(error) => panic!("race append failed unexpectedly: {error}"),
+        };
+        attempts.push(Attempt {
+            events,
+            condition,
+            outcome,
+        });
+    }
+    attempts
+}

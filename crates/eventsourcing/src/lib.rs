@@ -1,0 +1,1 @@
+//! Application layer: event-sourced aggregates and DCB decision models (work in progress).
