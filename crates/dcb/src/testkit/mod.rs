@@ -22,6 +22,7 @@ pub mod conformance;
 pub mod history;
 pub mod model;
 pub mod race;
+pub mod recorder;
 mod rng;
 
 pub use rng::Rng;
