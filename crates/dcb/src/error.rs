@@ -64,18 +64,12 @@ impl Error {
 
     /// An [`Error::Unavailable`] with `message` and the underlying `source`.
     pub fn unavailable(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Error::Unavailable {
-            message: message.into(),
-            source: Some(source.into()),
-        }
+        Error::Unavailable { message: message.into(), source: Some(source.into()) }
     }
 
     /// An [`Error::Io`] with `message` and the underlying `source`.
     pub fn io(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Error::Io {
-            message: message.into(),
-            source: Some(source.into()),
-        }
+        Error::Io { message: message.into(), source: Some(source.into()) }
     }
 
     /// Whether this is an append condition (or tracking) conflict: read again and decide again.

@@ -37,8 +37,8 @@ pub mod testkit;
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryStore;
 pub use model::{
-    AppendCondition, AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse,
-    SequencedEvent, TrackingInfo, already_appended,
+    AppendCondition, AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent,
+    TrackingInfo, already_appended,
 };
 pub use store::{EventStore, EventStream};
 

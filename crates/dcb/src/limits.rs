@@ -36,9 +36,7 @@ fn check_name(what: &str, name: &str) -> Result<()> {
         )));
     }
     if name.contains('\0') {
-        return Err(Error::invalid(format!(
-            "{what} {name:?} contains a NUL character"
-        )));
+        return Err(Error::invalid(format!("{what} {name:?} contains a NUL character")));
     }
     Ok(())
 }
@@ -109,9 +107,7 @@ pub fn validate_query(query: &Query) -> Result<()> {
 /// tracking source. Stores call this before taking any lock or starting any transaction.
 pub fn validate_append(request: &AppendRequest) -> Result<()> {
     if request.events.is_empty() {
-        return Err(Error::invalid(
-            "append of no events: give at least one event",
-        ));
+        return Err(Error::invalid("append of no events: give at least one event"));
     }
     if request.events.len() > MAX_EVENTS_PER_APPEND {
         return Err(Error::invalid(format!(

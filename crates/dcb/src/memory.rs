@@ -1,22 +1,25 @@
 //! An indexed in-memory store.
 //!
-//! Events live in a vector indexed by position; two posting lists map each tag and each type to
-//! the ascending positions that carry it. A query item is answered from its rarest tag's list
-//! (checking the rest of the item on each candidate) or from the union of its types' lists, so a
-//! read costs O(log n + candidates) and a condition check stops at the first match. One
-//! read-write lock lets many readers through while one writer appends; an append is visible
-//! whole or not at all, which makes every reported head safe.
+//! Events live in a log indexed by position, stored compactly: types and tags are interned to
+//! numbers, and the log grows in fixed-size chunks so that an append never copies the whole log.
+//! Two posting lists map each tag and each type to the ascending positions that carry it. A query
+//! item is answered from its rarest tag's list (checking the rest of the item on each candidate)
+//! or from the union of its types' lists, so a read costs O(log n + candidates) and a condition
+//! check stops at the first match. One read-write lock lets many readers through while one writer
+//! appends; an append is visible whole or not at all, which makes every reported head safe.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use bytes::Bytes;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::limits::{validate_append, validate_query, validate_source};
 use crate::model::{
-    AppendRequest, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent, already_appended,
+    AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent, already_appended,
 };
 use crate::store::{EventStore, EventStream};
 use crate::subscription;
@@ -49,13 +52,158 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// `events[i]` is at position `i + 1`.
-    events: Vec<SequencedEvent>,
-    /// Ascending positions of the events carrying each tag.
-    by_tag: HashMap<String, Vec<u64>>,
-    /// Ascending positions of the events of each type.
-    by_type: HashMap<String, Vec<u64>>,
+    /// `log.get(p - 1)` is the event at position `p`.
+    log: Chunked<Stored>,
+    /// The tag numbers of every event, one after another: an event's tags are the
+    /// `tags_len` entries from its `tags_start`, so the tags of neighbouring events share cache lines.
+    tags: Chunked<u32>,
+    /// Every type and tag ever recorded, with its posting lists.
+    names: Names,
     tracking: HashMap<String, u64>,
+}
+
+/// An event as kept in the log: names replaced by their numbers, tags kept apart in
+/// [`State::tags`], and the rarely used metadata boxed, to keep the hot part small.
+struct Stored {
+    event_type: u32,
+    tags_len: u32,
+    tags_start: u64,
+    data: Bytes,
+    uuid: Option<Uuid>,
+    // Boxed: 8 bytes in every stored event instead of 24, and most events carry no metadata.
+    #[allow(clippy::box_collection)]
+    metadata: Option<Box<BTreeMap<String, String>>>,
+}
+
+/// Every distinct type and tag, known by a number, with the positions that carry it. A lookup by
+/// name finds the posting lists in the same hash table slot, and short names are stored inline
+/// there: at millions of names, each pointer not followed is a cache miss saved.
+#[derive(Default)]
+struct Names {
+    entries: HashMap<Name, Entry>,
+    /// Name by number.
+    names: Vec<Name>,
+}
+
+#[derive(Default)]
+struct Entry {
+    number: u32,
+    /// Ascending positions of the events carrying this name as a tag.
+    tagged: Vec<u64>,
+    /// Ascending positions of the events of this type.
+    typed: Vec<u64>,
+}
+
+const INLINE_NAME: usize = 30;
+
+/// A name, inline when it fits in [`INLINE_NAME`] bytes. Short names are always inline, so equal
+/// names have equal representations and the derived `Hash` and `Eq` agree with the strings'.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Heap(Box<str>),
+}
+
+impl Name {
+    fn new(name: &str) -> Name {
+        if name.len() <= INLINE_NAME {
+            let mut bytes = [0; INLINE_NAME];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            Name::Inline { len: name.len() as u8, bytes }
+        } else {
+            Name::Heap(name.into())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).expect("copied whole from a str")
+            }
+            Name::Heap(name) => name,
+        }
+    }
+}
+
+impl Names {
+    fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(&Name::new(name))
+    }
+
+    /// The entry of `name`, created if it is new.
+    fn entry(&mut self, name: &str) -> &mut Entry {
+        let key = Name::new(name);
+        let next = self.names.len() as u32;
+        let entry =
+            self.entries.entry(key.clone()).or_insert_with(|| Entry { number: next, ..Entry::default() });
+        if entry.number == next {
+            self.names.push(key);
+        }
+        entry
+    }
+
+    fn name(&self, number: u32) -> &str {
+        self.names[number as usize].as_str()
+    }
+}
+
+/// Elements per chunk of the log.
+const CHUNK: usize = 4096;
+
+/// A vector that grows by whole chunks, so pushing never moves what is already there (a plain
+/// vector would copy the entire log on growth, stalling the writer for milliseconds at millions
+/// of events).
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Chunked<T> {
+    fn push(&mut self, value: T) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks.last_mut().expect("a chunk was just ensured").push(value);
+        self.len += 1;
+    }
+
+    fn get(&self, index: usize) -> &T {
+        &self.chunks[index / CHUNK][index % CHUNK]
+    }
+}
+
+/// A query item with its names resolved to numbers and posting lists; names never recorded are
+/// left out, so an item that needs one can match nothing and is dropped altogether.
+struct Compiled<'a> {
+    types: Vec<(u32, &'a [u64])>,
+    tags: Vec<(u32, &'a [u64])>,
+}
+
+impl<'a> Compiled<'a> {
+    fn new(item: &QueryItem, names: &'a Names) -> Option<Compiled<'a>> {
+        let tags = item
+            .tags
+            .iter()
+            .map(|t| names.get(t).map(|e| (e.number, e.tagged.as_slice())))
+            .collect::<Option<Vec<_>>>()?;
+        let types: Vec<_> =
+            item.types.iter().filter_map(|t| names.get(t)).map(|e| (e.number, e.typed.as_slice())).collect();
+        if types.is_empty() && !item.types.is_empty() {
+            return None;
+        }
+        Some(Compiled { types, tags })
+    }
+
+    fn matches(&self, event: &Stored, state: &State) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|&(ty, _)| ty == event.event_type))
+            && self.tags.iter().all(|&(tag, _)| state.tags_of(event).any(|own| own == tag))
+    }
 }
 
 impl Default for MemoryStore {
@@ -68,21 +216,13 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryStore {
-            shared: Arc::new(Shared {
-                state: RwLock::new(State::default()),
-                heads: watch::Sender::new(0),
-            }),
+            shared: Arc::new(Shared { state: RwLock::new(State::default()), heads: watch::Sender::new(0) }),
         }
     }
 
     /// Number of events stored.
     pub fn len(&self) -> usize {
-        self.shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .events
-            .len()
+        self.shared.state.read().unwrap_or_else(PoisonError::into_inner).log.len
     }
 
     /// Whether no event is stored.
@@ -94,12 +234,8 @@ impl MemoryStore {
 impl EventStore for MemoryStore {
     async fn read(&self, query: &Query, options: ReadOptions) -> Result<ReadResponse> {
         validate_query(query)?;
-        let state = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let events = state.scan(query, options);
+        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        let events = state.read(query, options);
         let head = if options.limit.is_some() && !options.backwards {
             events.last().map(|e| e.position)
         } else {
@@ -113,14 +249,10 @@ impl EventStore for MemoryStore {
         // Poisoning cannot leave a half-applied append: `State::append` checks everything before
         // its first mutation, and nothing after it can panic.
         let (last, grew) = {
-            let mut state = self
-                .shared
-                .state
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            let before = state.events.len();
+            let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
+            let before = state.log.len;
             let last = state.append(request)?;
-            (last, state.events.len() > before)
+            (last, state.log.len > before)
         };
         if grew {
             self.shared.heads.send_replace(last);
@@ -129,21 +261,12 @@ impl EventStore for MemoryStore {
     }
 
     async fn head(&self) -> Result<Option<u64>> {
-        Ok(self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .head())
+        Ok(self.shared.state.read().unwrap_or_else(PoisonError::into_inner).head())
     }
 
     async fn tracking_position(&self, source: &str) -> Result<Option<u64>> {
         validate_source(source)?;
-        let state = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
         Ok(state.tracking.get(source).copied())
     }
 
@@ -156,11 +279,28 @@ impl EventStore for MemoryStore {
 
 impl State {
     fn head(&self) -> Option<u64> {
-        (!self.events.is_empty()).then_some(self.events.len() as u64)
+        (self.log.len > 0).then_some(self.log.len as u64)
     }
 
-    fn event(&self, position: u64) -> &SequencedEvent {
-        &self.events[(position - 1) as usize]
+    fn stored(&self, position: u64) -> &Stored {
+        self.log.get((position - 1) as usize)
+    }
+
+    fn tags_of(&self, stored: &Stored) -> impl Iterator<Item = u32> + '_ {
+        let start = stored.tags_start as usize;
+        (start..start + stored.tags_len as usize).map(|i| *self.tags.get(i))
+    }
+
+    fn materialise(&self, position: u64) -> SequencedEvent {
+        let stored = self.stored(position);
+        let event = Event {
+            event_type: self.names.name(stored.event_type).to_owned(),
+            data: stored.data.clone(),
+            tags: self.tags_of(stored).map(|t| self.names.name(t).to_owned()).collect(),
+            uuid: stored.uuid,
+            metadata: stored.metadata.as_deref().cloned().unwrap_or_default(),
+        };
+        SequencedEvent { position, event }
     }
 
     /// Applies a validated request: tracking and condition are checked before anything changes.
@@ -177,107 +317,96 @@ impl State {
         }
         if let Some(condition) = &request.condition {
             let query = &condition.fail_if_events_match;
-            let first = ReadOptions {
-                after: condition.after,
-                limit: Some(1),
-                backwards: false,
-            };
-            if let Some(conflict) = self.scan(query, first).first() {
-                let submitted = ReadOptions {
-                    limit: Some(request.events.len() as u32),
-                    ..first
-                };
-                if let Some(position) =
-                    already_appended(&request.events, &self.scan(query, submitted))
-                {
+            let first = ReadOptions { after: condition.after, limit: Some(1), backwards: false };
+            if let Some(&conflict) = self.scan(query, first).first() {
+                let submitted = ReadOptions { limit: Some(request.events.len() as u32), ..first };
+                let matches: Vec<SequencedEvent> =
+                    self.scan(query, submitted).into_iter().map(|p| self.materialise(p)).collect();
+                if let Some(position) = already_appended(&request.events, &matches) {
                     return Ok(position);
                 }
                 return Err(Error::Integrity(format!(
-                    "an event matching the append condition was recorded after position {} (at {})",
+                    "an event matching the append condition was recorded after position {} (at {conflict})",
                     condition.after.unwrap_or(0),
-                    conflict.position
                 )));
             }
         }
         for event in request.events {
-            let position = self.events.len() as u64 + 1;
+            let position = self.log.len as u64 + 1;
+            let entry = self.names.entry(&event.event_type);
+            entry.typed.push(position);
+            let event_type = entry.number;
+            let tags_start = self.tags.len as u64;
             for tag in &event.tags {
-                let list = self.by_tag.entry(tag.clone()).or_default();
+                let entry = self.names.entry(tag);
                 // An event listing a tag twice is indexed once.
-                if list.last() != Some(&position) {
-                    list.push(position);
+                if entry.tagged.last() != Some(&position) {
+                    entry.tagged.push(position);
                 }
+                self.tags.push(entry.number);
             }
-            self.by_type
-                .entry(event.event_type.clone())
-                .or_default()
-                .push(position);
-            self.events.push(SequencedEvent { position, event });
+            let metadata = (!event.metadata.is_empty()).then(|| Box::new(event.metadata));
+            let tags_len = event.tags.len() as u32;
+            let stored =
+                Stored { event_type, tags_len, tags_start, data: event.data, uuid: event.uuid, metadata };
+            self.log.push(stored);
         }
         if let Some(tracking) = request.tracking {
             self.tracking.insert(tracking.source, tracking.position);
         }
-        Ok(self.events.len() as u64)
+        Ok(self.log.len as u64)
     }
 
-    /// The events matching `query` in the window and direction of `options`.
-    fn scan(&self, query: &Query, options: ReadOptions) -> Vec<SequencedEvent> {
+    /// Reads: the matching events in the window and direction of `options`.
+    fn read(&self, query: &Query, options: ReadOptions) -> Vec<SequencedEvent> {
+        self.scan(query, options).into_iter().map(|p| self.materialise(p)).collect()
+    }
+
+    /// The positions of the events matching `query` in the window and direction of `options`.
+    fn scan(&self, query: &Query, options: ReadOptions) -> Vec<u64> {
         let limit = options.limit.map_or(usize::MAX, |l| l as usize);
         let after = options.after.unwrap_or(0);
-        let head = self.events.len() as u64;
+        let head = self.log.len as u64;
         if limit == 0 || after >= head {
             return Vec::new();
         }
+        let window = after + 1..=head;
         if query.matches_all() {
-            let window = &self.events[after as usize..];
             return if options.backwards {
-                window.iter().rev().take(limit).cloned().collect()
+                window.rev().take(limit).collect()
             } else {
-                window.iter().take(limit).cloned().collect()
+                window.take(limit).collect()
             };
         }
-        let mut merge = Merge::new(self.sources(query), after, options.backwards);
+        let items: Vec<Compiled> =
+            query.items.iter().filter_map(|item| Compiled::new(item, &self.names)).collect();
+        let mut merge = Merge::new(self.sources(&items), after, options.backwards);
         let mut found = Vec::new();
         while found.len() < limit {
-            let Some(candidates) = merge.next_position() else {
-                break;
-            };
-            let event = self.event(candidates.position);
-            if candidates
-                .items
-                .iter()
-                .any(|item| item.is_none_or(|item| item.matches(&event.event)))
-            {
-                found.push(event.clone());
+            let Some(candidates) = merge.next_position() else { break };
+            let stored = self.stored(candidates.position);
+            if candidates.items.iter().any(|item| item.is_none_or(|item| item.matches(stored, self))) {
+                found.push(candidates.position);
             }
         }
         found
     }
 
-    /// Posting lists that together hold every candidate for `query`, which must not match all.
+    /// Posting lists that together hold every candidate for `items`.
     /// A list paired with `Some(item)` holds candidates that must still be checked against it.
-    fn sources<'a>(&'a self, query: &'a Query) -> Vec<Source<'a>> {
+    fn sources<'a>(&self, items: &'a [Compiled<'a>]) -> Vec<Source<'a>> {
         let mut sources = Vec::new();
-        for item in &query.items {
+        for item in items {
             if item.tags.is_empty() {
                 // Every event of a listed type matches a types-only item.
-                sources.extend(item.types.iter().filter_map(|ty| self.by_type.get(ty)).map(
-                    |positions| Source {
-                        positions,
-                        check: None,
-                    },
-                ));
+                sources.extend(item.types.iter().map(|&(_, positions)| Source { positions, check: None }));
                 continue;
             }
-            // The rarest tag bounds the candidates; a tag never seen means no candidate at all.
-            let lists: Option<Vec<&Vec<u64>>> =
-                item.tags.iter().map(|t| self.by_tag.get(t)).collect();
-            if let Some(rarest) = lists.and_then(|l| l.into_iter().min_by_key(|l| l.len())) {
+            // The rarest tag bounds the candidates.
+            let rarest = item.tags.iter().map(|&(_, positions)| positions).min_by_key(|l| l.len());
+            if let Some(rarest) = rarest {
                 let exact = item.types.is_empty() && item.tags.len() == 1;
-                sources.push(Source {
-                    positions: rarest,
-                    check: (!exact).then_some(item),
-                });
+                sources.push(Source { positions: rarest, check: (!exact).then_some(item) });
             }
         }
         sources
@@ -287,13 +416,13 @@ impl State {
 /// Candidate positions, ascending, and the item each must still be checked against (if any).
 struct Source<'a> {
     positions: &'a [u64],
-    check: Option<&'a QueryItem>,
+    check: Option<&'a Compiled<'a>>,
 }
 
 /// The candidates at one position: the check of each source that offered it.
 struct Candidates<'a> {
     position: u64,
-    items: Vec<Option<&'a QueryItem>>,
+    items: Vec<Option<&'a Compiled<'a>>>,
 }
 
 /// A k-way merge of sources restricted to positions after a bound, in either direction, that
@@ -311,22 +440,11 @@ struct Merge<'a> {
 
 impl<'a> Merge<'a> {
     fn new(sources: Vec<Source<'a>>, after: u64, backwards: bool) -> Self {
-        let floors: Vec<usize> = sources
-            .iter()
-            .map(|s| s.positions.partition_point(|&p| p <= after))
-            .collect();
-        let cursors = if backwards {
-            sources.iter().map(|s| s.positions.len()).collect()
-        } else {
-            floors.clone()
-        };
-        let mut merge = Merge {
-            sources,
-            cursors,
-            floors,
-            heap: BinaryHeap::new(),
-            backwards,
-        };
+        let floors: Vec<usize> =
+            sources.iter().map(|s| s.positions.partition_point(|&p| p <= after)).collect();
+        let cursors =
+            if backwards { sources.iter().map(|s| s.positions.len()).collect() } else { floors.clone() };
+        let mut merge = Merge { sources, cursors, floors, heap: BinaryHeap::new(), backwards };
         for source in 0..merge.sources.len() {
             merge.push_next(source);
         }

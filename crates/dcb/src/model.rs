@@ -118,10 +118,7 @@ impl QueryItem {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        QueryItem {
-            types: types.into_iter().map(Into::into).collect(),
-            tags: Vec::new(),
-        }
+        QueryItem { types: types.into_iter().map(Into::into).collect(), tags: Vec::new() }
     }
 
     /// An item matching events of any type that carry every one of `tags`.
@@ -130,10 +127,7 @@ impl QueryItem {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        QueryItem {
-            types: Vec::new(),
-            tags: tags.into_iter().map(Into::into).collect(),
-        }
+        QueryItem { types: Vec::new(), tags: tags.into_iter().map(Into::into).collect() }
     }
 
     /// Narrows the item further to events that also carry every one of `tags`.
@@ -185,9 +179,7 @@ impl Query {
 
     /// A query made of `items`. With no items it matches every event.
     pub fn new(items: impl IntoIterator<Item = QueryItem>) -> Self {
-        Query {
-            items: items.into_iter().collect(),
-        }
+        Query { items: items.into_iter().collect() }
     }
 
     /// Adds an alternative.
@@ -229,10 +221,7 @@ pub struct AppendCondition {
 impl AppendCondition {
     /// Fail if an event matching `query` was recorded after position `after`.
     pub fn new(query: Query, after: Option<u64>) -> Self {
-        AppendCondition {
-            fail_if_events_match: query,
-            after,
-        }
+        AppendCondition { fail_if_events_match: query, after }
     }
 }
 
@@ -302,10 +291,7 @@ pub struct TrackingInfo {
 impl TrackingInfo {
     /// Progress `position` through `source`.
     pub fn new(source: impl Into<String>, position: u64) -> Self {
-        TrackingInfo {
-            source: source.into(),
-            position,
-        }
+        TrackingInfo { source: source.into(), position }
     }
 }
 
@@ -324,11 +310,7 @@ pub struct AppendRequest {
 impl AppendRequest {
     /// An unconditional append of `events`.
     pub fn new(events: Vec<Event>) -> Self {
-        AppendRequest {
-            events,
-            condition: None,
-            tracking: None,
-        }
+        AppendRequest { events, condition: None, tracking: None }
     }
 
     /// Adds an append condition.
@@ -358,9 +340,5 @@ pub fn already_appended(submitted: &[Event], first_matches: &[SequencedEvent]) -
         .iter()
         .zip(first_matches)
         .all(|(event, recorded)| event.uuid.is_some() && event.uuid == recorded.event.uuid);
-    if same {
-        first_matches.last().map(|e| e.position)
-    } else {
-        None
-    }
+    if same { first_matches.last().map(|e| e.position) } else { None }
 }

@@ -32,10 +32,7 @@ pub struct AggregateEvent {
 pub trait AggregateRecorder: Clone + Send + Sync + 'static {
     /// Records `events` atomically; returns how many events the recorder holds in all afterwards
     /// (the notification id of the last one).
-    fn insert_events(
-        &self,
-        events: Vec<AggregateEvent>,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    fn insert_events(&self, events: Vec<AggregateEvent>) -> impl Future<Output = Result<u64>> + Send;
 
     /// The events of `aggregate_id` with versions after `options.after` (exclusive), oldest first
     /// (newest first when `options.backwards`), at most `options.limit` of them.
@@ -53,9 +50,7 @@ pub trait AggregateRecorder: Clone + Send + Sync + 'static {
 /// versions from 1.
 pub fn validate_insert(events: &[AggregateEvent]) -> Result<()> {
     if events.is_empty() {
-        return Err(Error::invalid(
-            "insert of no aggregate events: give at least one event",
-        ));
+        return Err(Error::invalid("insert of no aggregate events: give at least one event"));
     }
     if events.len() > MAX_EVENTS_PER_APPEND {
         return Err(Error::invalid(format!(
@@ -65,8 +60,8 @@ pub fn validate_insert(events: &[AggregateEvent]) -> Result<()> {
     }
     for event in events {
         // The aggregate id follows the rules of a tag, and the event those of a DCB event.
-        let as_event = Event::new(event.event_type.clone(), event.data.clone())
-            .tagged(event.aggregate_id.clone());
+        let as_event =
+            Event::new(event.event_type.clone(), event.data.clone()).tagged(event.aggregate_id.clone());
         validate_event(&as_event)?;
         if event.version == 0 {
             return Err(Error::invalid(format!(
@@ -120,10 +115,8 @@ impl AggregateRecorder for MemoryRecorder {
         validate_insert(&events)?;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         for (index, event) in events.iter().enumerate() {
-            let recorded = state
-                .aggregates
-                .get(&event.aggregate_id)
-                .is_some_and(|a| a.contains_key(&event.version));
+            let recorded =
+                state.aggregates.get(&event.aggregate_id).is_some_and(|a| a.contains_key(&event.version));
             let repeated = events[..index]
                 .iter()
                 .any(|e| e.aggregate_id == event.aggregate_id && e.version == event.version);
@@ -136,27 +129,17 @@ impl AggregateRecorder for MemoryRecorder {
         }
         state.count += events.len() as u64;
         for event in events {
-            state
-                .aggregates
-                .entry(event.aggregate_id.clone())
-                .or_default()
-                .insert(event.version, event);
+            state.aggregates.entry(event.aggregate_id.clone()).or_default().insert(event.version, event);
         }
         Ok(state.count)
     }
 
-    async fn select_events(
-        &self,
-        aggregate_id: &str,
-        options: ReadOptions,
-    ) -> Result<Vec<AggregateEvent>> {
+    async fn select_events(&self, aggregate_id: &str, options: ReadOptions) -> Result<Vec<AggregateEvent>> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(versions) = state.aggregates.get(aggregate_id) else {
             return Ok(Vec::new());
         };
-        let window = versions
-            .range(options.after.map_or(0, |a| a.saturating_add(1))..)
-            .map(|(_, e)| e);
+        let window = versions.range(options.after.map_or(0, |a| a.saturating_add(1))..).map(|(_, e)| e);
         let limit = options.limit.map_or(usize::MAX, |l| l as usize);
         Ok(if options.backwards {
             window.rev().take(limit).cloned().collect()
@@ -166,10 +149,6 @@ impl AggregateRecorder for MemoryRecorder {
     }
 
     async fn count(&self) -> Result<u64> {
-        Ok(self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count)
+        Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner).count)
     }
 }

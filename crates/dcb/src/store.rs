@@ -48,11 +48,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<crate::SequencedEvent>> 
 pub trait EventStore: Clone + Send + Sync + 'static {
     /// The events matching `query` with the position, limit and direction of `options`, and the
     /// head to condition a later append on (see [`ReadResponse::head`]).
-    fn read(
-        &self,
-        query: &Query,
-        options: ReadOptions,
-    ) -> impl Future<Output = Result<ReadResponse>> + Send;
+    fn read(&self, query: &Query, options: ReadOptions) -> impl Future<Output = Result<ReadResponse>> + Send;
 
     /// Records `request.events` atomically, with `request.tracking`, if `request.condition`
     /// holds; returns the position of the last recorded event.
@@ -74,11 +70,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         events: Vec<Event>,
         condition: Option<AppendCondition>,
     ) -> impl Future<Output = Result<u64>> + Send {
-        self.append_request(AppendRequest {
-            events,
-            condition,
-            tracking: None,
-        })
+        self.append_request(AppendRequest { events, condition, tracking: None })
     }
 
     /// The position of the last event in the store, `None` when it is empty.
@@ -90,9 +82,6 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// Every event matching `query` after position `after` (exclusive): first those already
     /// recorded, then new ones as they are recorded. The stream never skips or repeats an event,
     /// so a consumer resumes by subscribing again after the last position it handled.
-    fn subscribe(
-        &self,
-        query: Query,
-        after: Option<u64>,
-    ) -> impl Future<Output = Result<EventStream>> + Send;
+    fn subscribe(&self, query: Query, after: Option<u64>)
+    -> impl Future<Output = Result<EventStream>> + Send;
 }

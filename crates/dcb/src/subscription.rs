@@ -32,14 +32,7 @@ pub fn follow<S: EventStore>(
         heads: watch::Receiver<u64>,
         failed: bool,
     }
-    let follower = Follower {
-        store,
-        query,
-        cursor: after,
-        buffer: VecDeque::new(),
-        heads,
-        failed: false,
-    };
+    let follower = Follower { store, query, cursor: after, buffer: VecDeque::new(), heads, failed: false };
     Box::pin(futures_util::stream::unfold(follower, |mut f| async move {
         loop {
             if let Some(event) = f.buffer.pop_front() {
@@ -49,11 +42,7 @@ pub fn follow<S: EventStore>(
                 return None;
             }
             f.heads.borrow_and_update();
-            let options = ReadOptions {
-                after: f.cursor,
-                limit: Some(CATCH_UP_BATCH),
-                backwards: false,
-            };
+            let options = ReadOptions { after: f.cursor, limit: Some(CATCH_UP_BATCH), backwards: false };
             match f.store.read(&f.query, options).await {
                 Err(error) => {
                     f.failed = true;

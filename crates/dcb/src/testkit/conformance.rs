@@ -7,8 +7,8 @@ use futures_util::StreamExt;
 use super::{event, positions};
 use crate::limits::{MAX_EVENT_DATA_BYTES, MAX_NAME_BYTES, MAX_QUERY_ITEMS, MAX_TAGS_PER_EVENT};
 use crate::{
-    AppendCondition, AppendRequest, Error, Event, EventStore, Query, QueryItem, ReadOptions,
-    TrackingInfo, Uuid,
+    AppendCondition, AppendRequest, Error, Event, EventStore, Query, QueryItem, ReadOptions, TrackingInfo,
+    Uuid,
 };
 
 /// How long a subscription may take to deliver an event that is already recorded.
@@ -17,17 +17,10 @@ const DELIVERY: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(200);
 
 async fn append<S: EventStore>(store: &S, events: Vec<Event>) -> u64 {
-    store
-        .append(events, None)
-        .await
-        .expect("unconditional append")
+    store.append(events, None).await.expect("unconditional append")
 }
 
-async fn read<S: EventStore>(
-    store: &S,
-    query: &Query,
-    options: ReadOptions,
-) -> crate::ReadResponse {
+async fn read<S: EventStore>(store: &S, query: &Query, options: ReadOptions) -> crate::ReadResponse {
     store.read(query, options).await.expect("read")
 }
 
@@ -95,22 +88,11 @@ pub async fn empty_store_has_no_head<S: EventStore>(store: &S) {
 /// returns the position of its last event.
 pub async fn positions_start_at_one_and_are_consecutive_per_append<S: EventStore>(store: &S) {
     assert_eq!(append(store, vec![event("A", &[])]).await, 1);
-    assert_eq!(
-        append(
-            store,
-            vec![event("B", &[]), event("C", &[]), event("D", &[])]
-        )
-        .await,
-        4
-    );
+    assert_eq!(append(store, vec![event("B", &[]), event("C", &[]), event("D", &[])]).await, 4);
     assert_eq!(append(store, vec![event("E", &[])]).await, 5);
     let read = read(store, &all(), ReadOptions::default()).await;
     assert_eq!(positions(&read), [1, 2, 3, 4, 5]);
-    let types: Vec<&str> = read
-        .events
-        .iter()
-        .map(|e| e.event.event_type.as_str())
-        .collect();
+    let types: Vec<&str> = read.events.iter().map(|e| e.event.event_type.as_str()).collect();
     assert_eq!(types, ["A", "B", "C", "D", "E"]);
     assert_eq!(store.head().await.unwrap(), Some(5));
 }
@@ -135,10 +117,7 @@ pub async fn events_round_trip_unchanged<S: EventStore>(store: &S) {
 pub async fn empty_append_is_invalid_and_writes_nothing<S: EventStore>(store: &S) {
     assert_invalid(store.append(vec![], None).await, "empty append");
     let condition = AppendCondition::new(all(), None);
-    assert_invalid(
-        store.append(vec![], Some(condition)).await,
-        "empty conditional append",
-    );
+    assert_invalid(store.append(vec![], Some(condition)).await, "empty conditional append");
     assert_eq!(store.head().await.unwrap(), None);
 }
 
@@ -148,76 +127,37 @@ pub async fn invalid_events_are_refused_and_nothing_is_written<S: EventStore>(st
     append(store, vec![event("Before", &["t"])]).await;
     let good = event("Good", &["t"]);
     let long_name = "n".repeat(MAX_NAME_BYTES + 1);
-    let too_many_tags: Vec<String> = (0..=MAX_TAGS_PER_EVENT)
-        .map(|i| format!("tag-{i}"))
-        .collect();
+    let too_many_tags: Vec<String> = (0..=MAX_TAGS_PER_EVENT).map(|i| format!("tag-{i}")).collect();
     let bad = [
         ("an empty type", Event::new("", "")),
         ("a type with a NUL", Event::new("A\0B", "")),
-        (
-            "a type over the length limit",
-            Event::new(long_name.clone(), ""),
-        ),
+        ("a type over the length limit", Event::new(long_name.clone(), "")),
         ("an empty tag", Event::new("A", "").tagged("")),
-        (
-            "a tag over the length limit",
-            Event::new("A", "").tagged(long_name.clone()),
-        ),
-        (
-            "too many tags",
-            Event::new("A", "").with_tags(too_many_tags),
-        ),
-        (
-            "data over the size limit",
-            Event::new("A", vec![0u8; MAX_EVENT_DATA_BYTES + 1]),
-        ),
-        (
-            "an empty metadata key",
-            Event::new("A", "").with_metadata("", "v"),
-        ),
+        ("a tag over the length limit", Event::new("A", "").tagged(long_name.clone())),
+        ("too many tags", Event::new("A", "").with_tags(too_many_tags)),
+        ("data over the size limit", Event::new("A", vec![0u8; MAX_EVENT_DATA_BYTES + 1])),
+        ("an empty metadata key", Event::new("A", "").with_metadata("", "v")),
     ];
     for (what, bad_event) in bad {
         let result = store.append(vec![good.clone(), bad_event], None).await;
         assert_invalid(result, what);
     }
     let tracked = AppendRequest::new(vec![good.clone()]).tracking(TrackingInfo::new("", 1));
-    assert_invalid(
-        store.append_request(tracked).await,
-        "an empty tracking source",
-    );
+    assert_invalid(store.append_request(tracked).await, "an empty tracking source");
     let bad_condition = AppendCondition::new(QueryItem::tags([""]).into(), None);
-    assert_invalid(
-        store.append(vec![good], Some(bad_condition)).await,
-        "a condition with an empty tag",
-    );
-    assert_eq!(
-        store.head().await.unwrap(),
-        Some(1),
-        "a refused append wrote something"
-    );
+    assert_invalid(store.append(vec![good], Some(bad_condition)).await, "a condition with an empty tag");
+    assert_eq!(store.head().await.unwrap(), Some(1), "a refused append wrote something");
 }
 
 /// Queries breaking the limits are refused by reads, subscriptions and conditions alike.
 pub async fn oversized_queries_are_refused<S: EventStore>(store: &S) {
     let huge = Query::new((0..=MAX_QUERY_ITEMS).map(|i| QueryItem::tags([format!("t{i}")])));
-    assert!(matches!(
-        store.read(&huge, ReadOptions::default()).await,
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        store.subscribe(huge.clone(), None).await,
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(store.read(&huge, ReadOptions::default()).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.subscribe(huge.clone(), None).await, Err(Error::InvalidArgument(_))));
     let condition = AppendCondition::new(huge, None);
-    assert_invalid(
-        store.append(vec![event("A", &[])], Some(condition)).await,
-        "huge condition",
-    );
+    assert_invalid(store.append(vec![event("A", &[])], Some(condition)).await, "huge condition");
     let empty_type = QueryItem::types([""]).into();
-    assert!(matches!(
-        store.read(&empty_type, ReadOptions::default()).await,
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(store.read(&empty_type, ReadOptions::default()).await, Err(Error::InvalidArgument(_))));
     assert_eq!(store.head().await.unwrap(), None);
 }
 
@@ -226,28 +166,16 @@ pub async fn read_after_is_exclusive<S: EventStore>(store: &S) {
     append(store, (0..5).map(|_| event("A", &["t"])).collect()).await;
     for after in 0..=5 {
         let read = read(store, &tags(&["t"]), ReadOptions::default().after(after)).await;
-        assert_eq!(
-            positions(&read),
-            ((after + 1)..=5).collect::<Vec<_>>(),
-            "after {after}"
-        );
+        assert_eq!(positions(&read), ((after + 1)..=5).collect::<Vec<_>>(), "after {after}");
     }
     let read = read(store, &all(), ReadOptions::default().after(99)).await;
     assert!(read.events.is_empty());
-    assert_eq!(
-        read.head,
-        Some(5),
-        "a read past the end still reports the store head"
-    );
+    assert_eq!(read.head, Some(5), "a read past the end still reports the store head");
 }
 
 /// Without a limit, the head is the store's last position, even when nothing matched.
 pub async fn read_without_limit_reports_the_store_head<S: EventStore>(store: &S) {
-    append(
-        store,
-        vec![event("A", &["x"]), event("B", &["y"]), event("C", &["z"])],
-    )
-    .await;
+    append(store, vec![event("A", &["x"]), event("B", &["y"]), event("C", &["z"])]).await;
     let read = read(store, &tags(&["x"]), ReadOptions::default()).await;
     assert_eq!(positions(&read), [1]);
     assert_eq!(read.head, Some(3));
@@ -263,30 +191,17 @@ async fn read_nothing<S: EventStore>(store: &S) -> crate::ReadResponse {
 /// With a limit, the head is the position of the last event returned, or none when none was
 /// returned (so a limit of zero gives no head).
 pub async fn read_with_limit_reports_the_last_returned_position<S: EventStore>(store: &S) {
-    append(
-        store,
-        (1..=6)
-            .map(|i| event(if i % 2 == 0 { "Even" } else { "Odd" }, &[]))
-            .collect(),
-    )
-    .await;
+    append(store, (1..=6).map(|i| event(if i % 2 == 0 { "Even" } else { "Odd" }, &[])).collect()).await;
     let read = read(store, &types(&["Odd"]), ReadOptions::default().limit(2)).await;
     assert_eq!(positions(&read), [1, 3]);
     assert_eq!(read.head, Some(3));
     let read = read_limited(store, 10).await;
     assert_eq!(positions(&read), [1, 3, 5]);
-    assert_eq!(
-        read.head,
-        Some(5),
-        "a limit larger than the matches still reports the last returned"
-    );
+    assert_eq!(read.head, Some(5), "a limit larger than the matches still reports the last returned");
     let read = read_limited(store, 0).await;
     assert!(read.events.is_empty());
     assert_eq!(read.head, None);
-    let read = store
-        .read(&tags(&["never-used"]), ReadOptions::default().limit(5))
-        .await
-        .unwrap();
+    let read = store.read(&tags(&["never-used"]), ReadOptions::default().limit(5)).await.unwrap();
     assert_eq!(read.head, None);
 }
 
@@ -302,31 +217,17 @@ pub async fn backward_reads_return_newest_first_and_the_store_head<S: EventStore
     let read = read(store, &y, ReadOptions::default().backwards()).await;
     assert_eq!(positions(&read), [6, 4, 3, 2]);
     assert_eq!(read.head, Some(6));
-    let read = read_back(
-        store,
-        &y,
-        ReadOptions::default().backwards().after(2).limit(2),
-    )
-    .await;
+    let read = read_back(store, &y, ReadOptions::default().backwards().after(2).limit(2)).await;
     assert_eq!(positions(&read), [6, 4]);
     assert_eq!(read.head, Some(6));
-    let read = read_back(
-        store,
-        &types(&["A"]),
-        ReadOptions::default().backwards().limit(1),
-    )
-    .await;
+    let read = read_back(store, &types(&["A"]), ReadOptions::default().backwards().limit(1)).await;
     assert_eq!(positions(&read), [4]);
     assert_eq!(read.head, Some(6));
     let read = read_back(store, &all(), ReadOptions::default().backwards().after(3)).await;
     assert_eq!(positions(&read), [6, 5, 4]);
 }
 
-async fn read_back<S: EventStore>(
-    store: &S,
-    query: &Query,
-    options: ReadOptions,
-) -> crate::ReadResponse {
+async fn read_back<S: EventStore>(store: &S, query: &Query, options: ReadOptions) -> crate::ReadResponse {
     read(store, query, options).await
 }
 
@@ -339,11 +240,7 @@ pub async fn read_matrix<S: EventStore>(store: &S) {
     };
     let cases: Vec<(&str, Query, Vec<u64>)> = vec![
         ("no items matches all", Query::all(), vec![1, 2, 3, 4, 5, 6]),
-        (
-            "an empty item matches all",
-            Query::from(item(&[], &[])),
-            vec![1, 2, 3, 4, 5, 6],
-        ),
+        ("an empty item matches all", Query::from(item(&[], &[])), vec![1, 2, 3, 4, 5, 6]),
         (
             "an empty item among others",
             Query::new([item(&["A"], &[]), item(&[], &[])]),
@@ -359,68 +256,29 @@ pub async fn read_matrix<S: EventStore>(store: &S) {
         ("known and unknown tag", tags(&["x", "nope"]), vec![]),
         ("a repeated tag", tags(&["y", "y"]), vec![2, 3, 4, 6]),
         ("type and tag", Query::from(item(&["A"], &["y"])), vec![4]),
-        (
-            "types and tag",
-            Query::from(item(&["B", "C"], &["y"])),
-            vec![2, 3, 6],
-        ),
-        (
-            "types and tags",
-            Query::from(item(&["A", "C"], &["y", "z"])),
-            vec![4, 6],
-        ),
-        (
-            "items are alternatives",
-            Query::new([item(&["A"], &[]), item(&[], &["z"])]),
-            vec![1, 4, 6],
-        ),
+        ("types and tag", Query::from(item(&["B", "C"], &["y"])), vec![2, 3, 6]),
+        ("types and tags", Query::from(item(&["A", "C"], &["y", "z"])), vec![4, 6]),
+        ("items are alternatives", Query::new([item(&["A"], &[]), item(&[], &["z"])]), vec![1, 4, 6]),
         (
             "overlapping items yield once",
             Query::new([item(&[], &["x"]), item(&[], &["y"])]),
             vec![1, 2, 3, 4, 6],
         ),
-        (
-            "two typed items",
-            Query::new([item(&["A"], &["x"]), item(&["C"], &["z"])]),
-            vec![1, 6],
-        ),
-        (
-            "a type no item tag holds",
-            Query::from(item(&["B"], &["z"])),
-            vec![],
-        ),
+        ("two typed items", Query::new([item(&["A"], &["x"]), item(&["C"], &["z"])]), vec![1, 6]),
+        ("a type no item tag holds", Query::from(item(&["B"], &["z"])), vec![]),
     ];
     for (name, query, expected) in cases {
         let read = read(store, &query, ReadOptions::default()).await;
         assert_eq!(positions(&read), expected, "read matrix case: {name}");
         assert_eq!(read.head, Some(6), "read matrix case: {name}");
-        let backwards = store
-            .read(&query, ReadOptions::default().backwards())
-            .await
-            .unwrap();
+        let backwards = store.read(&query, ReadOptions::default().backwards()).await.unwrap();
         let mut reversed = expected.clone();
         reversed.reverse();
-        assert_eq!(
-            positions(&backwards),
-            reversed,
-            "read matrix case, backwards: {name}"
-        );
+        assert_eq!(positions(&backwards), reversed, "read matrix case, backwards: {name}");
         for after in [1, 3, 5] {
-            let read = store
-                .read(&query, ReadOptions::default().after(after).limit(2))
-                .await
-                .unwrap();
-            let expected_window: Vec<u64> = expected
-                .iter()
-                .copied()
-                .filter(|&p| p > after)
-                .take(2)
-                .collect();
-            assert_eq!(
-                positions(&read),
-                expected_window,
-                "read matrix case {name}, after {after}, limit 2"
-            );
+            let read = store.read(&query, ReadOptions::default().after(after).limit(2)).await.unwrap();
+            let expected_window: Vec<u64> = expected.iter().copied().filter(|&p| p > after).take(2).collect();
+            assert_eq!(positions(&read), expected_window, "read matrix case {name}, after {after}, limit 2");
         }
     }
 }
@@ -443,26 +301,14 @@ pub async fn condition_matrix<S: EventStore>(store: &S) {
         ("the empty query on a non-empty store", all(), None),
         ("the empty query when head exceeds after", all(), Some(5)),
         ("type and tag", item(&["C"], &["x"]), Some(5)),
-        (
-            "one of two items",
-            Query::new([QueryItem::tags(["nope"]), QueryItem::types(["B"])]),
-            Some(4),
-        ),
+        ("one of two items", Query::new([QueryItem::tags(["nope"]), QueryItem::types(["B"])]), Some(4)),
         ("two tags", tags(&["y", "z"]), Some(5)),
     ];
     for (name, query, after) in failing {
-        let result = store
-            .append(
-                vec![event("Probe", &["probe"])],
-                Some(AppendCondition::new(query, after)),
-            )
-            .await;
+        let result =
+            store.append(vec![event("Probe", &["probe"])], Some(AppendCondition::new(query, after))).await;
         assert_integrity(result, name);
-        assert_eq!(
-            store.head().await.unwrap(),
-            Some(6),
-            "failed condition wrote something: {name}"
-        );
+        assert_eq!(store.head().await.unwrap(), Some(6), "failed condition wrote something: {name}");
     }
     // Successful appends add `Probe` events tagged `probe`, which none of the later queries match.
     let mut head = 6;
@@ -477,18 +323,10 @@ pub async fn condition_matrix<S: EventStore>(store: &S) {
         ("after beyond the head", tags(&["y"]), Some(100)),
     ];
     for (name, query, after) in passing {
-        let result = store
-            .append(
-                vec![event("Probe", &["probe"])],
-                Some(AppendCondition::new(query, after)),
-            )
-            .await;
+        let result =
+            store.append(vec![event("Probe", &["probe"])], Some(AppendCondition::new(query, after))).await;
         head += 1;
-        assert_eq!(
-            result.unwrap_or_else(|e| panic!("condition {name}: {e}")),
-            head,
-            "condition {name}"
-        );
+        assert_eq!(result.unwrap_or_else(|e| panic!("condition {name}: {e}")), head, "condition {name}");
     }
 }
 
@@ -501,26 +339,17 @@ pub async fn failed_condition_writes_nothing<S: EventStore>(store: &S) {
     assert_integrity(store.append_request(request).await, "stale condition");
     assert_eq!(store.head().await.unwrap(), Some(1));
     assert_eq!(store.tracking_position("projector").await.unwrap(), None);
-    assert!(
-        read(store, &tags(&["u"]), ReadOptions::default())
-            .await
-            .events
-            .is_empty()
-    );
+    assert!(read(store, &tags(&["u"]), ReadOptions::default()).await.events.is_empty());
 }
 
 /// A conditional append retried after it succeeded (its uuids are the first matches after its
 /// `after`) returns the original last position and writes nothing new.
 pub async fn retried_append_with_uuids_returns_the_original_position<S: EventStore>(store: &S) {
     append(store, vec![event("Seed", &["other"])]).await;
-    let events: Vec<Event> = (0..3u128)
-        .map(|i| event("Joined", &["course-1"]).with_uuid(Uuid::from_u128(0xA000 + i)))
-        .collect();
+    let events: Vec<Event> =
+        (0..3u128).map(|i| event("Joined", &["course-1"]).with_uuid(Uuid::from_u128(0xA000 + i))).collect();
     let condition = AppendCondition::new(tags(&["course-1"]), Some(1));
-    let first = store
-        .append(events.clone(), Some(condition.clone()))
-        .await
-        .unwrap();
+    let first = store.append(events.clone(), Some(condition.clone())).await.unwrap();
     assert_eq!(first, 4);
     append(store, vec![event("Later", &["other"])]).await;
     let retried = store.append(events, Some(condition)).await.unwrap();
@@ -533,28 +362,18 @@ pub async fn retried_append_with_uuids_returns_the_original_position<S: EventSto
 pub async fn conflict_with_other_uuids_is_an_integrity_error<S: EventStore>(store: &S) {
     let condition = AppendCondition::new(tags(&["course-1"]), None);
     let recorded = event("Joined", &["course-1"]).with_uuid(Uuid::from_u128(1));
-    store
-        .append(vec![recorded], Some(condition.clone()))
-        .await
-        .unwrap();
+    store.append(vec![recorded], Some(condition.clone())).await.unwrap();
     let other = event("Joined", &["course-1"]).with_uuid(Uuid::from_u128(2));
-    assert_integrity(
-        store.append(vec![other], Some(condition.clone())).await,
-        "other uuid",
-    );
+    assert_integrity(store.append(vec![other], Some(condition.clone())).await, "other uuid");
     let same_type_no_uuid = event("Joined", &["course-1"]);
-    assert_integrity(
-        store.append(vec![same_type_no_uuid], Some(condition)).await,
-        "no uuid",
-    );
+    assert_integrity(store.append(vec![same_type_no_uuid], Some(condition)).await, "no uuid");
     assert_eq!(store.head().await.unwrap(), Some(1));
 }
 
 /// Tracking info is recorded with the events, per source, and read back as the last position.
 pub async fn tracking_is_recorded_with_the_events<S: EventStore>(store: &S) {
     assert_eq!(store.tracking_position("upstream").await.unwrap(), None);
-    let request =
-        AppendRequest::new(vec![event("A", &[])]).tracking(TrackingInfo::new("upstream", 10));
+    let request = AppendRequest::new(vec![event("A", &[])]).tracking(TrackingInfo::new("upstream", 10));
     assert_eq!(store.append_request(request).await.unwrap(), 1);
     assert_eq!(store.tracking_position("upstream").await.unwrap(), Some(10));
     assert_eq!(store.tracking_position("elsewhere").await.unwrap(), None);
@@ -565,28 +384,17 @@ pub async fn tracking_is_recorded_with_the_events<S: EventStore>(store: &S) {
     assert_eq!(store.tracking_position("elsewhere").await.unwrap(), Some(3));
     assert_eq!(store.tracking_position("upstream").await.unwrap(), Some(10));
     append(store, vec![event("C", &[])]).await;
-    assert_eq!(
-        store.tracking_position("upstream").await.unwrap(),
-        Some(10),
-        "an untracked append kept it"
-    );
+    assert_eq!(store.tracking_position("upstream").await.unwrap(), Some(10), "an untracked append kept it");
 }
 
 /// A tracking position equal to or below the recorded one is an integrity error, and its events
 /// are not written.
 pub async fn tracking_must_increase_per_source<S: EventStore>(store: &S) {
-    let tracked = |position| {
-        AppendRequest::new(vec![event("A", &[])]).tracking(TrackingInfo::new("src", position))
-    };
+    let tracked =
+        |position| AppendRequest::new(vec![event("A", &[])]).tracking(TrackingInfo::new("src", position));
     store.append_request(tracked(5)).await.unwrap();
-    assert_integrity(
-        store.append_request(tracked(5)).await,
-        "same tracking position",
-    );
-    assert_integrity(
-        store.append_request(tracked(4)).await,
-        "lower tracking position",
-    );
+    assert_integrity(store.append_request(tracked(5)).await, "same tracking position");
+    assert_integrity(store.append_request(tracked(4)).await, "lower tracking position");
     assert_eq!(store.head().await.unwrap(), Some(1));
     assert_eq!(store.append_request(tracked(6)).await.unwrap(), 2);
     assert_eq!(store.tracking_position("src").await.unwrap(), Some(6));
@@ -597,19 +405,12 @@ pub async fn subscription_delivers_backlog_then_waits_then_goes_live<S: EventSto
     append(store, vec![event("A", &["t"]), event("B", &["t"])]).await;
     let mut stream = store.subscribe(all(), None).await.unwrap();
     for expected in [1, 2] {
-        let next = tokio::time::timeout(DELIVERY, stream.next())
-            .await
-            .expect("backlog delivered");
+        let next = tokio::time::timeout(DELIVERY, stream.next()).await.expect("backlog delivered");
         assert_eq!(next.unwrap().unwrap().position, expected);
     }
-    assert!(
-        tokio::time::timeout(QUIET, stream.next()).await.is_err(),
-        "a subscription invented an event"
-    );
+    assert!(tokio::time::timeout(QUIET, stream.next()).await.is_err(), "a subscription invented an event");
     append(store, vec![event("C", &["t"])]).await;
-    let next = tokio::time::timeout(DELIVERY, stream.next())
-        .await
-        .expect("live event delivered");
+    let next = tokio::time::timeout(DELIVERY, stream.next()).await.expect("live event delivered");
     let delivered = next.unwrap().unwrap();
     assert_eq!(delivered.position, 3);
     assert_eq!(delivered.event.event_type, "C");
@@ -617,24 +418,14 @@ pub async fn subscription_delivers_backlog_then_waits_then_goes_live<S: EventSto
 
 /// A subscription after a position starts just after it, and only yields matching events.
 pub async fn subscription_resumes_after_a_position_and_filters<S: EventStore>(store: &S) {
-    append(
-        store,
-        (1..=6)
-            .map(|i| event("A", if i % 2 == 0 { &["even"] } else { &["odd"] }))
-            .collect(),
-    )
-    .await;
+    append(store, (1..=6).map(|i| event("A", if i % 2 == 0 { &["even"] } else { &["odd"] })).collect()).await;
     let mut stream = store.subscribe(tags(&["even"]), Some(2)).await.unwrap();
     for expected in [4, 6] {
-        let next = tokio::time::timeout(DELIVERY, stream.next())
-            .await
-            .expect("backlog delivered");
+        let next = tokio::time::timeout(DELIVERY, stream.next()).await.expect("backlog delivered");
         assert_eq!(next.unwrap().unwrap().position, expected);
     }
     append(store, vec![event("A", &["odd"]), event("A", &["even"])]).await;
-    let next = tokio::time::timeout(DELIVERY, stream.next())
-        .await
-        .expect("live event delivered");
+    let next = tokio::time::timeout(DELIVERY, stream.next()).await.expect("live event delivered");
     assert_eq!(next.unwrap().unwrap().position, 8);
 }
 
@@ -655,14 +446,8 @@ pub async fn subscription_never_skips_under_concurrent_appends<S: EventStore>(st
     }
     let total: u64 = (0..APPENDS).map(|i| 1 + (i % 3) as u64).sum::<u64>() * WRITERS as u64;
     for expected in 1..=total {
-        let next = tokio::time::timeout(DELIVERY, stream.next())
-            .await
-            .expect("event delivered in time");
-        assert_eq!(
-            next.unwrap().unwrap().position,
-            expected,
-            "subscription skipped or repeated"
-        );
+        let next = tokio::time::timeout(DELIVERY, stream.next()).await.expect("event delivered in time");
+        assert_eq!(next.unwrap().unwrap().position, expected, "subscription skipped or repeated");
     }
     for writer in writers {
         writer.await.unwrap();
@@ -677,9 +462,7 @@ pub async fn reads_see_whole_appends_only<S: EventStore>(store: &S) {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..100 {
-                let batch = (0..BATCH)
-                    .map(|_| event("Batch", &[&format!("batch-{i}")]))
-                    .collect();
+                let batch = (0..BATCH).map(|_| event("Batch", &[&format!("batch-{i}")])).collect();
                 store.append(batch, None).await.unwrap();
             }
         })
@@ -688,11 +471,7 @@ pub async fn reads_see_whole_appends_only<S: EventStore>(store: &S) {
         let read = read(store, &all(), ReadOptions::default()).await;
         let head = read.head.unwrap_or(0);
         assert_eq!(head % BATCH as u64, 0, "a reader saw part of an append");
-        assert_eq!(
-            positions(&read),
-            (1..=head).collect::<Vec<_>>(),
-            "a reader saw a gap below its head"
-        );
+        assert_eq!(positions(&read), (1..=head).collect::<Vec<_>>(), "a reader saw a gap below its head");
         if writer.is_finished() {
             break;
         }

@@ -55,38 +55,25 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
     let mut problems = Vec::new();
     for (index, event) in recorded.iter().enumerate() {
         if event.position != index as u64 + 1 {
-            problems.push(format!(
-                "position {} recorded where {} was expected",
-                event.position,
-                index + 1
-            ));
+            problems.push(format!("position {} recorded where {} was expected", event.position, index + 1));
             return Err(problems);
         }
     }
     let mut where_recorded: HashMap<Uuid, u64> = HashMap::new();
     for event in recorded {
         let Some(uuid) = event.event.uuid else {
-            problems.push(format!(
-                "event at {} has no uuid: not from this history",
-                event.position
-            ));
+            problems.push(format!("event at {} has no uuid: not from this history", event.position));
             continue;
         };
         if let Some(earlier) = where_recorded.insert(uuid, event.position) {
-            problems.push(format!(
-                "event {uuid} recorded twice, at {earlier} and {}",
-                event.position
-            ));
+            problems.push(format!("event {uuid} recorded twice, at {earlier} and {}", event.position));
         }
     }
     let mut owned = 0usize;
     let mut summary = Summary::default();
     for (index, attempt) in attempts.iter().enumerate() {
-        let found: Vec<Option<u64>> = attempt
-            .events
-            .iter()
-            .map(|e| e.uuid.and_then(|u| where_recorded.get(&u).copied()))
-            .collect();
+        let found: Vec<Option<u64>> =
+            attempt.events.iter().map(|e| e.uuid.and_then(|u| where_recorded.get(&u).copied())).collect();
         let present = found.iter().filter(|p| p.is_some()).count();
         if present != 0 && present != found.len() {
             problems.push(format!("attempt {index} is partly recorded: {found:?}"));
@@ -95,14 +82,9 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
         let first = found.first().copied().flatten();
         if let Some(first) = first {
             owned += found.len();
-            let consecutive = found
-                .iter()
-                .enumerate()
-                .all(|(i, p)| *p == Some(first + i as u64));
+            let consecutive = found.iter().enumerate().all(|(i, p)| *p == Some(first + i as u64));
             if !consecutive {
-                problems.push(format!(
-                    "attempt {index} recorded at non-consecutive positions {found:?}"
-                ));
+                problems.push(format!("attempt {index} recorded at non-consecutive positions {found:?}"));
             }
             let events_match = attempt
                 .events
@@ -116,15 +98,15 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
         let last = first.map(|f| f + found.len() as u64 - 1);
         match (&attempt.outcome, last) {
             (Outcome::Appended(told), Some(last)) if *told == last => summary.appended += 1,
-            (Outcome::Appended(told), Some(last)) => problems.push(format!(
-                "attempt {index} was told position {told} but ends at {last}"
-            )),
-            (Outcome::Appended(told), None) => problems.push(format!(
-                "attempt {index} was acknowledged at {told} but is missing"
-            )),
-            (Outcome::Conflict, Some(last)) => problems.push(format!(
-                "attempt {index} was refused but is recorded, ending at {last}"
-            )),
+            (Outcome::Appended(told), Some(last)) => {
+                problems.push(format!("attempt {index} was told position {told} but ends at {last}"))
+            }
+            (Outcome::Appended(told), None) => {
+                problems.push(format!("attempt {index} was acknowledged at {told} but is missing"))
+            }
+            (Outcome::Conflict, Some(last)) => {
+                problems.push(format!("attempt {index} was refused but is recorded, ending at {last}"))
+            }
             (Outcome::Conflict, None) => summary.conflicts += 1,
             (Outcome::Unknown, Some(_)) => summary.unknown_recorded += 1,
             (Outcome::Unknown, None) => summary.unknown_absent += 1,
@@ -140,8 +122,7 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
                 .find(|e| condition.fail_if_events_match.matches(&e.event))
                 .map(|e| e.position)
         };
-        let refused_for_nothing =
-            attempt.outcome == Outcome::Conflict && matches_after(u64::MAX).is_none();
+        let refused_for_nothing = attempt.outcome == Outcome::Conflict && matches_after(u64::MAX).is_none();
         if refused_for_nothing {
             problems.push(format!(
                 "attempt {index} was refused, but nothing after {after} matches its condition"
@@ -155,16 +136,9 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
         }
     }
     if owned != recorded.len() {
-        problems.push(format!(
-            "{} recorded events belong to no attempt",
-            recorded.len() - owned
-        ));
+        problems.push(format!("{} recorded events belong to no attempt", recorded.len() - owned));
     }
-    if problems.is_empty() {
-        Ok(summary)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(summary) } else { Err(problems) }
 }
 
 #[cfg(test)]
@@ -173,9 +147,7 @@ mod tests {
     use crate::{Query, QueryItem};
 
     fn ev(n: u128, tag: &str) -> Event {
-        Event::new("E", "")
-            .tagged(tag)
-            .with_uuid(Uuid::from_u128(n))
+        Event::new("E", "").tagged(tag).with_uuid(Uuid::from_u128(n))
     }
 
     fn seq(position: u64, event: Event) -> SequencedEvent {
@@ -184,36 +156,19 @@ mod tests {
 
     fn conditional(events: Vec<Event>, tag: &str, after: Option<u64>, outcome: Outcome) -> Attempt {
         let condition = AppendCondition::new(Query::from(QueryItem::tags([tag])), after);
-        Attempt {
-            events,
-            condition: Some(condition),
-            outcome,
-        }
+        Attempt { events, condition: Some(condition), outcome }
     }
 
     #[test]
     fn a_valid_history_passes() {
         let attempts = vec![
-            conditional(
-                vec![ev(1, "t"), ev(2, "t")],
-                "t",
-                None,
-                Outcome::Appended(2),
-            ),
+            conditional(vec![ev(1, "t"), ev(2, "t")], "t", None, Outcome::Appended(2)),
             conditional(vec![ev(3, "t")], "t", None, Outcome::Conflict),
             conditional(vec![ev(4, "t")], "t", Some(2), Outcome::Unknown),
         ];
         let recorded = vec![seq(1, ev(1, "t")), seq(2, ev(2, "t")), seq(3, ev(4, "t"))];
         let summary = check(&attempts, &recorded).unwrap();
-        assert_eq!(
-            summary,
-            Summary {
-                appended: 1,
-                conflicts: 1,
-                unknown_recorded: 1,
-                unknown_absent: 0
-            }
-        );
+        assert_eq!(summary, Summary { appended: 1, conflicts: 1, unknown_recorded: 1, unknown_absent: 0 });
     }
 
     #[test]
@@ -224,10 +179,7 @@ mod tests {
         ];
         let recorded = vec![seq(1, ev(1, "t")), seq(2, ev(2, "t"))];
         let problems = check(&attempts, &recorded).unwrap_err();
-        assert!(
-            problems[0].contains("although event 1 matched"),
-            "{problems:?}"
-        );
+        assert!(problems[0].contains("although event 1 matched"), "{problems:?}");
     }
 
     #[test]
@@ -241,10 +193,7 @@ mod tests {
         let problems = check(&attempts, &recorded).unwrap_err().join("\n");
         assert!(problems.contains("recorded twice"), "{problems}");
         assert!(problems.contains("partly recorded"), "{problems}");
-        assert!(
-            problems.contains("acknowledged at 1 but is missing"),
-            "{problems}"
-        );
+        assert!(problems.contains("acknowledged at 1 but is missing"), "{problems}");
         assert!(problems.contains("nothing after 0 matches"), "{problems}");
     }
 }

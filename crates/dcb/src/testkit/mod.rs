@@ -31,11 +31,8 @@ use crate::{Event, ReadResponse};
 
 /// An event of type `event_type` with `tags` and a small payload naming them.
 pub fn event(event_type: &str, tags: &[&str]) -> Event {
-    Event::new(
-        event_type.to_owned(),
-        format!("{event_type}:{}", tags.join(",")),
-    )
-    .with_tags(tags.iter().copied())
+    Event::new(event_type.to_owned(), format!("{event_type}:{}", tags.join(",")))
+        .with_tags(tags.iter().copied())
 }
 
 /// The positions of the events a read returned, in order.

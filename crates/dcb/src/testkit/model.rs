@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use super::rng::Rng;
 use crate::{
-    AppendCondition, AppendRequest, Error, Event, EventStore, Query, QueryItem, ReadOptions,
-    ReadResponse, SequencedEvent, TrackingInfo, already_appended,
+    AppendCondition, AppendRequest, Error, Event, EventStore, Query, QueryItem, ReadOptions, ReadResponse,
+    SequencedEvent, TrackingInfo, already_appended,
 };
 
 const TYPES: [&str; 3] = ["A", "B", "C"];
@@ -48,12 +48,8 @@ impl NaiveModel {
     /// What a store must answer to a read.
     pub fn read(&self, query: &Query, options: ReadOptions) -> ReadResponse {
         let after = options.after.unwrap_or(0);
-        let mut events: Vec<SequencedEvent> = self
-            .events
-            .iter()
-            .filter(|e| e.position > after && query.matches(&e.event))
-            .cloned()
-            .collect();
+        let mut events: Vec<SequencedEvent> =
+            self.events.iter().filter(|e| e.position > after && query.matches(&e.event)).cloned().collect();
         if options.backwards {
             events.reverse();
         }
@@ -71,19 +67,12 @@ impl NaiveModel {
     /// What a store must answer to an append (already validated), applying it if it succeeds.
     pub fn append(&mut self, request: AppendRequest) -> Result<u64, &'static str> {
         if let Some(tracking) = &request.tracking {
-            if self
-                .tracking
-                .get(&tracking.source)
-                .is_some_and(|&p| tracking.position <= p)
-            {
+            if self.tracking.get(&tracking.source).is_some_and(|&p| tracking.position <= p) {
                 return Err("integrity");
             }
         }
         if let Some(condition) = &request.condition {
-            let options = ReadOptions {
-                after: condition.after,
-                ..ReadOptions::default()
-            };
+            let options = ReadOptions { after: condition.after, ..ReadOptions::default() };
             let matching = self.read(&condition.fail_if_events_match, options).events;
             if !matching.is_empty() {
                 let first = &matching[..matching.len().min(request.events.len())];
@@ -115,23 +104,15 @@ fn kind(error: &Error) -> &'static str {
 
 fn random_query(rng: &mut Rng) -> Query {
     let items = (0..rng.below(3)).map(|_| {
-        let types = (0..rng.below(3))
-            .map(|_| rng.pick(&TYPES).to_string())
-            .collect();
-        let tags = (0..rng.below(3))
-            .map(|_| rng.pick(&TAGS).to_string())
-            .collect();
+        let types = (0..rng.below(3)).map(|_| rng.pick(&TYPES).to_string()).collect();
+        let tags = (0..rng.below(3)).map(|_| rng.pick(&TAGS).to_string()).collect();
         QueryItem { types, tags }
     });
     Query::new(items)
 }
 
 fn random_position(rng: &mut Rng, head: u64) -> Option<u64> {
-    if rng.chance(10) {
-        None
-    } else {
-        Some(head.saturating_sub(rng.below(4)) + u64::from(rng.chance(5)))
-    }
+    if rng.chance(10) { None } else { Some(head.saturating_sub(rng.below(4)) + u64::from(rng.chance(5))) }
 }
 
 fn random_append(rng: &mut Rng, model: &NaiveModel) -> AppendRequest {
@@ -140,29 +121,18 @@ fn random_append(rng: &mut Rng, model: &NaiveModel) -> AppendRequest {
     let events = (0..count)
         .map(|_| {
             let tags: Vec<&str> = (0..rng.below(3)).map(|_| *rng.pick(&TAGS)).collect();
-            let event = Event::new(*rng.pick(&TYPES), rng.next_u64().to_le_bytes().to_vec())
-                .with_tags(tags);
-            if rng.chance(50) {
-                event.with_uuid(rng.uuid())
-            } else {
-                event
-            }
+            let event = Event::new(*rng.pick(&TYPES), rng.next_u64().to_le_bytes().to_vec()).with_tags(tags);
+            if rng.chance(50) { event.with_uuid(rng.uuid()) } else { event }
         })
         .collect();
     let mut request = AppendRequest::new(events);
     if rng.chance(60) {
-        request = request.condition(AppendCondition::new(
-            random_query(rng),
-            random_position(rng, head),
-        ));
+        request = request.condition(AppendCondition::new(random_query(rng), random_position(rng, head)));
     }
     if rng.chance(20) {
         let source = *rng.pick(&SOURCES);
         let recorded = model.tracking.get(source).copied().unwrap_or(0);
-        request = request.tracking(TrackingInfo::new(
-            source,
-            (recorded + rng.below(3)).saturating_sub(1),
-        ));
+        request = request.tracking(TrackingInfo::new(source, (recorded + rng.below(3)).saturating_sub(1)));
     }
     request
 }
@@ -195,11 +165,7 @@ pub async fn run<S: EventStore>(store: &S, config: ModelConfig) {
                     }
                 }
                 4 => {
-                    let invalid = if rng.chance(50) {
-                        vec![]
-                    } else {
-                        vec![Event::new("", "")]
-                    };
+                    let invalid = if rng.chance(50) { vec![] } else { vec![Event::new("", "")] };
                     let actual = store.append(invalid, None).await.map_err(|e| kind(&e));
                     assert_eq!(actual, Err("invalid"), "{}", at("invalid append"));
                 }

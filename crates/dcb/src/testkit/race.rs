@@ -18,11 +18,7 @@ pub struct RaceConfig {
 
 impl Default for RaceConfig {
     fn default() -> Self {
-        RaceConfig {
-            appends_per_task: 25,
-            contended_tags: 3,
-            seed: 0x5EED,
-        }
+        RaceConfig { appends_per_task: 25, contended_tags: 3, seed: 0x5EED }
     }
 }
 
@@ -39,27 +35,17 @@ pub async fn run<S: EventStore>(handles: Vec<S>, config: RaceConfig) -> history:
     let mut tasks = Vec::new();
     for (index, handle) in handles.into_iter().enumerate() {
         let config = config.clone();
-        tasks.push(tokio::spawn(async move {
-            race_task(handle, index, config).await
-        }));
+        tasks.push(tokio::spawn(async move { race_task(handle, index, config).await }));
     }
     let mut attempts = Vec::new();
     for task in tasks {
         attempts.extend(task.await.expect("race task panicked"));
     }
-    let recorded = store
-        .read(&Query::all(), ReadOptions::default())
-        .await
-        .expect("final read")
-        .events;
-    let summary = history::check(&attempts, &recorded).unwrap_or_else(|problems| {
-        panic!("the race left an invalid history:\n{}", problems.join("\n"))
-    });
+    let recorded = store.read(&Query::all(), ReadOptions::default()).await.expect("final read").events;
+    let summary = history::check(&attempts, &recorded)
+        .unwrap_or_else(|problems| panic!("the race left an invalid history:\n{}", problems.join("\n")));
     assert!(summary.appended > 0, "no append succeeded: {summary:?}");
-    assert!(
-        summary.conflicts > 0,
-        "no append conflicted, so the race proved nothing: {summary:?}"
-    );
+    assert!(summary.conflicts > 0, "no append conflicted, so the race proved nothing: {summary:?}");
     summary
 }
 
@@ -72,9 +58,7 @@ async fn race_task<S: EventStore>(store: S, task: usize, config: RaceConfig) -> 
         let mut events: Vec<Event> = Vec::with_capacity(count);
         for _ in 0..count {
             events.push(
-                Event::new("Raced", format!("task {task}"))
-                    .tagged(tag(&mut rng))
-                    .with_uuid(rng.uuid()),
+                Event::new("Raced", format!("task {task}")).tagged(tag(&mut rng)).with_uuid(rng.uuid()),
             );
         }
         let condition = if rng.chance(75) {
@@ -100,11 +84,7 @@ async fn race_task<S: EventStore>(store: S, task: usize, config: RaceConfig) -> 
             Err(error) if error.is_retryable() => Outcome::Unknown,
             Err(error) => panic!("race append failed unexpectedly: {error}"),
         };
-        attempts.push(Attempt {
-            events,
-            condition,
-            outcome,
-        });
+        attempts.push(Attempt { events, condition, outcome });
     }
     attempts
 }

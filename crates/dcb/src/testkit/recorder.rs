@@ -19,77 +19,32 @@ fn versions(events: &[AggregateEvent]) -> Vec<u64> {
 
 /// Inserted events come back unchanged, per aggregate, in version order, with windows and limits.
 pub async fn inserted_events_are_selected_by_aggregate<R: AggregateRecorder>(recorder: &R) {
-    let a: Vec<_> = (1..=4)
-        .map(|v| aggregate_event("a", v, "Changed"))
-        .collect();
+    let a: Vec<_> = (1..=4).map(|v| aggregate_event("a", v, "Changed")).collect();
     assert_eq!(recorder.insert_events(a[..2].to_vec()).await.unwrap(), 2);
-    assert_eq!(
-        recorder
-            .insert_events(vec![aggregate_event("b", 1, "Created")])
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(recorder.insert_events(vec![aggregate_event("b", 1, "Created")]).await.unwrap(), 3);
     assert_eq!(recorder.insert_events(a[2..].to_vec()).await.unwrap(), 5);
-    assert_eq!(
-        recorder
-            .select_events("a", ReadOptions::default())
-            .await
-            .unwrap(),
-        a
-    );
-    let window = recorder
-        .select_events("a", ReadOptions::default().after(1).limit(2))
-        .await
-        .unwrap();
+    assert_eq!(recorder.select_events("a", ReadOptions::default()).await.unwrap(), a);
+    let window = recorder.select_events("a", ReadOptions::default().after(1).limit(2)).await.unwrap();
     assert_eq!(versions(&window), [2, 3]);
-    let latest = recorder
-        .select_events("a", ReadOptions::default().backwards().limit(1))
-        .await
-        .unwrap();
+    let latest = recorder.select_events("a", ReadOptions::default().backwards().limit(1)).await.unwrap();
     assert_eq!(versions(&latest), [4]);
-    assert!(
-        recorder
-            .select_events("unknown", ReadOptions::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(recorder.select_events("unknown", ReadOptions::default()).await.unwrap().is_empty());
     assert_eq!(recorder.count().await.unwrap(), 5);
 }
 
 /// A batch holding a version that is already recorded fails whole, for every aggregate in it.
 pub async fn a_recorded_version_fails_the_whole_insert<R: AggregateRecorder>(recorder: &R) {
-    recorder
-        .insert_events(vec![aggregate_event("student", 1, "Registered")])
-        .await
-        .unwrap();
-    recorder
-        .insert_events(vec![aggregate_event("course", 1, "Registered")])
-        .await
-        .unwrap();
+    recorder.insert_events(vec![aggregate_event("student", 1, "Registered")]).await.unwrap();
+    recorder.insert_events(vec![aggregate_event("course", 1, "Registered")]).await.unwrap();
     // A concurrent writer got version 2 of the course first.
-    recorder
-        .insert_events(vec![aggregate_event("course", 2, "Joined")])
-        .await
-        .unwrap();
-    let stale = vec![
-        aggregate_event("student", 2, "Joined"),
-        aggregate_event("course", 2, "Joined"),
-    ];
+    recorder.insert_events(vec![aggregate_event("course", 2, "Joined")]).await.unwrap();
+    let stale = vec![aggregate_event("student", 2, "Joined"), aggregate_event("course", 2, "Joined")];
     match recorder.insert_events(stale).await {
         Err(Error::Integrity(_)) => {}
         other => panic!("expected an integrity error, got {other:?}"),
     }
-    let student = recorder
-        .select_events("student", ReadOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        versions(&student),
-        [1],
-        "the student event of a failed save was written"
-    );
+    let student = recorder.select_events("student", ReadOptions::default()).await.unwrap();
+    assert_eq!(versions(&student), [1], "the student event of a failed save was written");
     assert_eq!(recorder.count().await.unwrap(), 3);
 }
 
@@ -121,10 +76,8 @@ pub async fn racing_writers_each_version_once<R: AggregateRecorder>(recorder: &R
         tasks.push(tokio::spawn(async move {
             let mut won = Vec::new();
             for _ in 0..ROUNDS {
-                let current = recorder
-                    .select_events("hot", ReadOptions::default().backwards().limit(1))
-                    .await
-                    .unwrap();
+                let current =
+                    recorder.select_events("hot", ReadOptions::default().backwards().limit(1)).await.unwrap();
                 let next = current.first().map_or(1, |e| e.version + 1);
                 tokio::task::yield_now().await;
                 let mut event = aggregate_event("hot", next, "Bumped");
@@ -143,18 +96,9 @@ pub async fn racing_writers_each_version_once<R: AggregateRecorder>(recorder: &R
         won.extend(task.await.unwrap());
     }
     won.sort_by_key(|e| e.version);
-    let recorded = recorder
-        .select_events("hot", ReadOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        recorded, won,
-        "recorded versions differ from the acknowledged ones"
-    );
-    assert_eq!(
-        versions(&recorded),
-        (1..=recorded.len() as u64).collect::<Vec<_>>()
-    );
+    let recorded = recorder.select_events("hot", ReadOptions::default()).await.unwrap();
+    assert_eq!(recorded, won, "recorded versions differ from the acknowledged ones");
+    assert_eq!(versions(&recorded), (1..=recorded.len() as u64).collect::<Vec<_>>());
 }
 
 /// Instantiates the aggregate recorder kit, one `#[tokio::test]` per rule. `$make` is called with
