@@ -1,0 +1,331 @@
+//! The speedrun: register 10 courses and 10 students, then join every student to every course,
+//! over and over, and report the rate every second.
+//!
+//! This module holds what does not depend on the style or the store: the options, the workload,
+//! the report. The `speedrun` binary picks the implementation for the mode.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{Enrolment, EnrolmentError};
+
+/// Courses registered per iteration (each with this many places).
+pub const COURSES: usize = 10;
+/// Students registered per iteration (each may join this many courses).
+pub const STUDENTS: usize = 10;
+/// Operations per iteration: the registrations and every student joining every course.
+pub const OPS_PER_ITERATION: u64 = (COURSES + STUDENTS + COURSES * STUDENTS) as u64;
+
+/// The application styles.
+pub const STYLES: [&str; 4] = ["agg", "dcb", "objects", "slices"];
+/// The stores.
+pub const STORES: [&str; 4] = ["mem", "file", "pg", "grpc"];
+
+/// Default URL of the PostgreSQL modes, unless `DCB_POSTGRES_URL` or `--database-url` say otherwise.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Default directory of the file modes, unless `--dir` says otherwise.
+pub const DEFAULT_DIR: &str = "data/speedrun";
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// One of [`STYLES`].
+    pub style: String,
+    /// One of [`STORES`].
+    pub store: String,
+    /// How long to run.
+    pub duration: Duration,
+    /// Concurrent clients, each running its own iterations.
+    pub clients: usize,
+    /// Unrelated events to load before the run, to measure at volume.
+    pub prefill: u64,
+    /// Print a final line holding one JSON object.
+    pub json: bool,
+    /// Measure the store's own floor for one durable commit first.
+    pub floor: bool,
+    /// Start from an empty store.
+    pub reset: bool,
+    /// The PostgreSQL URL.
+    pub database_url: String,
+    /// The file store's directory.
+    pub dir: String,
+    /// The remote server of the `grpc` modes; one is started in process when absent.
+    pub server: Option<String>,
+}
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage: speedrun MODE [SECONDS] [options]
+
+MODE is STYLE-STORE:
+  STYLE  agg (event-sourced aggregates), dcb (plain decision models),
+         objects (enduring objects and groups), slices (one decision per use case)
+  STORE  mem (in memory), file (embedded durable files), pg (PostgreSQL), grpc (remote)
+SECONDS defaults to 10.
+
+options:
+  --clients K          K concurrent clients, each with its own iterations (default 1)
+  --prefill N          load N unrelated events first, to measure at volume
+  --floor              measure the store's own floor for one durable commit first
+  --json               end with one line holding a JSON object of the results
+  --reset              start from an empty store (events otherwise accumulate across runs)
+  --database-url URL   PostgreSQL URL (default $DCB_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
+  --dir PATH           file store directory (default data/speedrun)
+  --server URL         gRPC server to use instead of one started in process";
+
+impl Options {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+        let mut args = args.into_iter();
+        let mut positional = Vec::new();
+        let mut options = Options {
+            style: String::new(),
+            store: String::new(),
+            duration: Duration::from_secs(10),
+            clients: 1,
+            prefill: 0,
+            json: false,
+            floor: false,
+            reset: false,
+            database_url: std::env::var("DCB_POSTGRES_URL")
+                .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned()),
+            dir: DEFAULT_DIR.to_owned(),
+            server: None,
+        };
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--clients" => options.clients = number(&value("--clients")?, "--clients")?,
+                "--prefill" => options.prefill = number(&value("--prefill")?, "--prefill")?,
+                "--json" => options.json = true,
+                "--floor" => options.floor = true,
+                "--reset" => options.reset = true,
+                "--database-url" => options.database_url = value("--database-url")?,
+                "--dir" => options.dir = value("--dir")?,
+                "--server" => options.server = Some(value("--server")?),
+                "-h" | "--help" => return Err(String::new()),
+                flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+                _ => positional.push(arg),
+            }
+        }
+        let Some(mode) = positional.first() else { return Err("no MODE given".into()) };
+        let (style, store) =
+            mode.split_once('-').ok_or_else(|| format!("MODE {mode:?} is not STYLE-STORE"))?;
+        if !STYLES.contains(&style) {
+            return Err(format!(
+                "unknown style {style:?} in MODE {mode:?}: use one of {}",
+                STYLES.join(", ")
+            ));
+        }
+        if !STORES.contains(&store) {
+            return Err(format!(
+                "unknown store {store:?} in MODE {mode:?}: use one of {}",
+                STORES.join(", ")
+            ));
+        }
+        (options.style, options.store) = (style.to_owned(), store.to_owned());
+        if let Some(seconds) = positional.get(1) {
+            let seconds: f64 = seconds.parse().map_err(|_| format!("SECONDS {seconds:?} is not a number"))?;
+            if !(seconds > 0.0 && seconds.is_finite()) {
+                return Err(format!("SECONDS must be positive, not {seconds}"));
+            }
+            options.duration = Duration::from_secs_f64(seconds);
+        }
+        if positional.len() > 2 {
+            return Err(format!("unexpected argument {:?}", positional[2]));
+        }
+        if options.clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        Ok(options)
+    }
+
+    /// The mode as given, `STYLE-STORE`.
+    pub fn mode(&self) -> String {
+        format!("{}-{}", self.style, self.store)
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str, name: &str) -> Result<T, String> {
+    text.replace('_', "").parse().map_err(|_| format!("{name} needs a whole number, not {text:?}"))
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Whole iterations completed by all clients.
+    pub iterations: u64,
+    /// Operations completed by all clients.
+    pub ops: u64,
+}
+
+impl Outcome {
+    /// Operations per second over the whole run.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Wall time per operation, in microseconds (the inverse of the rate, so with several clients
+    /// it is not the latency of one operation).
+    pub fn us_per_op(&self) -> f64 {
+        1e6 / self.ops_per_sec()
+    }
+}
+
+/// One iteration of the workload by one client.
+async fn iteration<E: Enrolment>(app: &E, ops: &AtomicU64) -> Result<(), EnrolmentError> {
+    let mut courses = Vec::with_capacity(COURSES);
+    for i in 0..COURSES {
+        courses.push(app.register_course(&format!("Course {i}"), STUDENTS as u32).await?);
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut students = Vec::with_capacity(STUDENTS);
+    for i in 0..STUDENTS {
+        students.push(app.register_student(&format!("Student {i}"), COURSES as u32).await?);
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    for student in &students {
+        for course in &courses {
+            app.join_course(student, course).await?;
+            ops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the workload on one handle per client for `duration`, printing a line about every
+/// second; the run stops at the first error.
+pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Outcome, EnrolmentError> {
+    let ops = Arc::new(AtomicU64::new(0));
+    let iterations = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for app in clients {
+        let (ops, iterations, stop) = (ops.clone(), iterations.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                iteration(&app, &ops).await?;
+                iterations.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), EnrolmentError>(())
+        }));
+    }
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let (mut last_ops, mut last_at) = (0, start);
+    while start.elapsed() < duration && !tasks.iter().any(|t| t.is_finished()) {
+        let remaining = duration.saturating_sub(start.elapsed());
+        if tokio::time::timeout(remaining, ticker.tick()).await.is_err() {
+            break;
+        }
+        let (now_ops, now) = (ops.load(Ordering::Relaxed), Instant::now());
+        let window = Outcome { elapsed: now - last_at, iterations: 0, ops: now_ops - last_ops };
+        println!("{}", progress_line(start.elapsed(), iterations.load(Ordering::Relaxed), now_ops, &window));
+        (last_ops, last_at) = (now_ops, now);
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Counted at the deadline: iterations still running finish, but are not part of the figure.
+    let outcome = Outcome {
+        elapsed: start.elapsed(),
+        iterations: iterations.load(Ordering::Relaxed),
+        ops: ops.load(Ordering::Relaxed),
+    };
+    for task in tasks {
+        task.await.expect("a speedrun client panicked")?;
+    }
+    Ok(outcome)
+}
+
+/// `[H:MM:SSs]  iterations  ops  μs/op  ops/s`, the rate being that of `window`.
+pub fn progress_line(elapsed: Duration, iterations: u64, ops: u64, window: &Outcome) -> String {
+    let secs = elapsed.as_secs();
+    let (rate, per_op) =
+        if window.ops == 0 { (0.0, 0.0) } else { (window.ops_per_sec(), window.us_per_op()) };
+    format!(
+        "[{}:{:02}:{:02}s] {iterations:>9} iterations {ops:>9} ops {per_op:>8.0} μs/op {rate:>8.0} ops/s",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Groups digits by thousands: 5568325 → "5,568,325".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The final JSON line.
+pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor_us: Option<f64>) -> String {
+    let mut json = format!(
+        "{{\"mode\":\"{}\",\"seconds\":{:.3},\"clients\":{},\"iterations\":{},\"ops\":{},\"ops_per_sec\":{:.1},\"us_per_op\":{:.2},\"events_start\":{},\"events_end\":{}",
+        options.mode(),
+        outcome.elapsed.as_secs_f64(),
+        options.clients,
+        outcome.iterations,
+        outcome.ops,
+        outcome.ops_per_sec(),
+        outcome.us_per_op(),
+        events.0,
+        events.1,
+    );
+    if let Some(floor) = floor_us {
+        let _ = write!(json, ",\"floor_us\":{floor:.2},\"floor_ratio\":{:.3}", outcome.us_per_op() / floor);
+    }
+    json.push('}');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn modes_and_options_parse() {
+        let options =
+            parse(&["dcb-pg", "30", "--clients", "16", "--prefill", "10_000_000", "--json", "--floor"])
+                .unwrap();
+        assert_eq!((options.style.as_str(), options.store.as_str()), ("dcb", "pg"));
+        assert_eq!(options.duration, Duration::from_secs(30));
+        assert_eq!((options.clients, options.prefill), (16, 10_000_000));
+        assert!(options.json && options.floor && !options.reset);
+    }
+
+    #[test]
+    fn bad_modes_say_what_is_wrong() {
+        assert!(parse(&["dcb"]).unwrap_err().contains("STYLE-STORE"));
+        assert!(parse(&["fast-pg"]).unwrap_err().contains("unknown style \"fast\""));
+        assert!(parse(&["dcb-oracle"]).unwrap_err().contains("unknown store \"oracle\""));
+        assert!(parse(&["dcb-mem", "-3"]).unwrap_err().contains("unknown option -3"));
+        assert!(parse(&["dcb-mem", "0"]).unwrap_err().contains("positive"));
+        assert!(parse(&["dcb-mem", "--clients", "0"]).unwrap_err().contains("at least 1"));
+        assert!(parse(&[]).unwrap_err().contains("no MODE"));
+    }
+
+    #[test]
+    fn report_lines_have_the_original_shape() {
+        let window = Outcome { elapsed: Duration::from_secs(1), iterations: 0, ops: 3000 };
+        let line = progress_line(Duration::from_millis(61_500), 25, 3000, &window);
+        assert_eq!(line, "[0:01:01s]        25 iterations      3000 ops      333 μs/op     3000 ops/s");
+        assert_eq!(thousands(5_568_325), "5,568,325");
+        assert_eq!(thousands(999), "999");
+    }
+}

@@ -1,0 +1,208 @@
+//! The checks every implementation passes on every store: the challenge's test case, leaving a
+//! course, and a real race of concurrent clients. Each takes a fresh application.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{CourseId, Enrolment, EnrolmentError, StudentId};
+
+/// Fails with a message naming `what` unless `result` is the error `expected` describes.
+fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, EnrolmentError>,
+    expected: fn(&EnrolmentError) -> bool,
+    what: &str,
+) {
+    match result {
+        Err(error) if expected(&error) => {}
+        other => panic!("{what}: got {other:?}"),
+    }
+}
+
+/// The challenge's test case, step by step.
+pub async fn enrolment_test_case<E: Enrolment>(app: &E) {
+    let course = |name: &'static str| async move { app.register_course(name, 5).await.unwrap() };
+    let dcb = course("Dynamic Consistency Boundaries").await;
+    let maths = course("Maths").await;
+    let biology = course("Biology").await;
+    let french = course("French").await;
+    let spanish = course("Spanish").await;
+
+    let student = |name: &'static str| async move { app.register_student(name, 3).await.unwrap() };
+    let sara = student("Sara").await;
+    let mollie = student("Mollie").await;
+    let allard = student("Allard").await;
+    let grace = student("Grace").await;
+    let bastian = student("Bastian").await;
+    let greg = student("Greg").await;
+    let katherine = student("Katherine").await;
+
+    for student in [&sara, &mollie, &allard, &grace, &bastian] {
+        app.join_course(student, &dcb).await.unwrap();
+    }
+    assert_refused(
+        app.join_course(&greg, &dcb).await,
+        |e| matches!(e, EnrolmentError::FullyBooked),
+        "a sixth student",
+    );
+
+    for course in [&french, &spanish, &maths] {
+        app.join_course(&greg, course).await.unwrap();
+    }
+    let fourth = app.join_course(&greg, &biology).await;
+    assert_refused(fourth, |e| matches!(e, EnrolmentError::TooManyCourses), "a fourth course");
+
+    app.join_course(&katherine, &french).await.unwrap();
+    let again = app.join_course(&katherine, &french).await;
+    assert_refused(again, |e| matches!(e, EnrolmentError::AlreadyJoined), "joining twice");
+
+    let unknown_course = app.join_course(&grace, &CourseId::generate()).await;
+    assert_refused(unknown_course, |e| matches!(e, EnrolmentError::CourseNotFound(_)), "an unknown course");
+    // The course is full too, but an unknown student is reported first.
+    let unknown_student = app.join_course(&StudentId::generate(), &dcb).await;
+    assert_refused(
+        unknown_student,
+        |e| matches!(e, EnrolmentError::StudentNotFound(_)),
+        "an unknown student",
+    );
+
+    assert_eq!(
+        app.list_students_for_course(&dcb).await.unwrap(),
+        ["Sara", "Mollie", "Allard", "Grace", "Bastian"]
+    );
+    assert_eq!(app.list_students_for_course(&french).await.unwrap(), ["Greg", "Katherine"]);
+    assert_eq!(app.list_courses_for_student(&sara).await.unwrap(), ["Dynamic Consistency Boundaries"]);
+    assert_eq!(app.list_courses_for_student(&greg).await.unwrap(), ["French", "Spanish", "Maths"]);
+    assert!(app.list_students_for_course(&biology).await.unwrap().is_empty());
+    let missing = app.list_students_for_course(&CourseId::generate()).await;
+    assert_refused(missing, |e| matches!(e, EnrolmentError::CourseNotFound(_)), "listing an unknown course");
+    let missing = app.list_courses_for_student(&StudentId::generate()).await;
+    assert_refused(
+        missing,
+        |e| matches!(e, EnrolmentError::StudentNotFound(_)),
+        "listing an unknown student",
+    );
+}
+
+/// Leaving frees a place and a course slot; leaving a course not joined is refused; invalid
+/// registrations are refused.
+pub async fn leaving_a_course_frees_a_place<E: Enrolment>(app: &E) {
+    let course = app.register_course("Chess", 1).await.unwrap();
+    let ada = app.register_student("Ada", 1).await.unwrap();
+    let bob = app.register_student("Bob", 1).await.unwrap();
+    app.join_course(&ada, &course).await.unwrap();
+    assert_refused(
+        app.join_course(&bob, &course).await,
+        |e| matches!(e, EnrolmentError::FullyBooked),
+        "full",
+    );
+    let not_joined = app.leave_course(&bob, &course).await;
+    assert_refused(
+        not_joined,
+        |e| matches!(e, EnrolmentError::NotAlreadyJoined),
+        "leaving a course not joined",
+    );
+    app.leave_course(&ada, &course).await.unwrap();
+    assert!(app.list_students_for_course(&course).await.unwrap().is_empty());
+    assert!(app.list_courses_for_student(&ada).await.unwrap().is_empty());
+    app.join_course(&bob, &course).await.unwrap();
+    // Ada's one course slot is free again too, and rejoining puts her at the end.
+    let other = app.register_course("Go", 2).await.unwrap();
+    app.join_course(&ada, &other).await.unwrap();
+    assert_eq!(app.list_students_for_course(&course).await.unwrap(), ["Bob"]);
+    assert_eq!(app.list_courses_for_student(&ada).await.unwrap(), ["Go"]);
+
+    let invalid = app.register_course("", 3).await;
+    assert_refused(invalid, |e| matches!(e, EnrolmentError::Invalid(_)), "a course without a name");
+    let invalid = app.register_student("Cy", 0).await;
+    assert_refused(invalid, |e| matches!(e, EnrolmentError::Invalid(_)), "a student who may join no course");
+}
+
+/// Courses and places, students and limits, for the race.
+const RACE_COURSES: usize = 3;
+const RACE_PLACES: u32 = 4;
+const RACE_STUDENTS: usize = 12;
+const RACE_MAX_COURSES: u32 = 2;
+/// How often a client tries a join again after its implementation gave up on conflicts.
+const RACE_RETRIES: usize = 50;
+
+/// Many clients (one handle each, e.g. each on its own connection) try to join every student to
+/// every course at once. Afterwards no course has more students than places, no student more
+/// courses than allowed, and every acknowledged join is recorded exactly once, in both listings.
+pub async fn concurrent_joins_respect_every_limit<E: Enrolment>(clients: Vec<E>) {
+    let setup = &clients[0].clone();
+    let mut courses = Vec::new();
+    for c in 0..RACE_COURSES {
+        courses.push(setup.register_course(&format!("course {c}"), RACE_PLACES).await.unwrap());
+    }
+    let mut students = Vec::new();
+    for s in 0..RACE_STUDENTS {
+        students.push(setup.register_student(&format!("student {s}"), RACE_MAX_COURSES).await.unwrap());
+    }
+    let pairs: Vec<(usize, usize)> =
+        (0..RACE_STUDENTS).flat_map(|s| (0..RACE_COURSES).map(move |c| (s, c))).collect();
+    let mut tasks = Vec::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        let (students, courses) = (students.clone(), courses.clone());
+        // Each client walks the pairs from its own offset, so that clients collide often.
+        let order: Vec<(usize, usize)> =
+            (0..pairs.len()).map(|i| pairs[(i * 7 + index * 5) % pairs.len()]).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut joined = Vec::new();
+            for (s, c) in order {
+                for attempt in 0.. {
+                    match client.join_course(&students[s], &courses[c]).await {
+                        Ok(()) => joined.push((s, c)),
+                        Err(EnrolmentError::Store(error))
+                            if error.is_integrity() && attempt < RACE_RETRIES =>
+                        {
+                            continue;
+                        }
+                        Err(
+                            EnrolmentError::FullyBooked
+                            | EnrolmentError::TooManyCourses
+                            | EnrolmentError::AlreadyJoined,
+                        ) => {}
+                        Err(other) => panic!("join failed unexpectedly: {other}"),
+                    }
+                    break;
+                }
+            }
+            joined
+        }));
+    }
+    let mut acknowledged: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for task in tasks {
+        for join in task.await.expect("client panicked") {
+            assert!(acknowledged.insert(join), "join {join:?} acknowledged twice");
+        }
+    }
+    let mut per_course: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    let mut per_student: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for &(s, c) in &acknowledged {
+        per_course.entry(c).or_default().insert(format!("student {s}"));
+        per_student.entry(s).or_default().insert(format!("course {c}"));
+    }
+    for (c, course) in courses.iter().enumerate() {
+        let listed = setup.list_students_for_course(course).await.unwrap();
+        assert!(listed.len() <= RACE_PLACES as usize, "course {c} overbooked: {listed:?}");
+        let unique: BTreeSet<String> = listed.iter().cloned().collect();
+        assert_eq!(unique.len(), listed.len(), "course {c} lists a student twice: {listed:?}");
+        assert_eq!(
+            unique,
+            per_course.remove(&c).unwrap_or_default(),
+            "course {c} differs from the acknowledged joins"
+        );
+    }
+    for (s, student) in students.iter().enumerate() {
+        let listed = setup.list_courses_for_student(student).await.unwrap();
+        assert!(listed.len() <= RACE_MAX_COURSES as usize, "student {s} over their limit: {listed:?}");
+        let unique: BTreeSet<String> = listed.iter().cloned().collect();
+        assert_eq!(unique.len(), listed.len(), "student {s} lists a course twice: {listed:?}");
+        assert_eq!(
+            unique,
+            per_student.remove(&s).unwrap_or_default(),
+            "student {s} differs from the acknowledged joins"
+        );
+    }
+    // With 12 places for 12 students allowed 2 each, the race must have filled every course.
+    assert_eq!(acknowledged.len(), RACE_COURSES * RACE_PLACES as usize, "some places were never taken");
+}
