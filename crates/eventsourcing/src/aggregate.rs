@@ -1,0 +1,324 @@
+//! Event-sourced aggregates: the traditional style, saved through an
+//! [`AggregateRecorder`] with optimistic concurrency per aggregate.
+
+use std::num::NonZeroU64;
+use std::ops::Deref;
+
+use dcb::ReadOptions;
+use dcb::recorder::{AggregateEvent, AggregateRecorder};
+
+use crate::codec::{self, DomainEvent, IntoEvents};
+use crate::error::{Error, Result};
+
+/// The state of an aggregate, folded from its events.
+///
+/// The state before the first event is `Default`; commands are the aggregate's own methods that
+/// check its rules and return new events, recorded with [`Root::execute`] or [`Root::record`].
+///
+/// ```
+/// use eventsourcing::{Aggregate, DomainEvent, Root};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum CourseEvent {
+///     #[serde(rename = "CourseRegistered")]
+///     Registered { name: String, places: usize },
+///     #[serde(rename = "StudentJoined")]
+///     Joined { student: String },
+/// }
+/// impl DomainEvent for CourseEvent {}
+///
+/// #[derive(Default)]
+/// struct Course { places: usize, students: Vec<String> }
+///
+/// impl Aggregate for Course {
+///     type Event = CourseEvent;
+///     fn apply(&mut self, event: &CourseEvent) {
+///         match event {
+///             CourseEvent::Registered { places, .. } => self.places = *places,
+///             CourseEvent::Joined { student } => self.students.push(student.clone()),
+///         }
+///     }
+/// }
+///
+/// impl Course {
+///     fn join(&self, student: &str) -> Result<CourseEvent, &'static str> {
+///         if self.students.len() >= self.places {
+///             return Err("fully booked");
+///         }
+///         Ok(CourseEvent::Joined { student: student.into() })
+///     }
+/// }
+///
+/// let mut course = Root::<Course>::new("course-1");
+/// course.record(CourseEvent::Registered { name: "Maths".into(), places: 1 });
+/// course.execute(|c| c.join("student-1")).unwrap();
+/// assert_eq!(course.execute(|c| c.join("student-2")), Err("fully booked"));
+/// assert_eq!(course.version(), 2);
+/// assert_eq!(course.students, ["student-1"]);
+/// ```
+pub trait Aggregate: Default + Send + Sync + 'static {
+    /// The aggregate's events.
+    type Event: DomainEvent;
+
+    /// Folds one event into the state. Must not fail: the event is already a fact.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The state as snapshot data, for a repository configured with snapshots; `None` (the
+    /// default) means this aggregate is never snapshotted. [`codec::to_json`] does the work for a
+    /// serde state.
+    fn to_snapshot(&self) -> Option<Result<Vec<u8>>> {
+        None
+    }
+
+    /// The state from data made by [`Aggregate::to_snapshot`].
+    fn from_snapshot(data: &[u8]) -> Result<Self> {
+        let _ = data;
+        Err(Error::mapping(
+            SNAPSHOT_TYPE,
+            "this aggregate does not read snapshots: implement Aggregate::from_snapshot",
+        ))
+    }
+}
+
+/// The event type under which snapshots are recorded.
+const SNAPSHOT_TYPE: &str = "Snapshot";
+
+/// An aggregate with its id, its version and the events recorded since it was loaded.
+///
+/// Dereferences to the aggregate's state.
+#[derive(Debug, Clone)]
+pub struct Root<A: Aggregate> {
+    id: String,
+    version: u64,
+    state: A,
+    pending: Vec<A::Event>,
+}
+
+impl<A: Aggregate> Root<A> {
+    /// A new aggregate with no events, to record its first events and save.
+    pub fn new(id: impl Into<String>) -> Self {
+        Root { id: id.into(), version: 0, state: A::default(), pending: Vec::new() }
+    }
+
+    /// The aggregate's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many events the aggregate has, saved or pending.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The state, also reached through `Deref`.
+    pub fn state(&self) -> &A {
+        &self.state
+    }
+
+    /// Events recorded but not saved yet, oldest first.
+    pub fn pending(&self) -> &[A::Event] {
+        &self.pending
+    }
+
+    /// Applies `event` and keeps it for the next save.
+    pub fn record(&mut self, event: A::Event) {
+        self.state.apply(&event);
+        self.version += 1;
+        self.pending.push(event);
+    }
+
+    /// Runs a command on the state and records the event(s) it returns (one, an `Option` or a
+    /// `Vec`); records nothing when it refuses.
+    pub fn execute<I, E>(&mut self, command: impl FnOnce(&A) -> Result<I, E>) -> Result<(), E>
+    where
+        I: IntoEvents<A::Event>,
+    {
+        for event in command(&self.state)?.into_events() {
+            self.record(event);
+        }
+        Ok(())
+    }
+
+    fn saved_version(&self) -> u64 {
+        self.version - self.pending.len() as u64
+    }
+}
+
+impl<A: Aggregate> Deref for Root<A> {
+    type Target = A;
+    fn deref(&self) -> &A {
+        &self.state
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An aggregate whose pending events a [`Repository`] can save: every [`Root`]. Used as
+/// `&mut dyn Unsaved` to save aggregates of different types together.
+pub trait Unsaved: sealed::Sealed + Send {
+    /// Appends the pending events, numbered after the saved version, to `out`.
+    fn encode_pending(&self, out: &mut Vec<AggregateEvent>) -> Result<()>;
+    /// Forgets the pending events once they are recorded.
+    fn mark_saved(&mut self);
+    /// A snapshot of the current state if the last save crossed a multiple of `every` versions.
+    fn due_snapshot(&self, every: u64) -> Option<Result<AggregateEvent>>;
+}
+
+impl<A: Aggregate> sealed::Sealed for Root<A> {}
+
+impl<A: Aggregate> Unsaved for Root<A> {
+    fn encode_pending(&self, out: &mut Vec<AggregateEvent>) -> Result<()> {
+        for (version, event) in (self.saved_version() + 1..).zip(&self.pending) {
+            let (event_type, data) = codec::encode(event)?;
+            out.push(AggregateEvent {
+                aggregate_id: self.id.clone(),
+                version,
+                event_type: event_type.to_owned(),
+                data: data.into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn mark_saved(&mut self) {
+        self.pending.clear();
+    }
+
+    fn due_snapshot(&self, every: u64) -> Option<Result<AggregateEvent>> {
+        if self.saved_version() / every == self.version / every {
+            return None;
+        }
+        let data = self.state.to_snapshot()?;
+        Some(data.map(|data| AggregateEvent {
+            aggregate_id: self.id.clone(),
+            version: self.version,
+            event_type: SNAPSHOT_TYPE.to_owned(),
+            data: data.into(),
+        }))
+    }
+}
+
+/// Loads aggregates by id and saves their pending events, one aggregate or several atomically.
+///
+/// A save fails with an integrity error ([`Error::is_integrity`]) and writes nothing when any of
+/// its aggregates was changed since it was loaded.
+///
+/// ```
+/// # use eventsourcing::{Aggregate, DomainEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] enum Ev { #[serde(rename = "Counted")] Counted }
+/// # impl DomainEvent for Ev {}
+/// # #[derive(Default)] struct Counter(u32);
+/// # impl Aggregate for Counter { type Event = Ev; fn apply(&mut self, _: &Ev) { self.0 += 1 } }
+/// use dcb::recorder::MemoryRecorder;
+/// use eventsourcing::{Repository, Root};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let repository = Repository::new(MemoryRecorder::new());
+/// let mut counter = Root::<Counter>::new("counter-1");
+/// counter.record(Ev::Counted);
+/// repository.save(&mut counter).await?;
+///
+/// let mut a = repository.get::<Counter>("counter-1").await?;
+/// let mut b = repository.get::<Counter>("counter-1").await?;
+/// a.record(Ev::Counted);
+/// b.record(Ev::Counted);
+/// repository.save_all(&mut [&mut a]).await?;
+/// assert!(repository.save(&mut b).await.unwrap_err().is_integrity());
+/// assert_eq!(repository.get::<Counter>("counter-1").await?.0, 2);
+/// # Ok::<(), eventsourcing::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Repository<R> {
+    recorder: R,
+    snapshots: Option<(R, NonZeroU64)>,
+}
+
+impl<R: AggregateRecorder> Repository<R> {
+    /// A repository over `recorder`, without snapshots.
+    pub fn new(recorder: R) -> Self {
+        Repository { recorder, snapshots: None }
+    }
+
+    /// Keeps a snapshot in `snapshots` each time an aggregate's version reaches a multiple of
+    /// `every`, for aggregates that implement [`Aggregate::to_snapshot`]. Loading then starts
+    /// from the latest snapshot and reads only the events after it.
+    ///
+    /// Snapshots are a cache: recording one is not part of the save's atomicity, and a failure to
+    /// record one (another writer took the same version first, the store was briefly away) does
+    /// not fail the save.
+    pub fn with_snapshots(mut self, snapshots: R, every: NonZeroU64) -> Self {
+        self.snapshots = Some((snapshots, every));
+        self
+    }
+
+    /// The recorder of the aggregates' events.
+    pub fn recorder(&self) -> &R {
+        &self.recorder
+    }
+
+    /// The aggregate `id` with every recorded event applied; [`Error::NotFound`] if it has none.
+    pub async fn get<A: Aggregate>(&self, id: &str) -> Result<Root<A>> {
+        let mut root = Root::<A>::new(id);
+        if let Some((snapshots, _)) = &self.snapshots {
+            let latest = snapshots.select_events(id, ReadOptions::default().backwards().limit(1)).await?;
+            if let Some(snapshot) = latest.first() {
+                root.state = A::from_snapshot(&snapshot.data)?;
+                root.version = snapshot.version;
+            }
+        }
+        let after =
+            ReadOptions { after: (root.version > 0).then_some(root.version), ..ReadOptions::default() };
+        let events = self.recorder.select_events(id, after).await?;
+        if events.is_empty() && root.version == 0 {
+            return Err(Error::not_found(id));
+        }
+        for recorded in &events {
+            let event: A::Event = codec::decode(&recorded.event_type, &recorded.data)?;
+            root.state.apply(&event);
+            root.version = recorded.version;
+        }
+        Ok(root)
+    }
+
+    /// Saves the pending events of one aggregate; see [`Repository::save_all`].
+    pub async fn save<A: Aggregate>(&self, root: &mut Root<A>) -> Result<u64> {
+        self.save_all(&mut [root]).await
+    }
+
+    /// Saves the pending events of several aggregates atomically: all are recorded, or, when any
+    /// of the aggregates changed since it was loaded, none is and the error is an integrity
+    /// error. Returns the recorder's count after the save (unchanged when nothing was pending).
+    pub async fn save_all(&self, roots: &mut [&mut dyn Unsaved]) -> Result<u64> {
+        let mut events = Vec::new();
+        let mut due = Vec::new();
+        for root in roots.iter() {
+            root.encode_pending(&mut events)?;
+            // Encoded before the insert, so that a state that cannot be snapshotted fails the
+            // save before anything is written rather than after.
+            if let Some((_, every)) = &self.snapshots {
+                if let Some(snapshot) = root.due_snapshot(every.get()) {
+                    due.push(snapshot?);
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(self.recorder.count().await?);
+        }
+        let count = self.recorder.insert_events(events).await?;
+        for root in roots.iter_mut() {
+            root.mark_saved();
+        }
+        if let (Some((snapshots, _)), false) = (&self.snapshots, due.is_empty()) {
+            // The events are saved, which is what the caller asked for; a snapshot is only a
+            // cache, so failing to record one (or losing the race to record it) is not reported
+            // as a failed save that the caller might then retry.
+            let _ = snapshots.insert_events(due).await;
+        }
+        Ok(count)
+    }
+}

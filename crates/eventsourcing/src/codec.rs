@@ -1,0 +1,738 @@
+//! Event mapping: domain events (serde enums or structs) to stored events and back.
+//!
+//! The stored event type is the serde name of the enum variant (or of the struct), and the
+//! stored data is the JSON of the variant's content alone. Names are pinned with
+//! `#[serde(rename = "...")]` so that renaming a Rust variant never renames stored history, and
+//! an older stored form is converted on read by [`DomainEvent::upcast`].
+//!
+//! Events go straight between the value and its JSON bytes, without an intermediate
+//! `serde_json::Value`, because mapping sits on every command's hot path.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
+use serde::ser::{self, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A domain event: a serde enum (one variant per event type) or struct, externally tagged (serde's
+/// default representation).
+///
+/// ```
+/// use eventsourcing::{DomainEvent, codec};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// enum CourseEvent {
+///     #[serde(rename = "CourseRegistered.v2")]
+///     Registered { id: String, name: String, places: u32 },
+///     #[serde(rename = "CourseRenamed")]
+///     Renamed { id: String, name: String },
+/// }
+///
+/// impl DomainEvent for CourseEvent {
+///     fn tags(&self) -> Vec<String> {
+///         match self {
+///             CourseEvent::Registered { id, .. } | CourseEvent::Renamed { id, .. } => vec![id.clone()],
+///         }
+///     }
+///
+///     // Version 1 had no places: such events are read as courses of 10 places.
+///     fn upcast(event_type: &str, data: &[u8]) -> eventsourcing::Result<Option<Self>> {
+///         #[derive(Deserialize)]
+///         struct V1 { id: String, name: String }
+///         Ok(match event_type {
+///             "CourseRegistered" => {
+///                 let V1 { id, name } = codec::from_json(event_type, data)?;
+///                 Some(CourseEvent::Registered { id, name, places: 10 })
+///             }
+///             _ => None,
+///         })
+///     }
+/// }
+///
+/// let stored = codec::to_event(&CourseEvent::Renamed { id: "course-1".into(), name: "Maths".into() })?;
+/// assert_eq!(stored.event_type, "CourseRenamed");
+/// assert_eq!(stored.tags, ["course-1"]);
+/// assert_eq!(&stored.data[..], br#"{"id":"course-1","name":"Maths"}"#);
+///
+/// let old = codec::decode::<CourseEvent>("CourseRegistered", br#"{"id":"course-1","name":"Maths"}"#)?;
+/// assert_eq!(old, CourseEvent::Registered { id: "course-1".into(), name: "Maths".into(), places: 10 });
+/// # Ok::<(), eventsourcing::Error>(())
+/// ```
+pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The tags of the stored event: what the fact is about (ids), so that DCB queries find it.
+    /// Objects and groups add their members' ids themselves. None by default.
+    fn tags(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Converts a stored event of an older version, before normal decoding; `Ok(None)` (the
+    /// default) means "not an old form, decode normally".
+    ///
+    /// Give each schema version its own stored type name (e.g. `"CourseRegistered.v2"` after
+    /// `"CourseRegistered"`), so that the old form is recognised by its name alone.
+    fn upcast(event_type: &str, data: &[u8]) -> Result<Option<Self>> {
+        let _ = (event_type, data);
+        Ok(None)
+    }
+}
+
+/// What a command returns for the events it records: one event, `Option` of one, or a `Vec`.
+///
+/// Lets [`Root::execute`](crate::Root::execute) and
+/// [`Tagged::execute`](crate::Tagged::execute) take commands of the natural shape without
+/// wrapping single events in collections.
+pub trait IntoEvents<E> {
+    /// The events, in order.
+    fn into_events(self) -> impl Iterator<Item = E>;
+}
+
+impl<E: DomainEvent> IntoEvents<E> for E {
+    fn into_events(self) -> impl Iterator<Item = E> {
+        std::iter::once(self)
+    }
+}
+
+impl<E: DomainEvent> IntoEvents<E> for Option<E> {
+    fn into_events(self) -> impl Iterator<Item = E> {
+        self.into_iter()
+    }
+}
+
+impl<E: DomainEvent> IntoEvents<E> for Vec<E> {
+    fn into_events(self) -> impl Iterator<Item = E> {
+        self.into_iter()
+    }
+}
+
+/// The stored type name of `event` and its data as JSON bytes.
+pub fn encode<E: Serialize>(event: &E) -> Result<(&'static str, Vec<u8>)> {
+    let mut data = Vec::with_capacity(64);
+    let event_type = event
+        .serialize(Split { out: &mut data })
+        .map_err(|e| Error::mapping(std::any::type_name::<E>(), e))?;
+    Ok((event_type, data))
+}
+
+/// The domain event stored as `event_type` with `data`: upcast if it is an older form, decoded
+/// otherwise.
+pub fn decode<E: DomainEvent>(event_type: &str, data: &[u8]) -> Result<E> {
+    if let Some(event) = E::upcast(event_type, data)? {
+        return Ok(event);
+    }
+    E::deserialize(Stored { event_type, data }).map_err(|e| Error::mapping(event_type, e))
+}
+
+/// The DCB event that records `event`, tagged with [`DomainEvent::tags`].
+pub fn to_event<E: DomainEvent>(event: &E) -> Result<dcb::Event> {
+    let (event_type, data) = encode(event)?;
+    let mut stored = dcb::Event::new(event_type, data);
+    stored.tags = event.tags();
+    Ok(stored)
+}
+
+/// Like [`to_event`], with `extra` tags added after the event's own (each at most once).
+pub(crate) fn to_event_with<'a>(
+    event: &impl DomainEvent,
+    extra: impl IntoIterator<Item = &'a str>,
+) -> Result<dcb::Event> {
+    let mut stored = to_event(event)?;
+    for tag in extra {
+        if !stored.has_tag(tag) {
+            stored.tags.push(tag.to_owned());
+        }
+    }
+    Ok(stored)
+}
+
+/// The domain event that `stored` records.
+pub fn from_event<E: DomainEvent>(stored: &dcb::Event) -> Result<E> {
+    decode(&stored.event_type, &stored.data)
+}
+
+/// The stored type names `E` can decode, in declaration order: the serde names of its variants
+/// (or of the struct), with their `#[serde(alias)]` names. Pin them in a test, so that a rename
+/// that would orphan stored history fails it.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Ev {
+///     #[serde(rename = "CourseRegistered")]
+///     Registered,
+///     #[serde(rename = "CourseRenamed")]
+///     Renamed,
+/// }
+/// assert_eq!(eventsourcing::codec::event_types::<Ev>(), ["CourseRegistered", "CourseRenamed"]);
+/// ```
+pub fn event_types<E: DeserializeOwned>() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    // The probe refuses to deserialize anything; it only records what the type asked for.
+    let _ = E::deserialize(Probe { names: &mut names });
+    names
+}
+
+/// JSON bytes of `value`: for snapshots and hand-written upcasts.
+pub fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::mapping(std::any::type_name::<T>(), e))
+}
+
+/// `T` from JSON bytes, naming `event_type` in the error: for snapshots and hand-written
+/// upcasts.
+pub fn from_json<T: DeserializeOwned>(event_type: &str, data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::mapping(event_type, e))
+}
+
+/// The error of the serde plumbing below; turned into [`Error::Mapping`] at the boundary.
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+impl ser::Error for Message {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Message(msg.to_string())
+    }
+}
+
+impl de::Error for Message {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Message(msg.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Message {
+    fn from(e: serde_json::Error) -> Self {
+        Message(e.to_string())
+    }
+}
+
+fn unsupported(what: &str) -> Message {
+    Message(format!(
+        "a domain event must be an enum or a struct in serde's default representation, not {what}"
+    ))
+}
+
+/// Serializes an event's content to JSON and returns the serde name of its variant or struct.
+struct Split<'w> {
+    out: &'w mut Vec<u8>,
+}
+
+impl Split<'_> {
+    fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Message> {
+        serde_json::to_writer(&mut *self.out, value).map_err(Message::from)
+    }
+}
+
+/// Writes a JSON object or array field by field, then yields the type name.
+struct Fields<'w> {
+    split: Split<'w>,
+    name: &'static str,
+    first: bool,
+    close: u8,
+}
+
+impl<'w> Fields<'w> {
+    fn open(split: Split<'w>, name: &'static str, open: u8, close: u8) -> Self {
+        split.out.push(open);
+        Fields { split, name, first: true, close }
+    }
+
+    fn separate(&mut self) {
+        if !self.first {
+            self.split.out.push(b',');
+        }
+        self.first = false;
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), Message> {
+        self.separate();
+        self.split.json(key)?;
+        self.split.out.push(b':');
+        self.split.json(value)
+    }
+
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Message> {
+        self.separate();
+        self.split.json(value)
+    }
+
+    fn close(self) -> Result<&'static str, Message> {
+        self.split.out.push(self.close);
+        Ok(self.name)
+    }
+}
+
+impl ser::SerializeStructVariant for Fields<'_> {
+    type Ok = &'static str;
+    type Error = Message;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Message> {
+        self.field(key, value)
+    }
+    fn end(self) -> Result<&'static str, Message> {
+        self.close()
+    }
+}
+
+impl ser::SerializeStruct for Fields<'_> {
+    type Ok = &'static str;
+    type Error = Message;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Message> {
+        self.field(key, value)
+    }
+    fn end(self) -> Result<&'static str, Message> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTupleVariant for Fields<'_> {
+    type Ok = &'static str;
+    type Error = Message;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Message> {
+        self.element(value)
+    }
+    fn end(self) -> Result<&'static str, Message> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTupleStruct for Fields<'_> {
+    type Ok = &'static str;
+    type Error = Message;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Message> {
+        self.element(value)
+    }
+    fn end(self) -> Result<&'static str, Message> {
+        self.close()
+    }
+}
+
+macro_rules! refuse {
+    ($($method:ident($($arg:ty),*) $what:literal;)*) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<&'static str, Message> {
+            Err(unsupported($what))
+        })*
+    };
+}
+
+impl<'w> ser::Serializer for Split<'w> {
+    type Ok = &'static str;
+    type Error = Message;
+    type SerializeSeq = ser::Impossible<&'static str, Message>;
+    type SerializeTuple = ser::Impossible<&'static str, Message>;
+    type SerializeTupleStruct = Fields<'w>;
+    type SerializeTupleVariant = Fields<'w>;
+    type SerializeMap = ser::Impossible<&'static str, Message>;
+    type SerializeStruct = Fields<'w>;
+    type SerializeStructVariant = Fields<'w>;
+
+    refuse! {
+        serialize_bool(bool) "a bool";
+        serialize_i8(i8) "a number";
+        serialize_i16(i16) "a number";
+        serialize_i32(i32) "a number";
+        serialize_i64(i64) "a number";
+        serialize_u8(u8) "a number";
+        serialize_u16(u16) "a number";
+        serialize_u32(u32) "a number";
+        serialize_u64(u64) "a number";
+        serialize_f32(f32) "a number";
+        serialize_f64(f64) "a number";
+        serialize_char(char) "a char";
+        serialize_str(&str) "a string";
+        serialize_bytes(&[u8]) "bytes";
+        serialize_none() "an option";
+        serialize_unit() "a unit";
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<&'static str, Message> {
+        Err(unsupported("an option"))
+    }
+
+    fn serialize_unit_struct(self, name: &'static str) -> Result<&'static str, Message> {
+        self.out.extend_from_slice(b"null");
+        Ok(name)
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<&'static str, Message> {
+        self.out.extend_from_slice(b"null");
+        Ok(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<&'static str, Message> {
+        self.json(value)?;
+        Ok(name)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        mut self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<&'static str, Message> {
+        self.json(value)?;
+        Ok(variant)
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Message> {
+        Err(unsupported("a sequence"))
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Message> {
+        Err(unsupported("a tuple"))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Message> {
+        Ok(Fields::open(self, name, b'[', b']'))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Message> {
+        Ok(Fields::open(self, variant, b'[', b']'))
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Message> {
+        Err(unsupported("a map"))
+    }
+
+    fn serialize_struct(self, name: &'static str, _: usize) -> Result<Self::SerializeStruct, Message> {
+        Ok(Fields::open(self, name, b'{', b'}'))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Message> {
+        Ok(Fields::open(self, variant, b'{', b'}'))
+    }
+}
+
+/// Records the variant (or struct) names a type's `Deserialize` asks for.
+struct Probe<'n> {
+    names: &'n mut Vec<&'static str>,
+}
+
+impl<'de> de::Deserializer<'de> for Probe<'_> {
+    type Error = Message;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Message> {
+        Err(unsupported("this shape"))
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        variants: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Message> {
+        self.names.extend_from_slice(variants);
+        Err(Message(String::new()))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Message> {
+        self.names.push(name);
+        Err(Message(String::new()))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _: usize,
+        _: V,
+    ) -> Result<V::Value, Message> {
+        self.names.push(name);
+        Err(Message(String::new()))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _: V,
+    ) -> Result<V::Value, Message> {
+        self.names.push(name);
+        Err(Message(String::new()))
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, _: V) -> Result<V::Value, Message> {
+        self.names.push(name);
+        Err(Message(String::new()))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit seq tuple map identifier ignored_any
+    }
+}
+
+/// A stored event seen by serde as an externally tagged enum: the type names the variant, the
+/// data is its content.
+struct Stored<'a> {
+    event_type: &'a str,
+    data: &'a [u8],
+}
+
+impl<'a> Stored<'a> {
+    fn json<T>(
+        &self,
+        read: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::SliceRead<'a>>,
+        ) -> Result<T, serde_json::Error>,
+    ) -> Result<T, Message> {
+        let mut de = serde_json::Deserializer::from_slice(self.data);
+        let value = read(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    fn expect(&self, name: &str) -> Result<(), Message> {
+        if self.event_type == name {
+            Ok(())
+        } else {
+            Err(Message(format!("unknown event type {:?}, expected {name:?}", self.event_type)))
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Stored<'de> {
+    type Error = Message;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Message> {
+        Err(unsupported("this shape"))
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Message> {
+        visitor.visit_enum(self)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Message> {
+        self.expect(name)?;
+        self.json(|de| de::Deserializer::deserialize_struct(de, name, fields, visitor))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Message> {
+        self.expect(name)?;
+        self.json(|de| de::Deserializer::deserialize_tuple_struct(de, name, len, visitor))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Message> {
+        self.expect(name)?;
+        self.json(|de| visitor.visit_newtype_struct(de))
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Message> {
+        self.expect(name)?;
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit seq tuple map identifier ignored_any
+    }
+}
+
+impl<'de> de::EnumAccess<'de> for Stored<'de> {
+    type Error = Message;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Message> {
+        let event_type: de::value::StrDeserializer<'_, Message> = self.event_type.into_deserializer();
+        let variant = seed.deserialize(event_type)?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Stored<'de> {
+    type Error = Message;
+
+    fn unit_variant(self) -> Result<(), Message> {
+        // Unit variants are stored as `null`; empty data is accepted for events written by hand.
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        self.json(|de| <() as de::Deserialize>::deserialize(de))
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Message> {
+        self.json(|de| seed.deserialize(de))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Message> {
+        self.json(|de| de::Deserializer::deserialize_tuple(de, len, visitor))
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Message> {
+        self.json(|de| de::Deserializer::deserialize_struct(de, "", fields, visitor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Shapes {
+        #[serde(rename = "Struct")]
+        Struct { a: u32, b: String },
+        #[serde(rename = "Newtype")]
+        Newtype(String),
+        #[serde(rename = "Tuple")]
+        Tuple(u8, bool),
+        #[serde(rename = "Unit")]
+        Unit,
+        #[serde(rename = "Renamed.v2", alias = "Renamed")]
+        Renamed { x: i64 },
+    }
+
+    impl DomainEvent for Shapes {}
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename = "Ping")]
+    struct Ping {
+        n: u32,
+    }
+
+    impl DomainEvent for Ping {}
+
+    #[test]
+    fn every_shape_round_trips_with_its_explicit_name_and_content_only() {
+        let cases = [
+            (Shapes::Struct { a: 1, b: "x\"y".into() }, "Struct", r#"{"a":1,"b":"x\"y"}"#),
+            (Shapes::Newtype("n".into()), "Newtype", r#""n""#),
+            (Shapes::Tuple(7, true), "Tuple", "[7,true]"),
+            (Shapes::Unit, "Unit", "null"),
+            (Shapes::Renamed { x: -3 }, "Renamed.v2", r#"{"x":-3}"#),
+        ];
+        for (event, name, json) in cases {
+            let (event_type, data) = encode(&event).unwrap();
+            assert_eq!(event_type, name);
+            assert_eq!(std::str::from_utf8(&data).unwrap(), json);
+            assert_eq!(decode::<Shapes>(event_type, &data).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn structs_are_events_named_by_their_serde_name() {
+        let (event_type, data) = encode(&Ping { n: 4 }).unwrap();
+        assert_eq!((event_type, &data[..]), ("Ping", &br#"{"n":4}"#[..]));
+        assert_eq!(decode::<Ping>("Ping", &data).unwrap(), Ping { n: 4 });
+        let wrong = decode::<Ping>("Pong", &data).unwrap_err();
+        assert!(matches!(wrong, Error::Mapping { ref event_type, .. } if event_type == "Pong"));
+    }
+
+    #[test]
+    fn event_types_lists_the_stored_names() {
+        assert_eq!(event_types::<Shapes>(), ["Struct", "Newtype", "Tuple", "Unit", "Renamed", "Renamed.v2"]);
+        assert_eq!(event_types::<Ping>(), ["Ping"]);
+    }
+
+    #[test]
+    fn an_alias_reads_the_old_name() {
+        let old = decode::<Shapes>("Renamed", br#"{"x":5}"#).unwrap();
+        assert_eq!(old, Shapes::Renamed { x: 5 });
+    }
+
+    #[test]
+    fn unknown_types_and_bad_data_are_mapping_errors() {
+        for (event_type, data) in
+            [("Nope", &b"{}"[..]), ("Struct", b"{\"a\":\"no\"}"), ("Struct", b"{\"a\":1,\"b\":\"\"} x")]
+        {
+            match decode::<Shapes>(event_type, data) {
+                Err(Error::Mapping { event_type: named, .. }) => assert_eq!(named, event_type),
+                other => panic!("{event_type}: expected a mapping error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_events_are_refused() {
+        assert!(matches!(encode(&5u32), Err(Error::Mapping { .. })));
+        assert!(matches!(encode(&vec![1]), Err(Error::Mapping { .. })));
+    }
+
+    #[test]
+    fn extra_tags_are_added_once_after_the_events_own() {
+        #[derive(Serialize, Deserialize)]
+        #[serde(rename = "T")]
+        struct T;
+        impl DomainEvent for T {
+            fn tags(&self) -> Vec<String> {
+                vec!["a".into()]
+            }
+        }
+        let stored = to_event_with(&T, ["a", "b"]).unwrap();
+        assert_eq!(stored.tags, ["a", "b"]);
+        assert_eq!(&stored.data[..], b"null");
+    }
+}

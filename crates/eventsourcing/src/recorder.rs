@@ -1,0 +1,254 @@
+//! An aggregate recorder over any DCB store, so that aggregates work on every store.
+
+use std::collections::HashSet;
+
+use dcb::limits::MAX_QUERY_ITEMS;
+use dcb::recorder::{AggregateEvent, AggregateRecorder, validate_insert};
+use dcb::{AppendCondition, Event, EventStore, Query, QueryItem, ReadOptions};
+
+/// Marks version tags; aggregate ids may not start with it, so no id tag is ever a version tag.
+const VERSION_MARK: char = '@';
+
+/// Stores aggregate events in a DCB store: each event is tagged with its aggregate id (so DCB
+/// queries by that tag see the aggregate's history) and with a version tag `@{version}:{id}`.
+///
+/// The uniqueness rule on (aggregate id, version) is the append condition: an insert fails if any
+/// of its version tags is already recorded. That needs no read before the append, and is one
+/// indexed look-up per aggregate in the store.
+///
+/// Aggregate ids must not start with `@`. With a prefix ([`DcbRecorder::with_prefix`]) several
+/// recorders share one store (the events of an aggregate, its snapshots): the tags become
+/// `{prefix}{id}` and `@{version}:{prefix}{id}`.
+///
+/// Events that other code appends with the same id tags would be read as aggregate events (and
+/// refused as corrupt, having no version tag): give aggregates ids of their own, or a prefix.
+/// [`AggregateRecorder::count`] is the store's head: over a store shared with other writers it
+/// counts their events too.
+///
+/// ```
+/// use dcb::MemoryStore;
+/// use dcb::recorder::{AggregateEvent, AggregateRecorder};
+/// use eventsourcing::DcbRecorder;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let recorder = DcbRecorder::new(MemoryStore::new());
+/// let created = AggregateEvent {
+///     aggregate_id: "course-1".into(),
+///     version: 1,
+///     event_type: "CourseRegistered".into(),
+///     data: "{}".into(),
+/// };
+/// recorder.insert_events(vec![created.clone()]).await?;
+/// assert!(recorder.insert_events(vec![created]).await.unwrap_err().is_integrity());
+/// # Ok::<(), dcb::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct DcbRecorder<S> {
+    store: S,
+    prefix: String,
+}
+
+impl<S: EventStore> DcbRecorder<S> {
+    /// A recorder whose id tags are the aggregate ids themselves.
+    pub fn new(store: S) -> Self {
+        Self::with_prefix(store, "")
+    }
+
+    /// A recorder whose id tags are `{prefix}{id}`, e.g. `"snapshot:"` for a snapshot recorder
+    /// sharing the store of the aggregates' events.
+    pub fn with_prefix(store: S, prefix: impl Into<String>) -> Self {
+        DcbRecorder { store, prefix: prefix.into() }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn id_tag(&self, id: &str) -> String {
+        let mut tag = String::with_capacity(self.prefix.len() + id.len());
+        tag.push_str(&self.prefix);
+        tag.push_str(id);
+        tag
+    }
+
+    fn version_tag(&self, id: &str, version: u64) -> String {
+        format!("{VERSION_MARK}{version}:{}{id}", self.prefix)
+    }
+
+    fn decode(&self, id: &str, stored: dcb::SequencedEvent) -> dcb::Result<AggregateEvent> {
+        let event = stored.event;
+        let version = event
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(VERSION_MARK)?.split_once(':'))
+            .and_then(|(v, _)| v.parse().ok())
+            .ok_or_else(|| {
+                dcb::Error::Corruption(format!(
+                    "event at position {} of aggregate {id:?} has no version tag",
+                    stored.position
+                ))
+            })?;
+        Ok(AggregateEvent {
+            aggregate_id: id.to_owned(),
+            version,
+            event_type: event.event_type,
+            data: event.data,
+        })
+    }
+}
+
+impl<S: EventStore> AggregateRecorder for DcbRecorder<S> {
+    async fn insert_events(&self, events: Vec<AggregateEvent>) -> dcb::Result<u64> {
+        validate_insert(&events)?;
+        // The store cannot see a clash inside the batch itself. Small batches (the usual one or
+        // two events) are checked pairwise, to spare them a hash set.
+        let mut seen = HashSet::new();
+        for (index, event) in events.iter().enumerate() {
+            if event.aggregate_id.starts_with(VERSION_MARK) {
+                return Err(dcb::Error::invalid(format!(
+                    "aggregate id {:?} starts with {VERSION_MARK:?}, which marks version tags",
+                    event.aggregate_id
+                )));
+            }
+            let repeated = if events.len() <= 16 {
+                events[..index]
+                    .iter()
+                    .any(|e| e.aggregate_id == event.aggregate_id && e.version == event.version)
+            } else {
+                !seen.insert((event.aggregate_id.as_str(), event.version))
+            };
+            if repeated {
+                return Err(dcb::Error::Integrity(format!(
+                    "version {} of aggregate {:?} appears twice in one insert",
+                    event.version, event.aggregate_id
+                )));
+            }
+        }
+        let items: Vec<QueryItem> = if events.len() <= MAX_QUERY_ITEMS {
+            events.iter().map(|e| QueryItem::tags([self.version_tag(&e.aggregate_id, e.version)])).collect()
+        } else {
+            // Too many versions to name each: condition on each aggregate's first new version.
+            // Versions are recorded contiguously, so if any later one exists, so does that one.
+            let mut first: Vec<(&str, u64)> = Vec::new();
+            for e in &events {
+                match first.iter_mut().find(|(id, _)| *id == e.aggregate_id) {
+                    Some((_, v)) => *v = (*v).min(e.version),
+                    None => first.push((&e.aggregate_id, e.version)),
+                }
+            }
+            first.into_iter().map(|(id, v)| QueryItem::tags([self.version_tag(id, v)])).collect()
+        };
+        let stored = events
+            .into_iter()
+            .map(|e| {
+                let version_tag = self.version_tag(&e.aggregate_id, e.version);
+                let mut event = Event::new(e.event_type, e.data);
+                event.tags = vec![self.id_tag(&e.aggregate_id), version_tag];
+                event
+            })
+            .collect();
+        let condition = AppendCondition::new(Query::new(items), None);
+        self.store.append(stored, Some(condition)).await
+    }
+
+    async fn select_events(
+        &self,
+        aggregate_id: &str,
+        options: ReadOptions,
+    ) -> dcb::Result<Vec<AggregateEvent>> {
+        // `options.after` is a version; the store reads after a position, so find the position
+        // of that version first (only loads that start from a snapshot pay this read).
+        let after = match options.after {
+            None | Some(0) => None,
+            Some(version) => {
+                let query = QueryItem::tags([self.version_tag(aggregate_id, version)]).into();
+                let found = self.store.read(&query, ReadOptions::default().limit(1)).await?;
+                match found.events.first() {
+                    Some(event) => Some(event.position),
+                    // Versions are contiguous: none after a version that does not exist.
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        let query = QueryItem::tags([self.id_tag(aggregate_id)]).into();
+        let read = self
+            .store
+            .read(&query, ReadOptions { after, limit: options.limit, backwards: options.backwards })
+            .await?;
+        read.events.into_iter().map(|e| self.decode(aggregate_id, e)).collect()
+    }
+
+    async fn count(&self) -> dcb::Result<u64> {
+        Ok(self.store.head().await?.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dcb::recorder::{AggregateEvent, AggregateRecorder};
+    use dcb::{MemoryStore, ReadOptions};
+
+    use super::DcbRecorder;
+
+    fn events(id: &str, versions: std::ops::RangeInclusive<u64>) -> Vec<AggregateEvent> {
+        versions
+            .map(|version| AggregateEvent {
+                aggregate_id: id.to_owned(),
+                version,
+                event_type: "Changed".into(),
+                data: "{}".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn batches_beyond_the_query_item_limit_keep_the_uniqueness_rule() {
+        let recorder = DcbRecorder::new(MemoryStore::new());
+        recorder.insert_events(events("a", 1..=1500)).await.unwrap();
+        let stale = [events("b", 1..=600), events("a", 1500..=2100)].concat();
+        assert!(recorder.insert_events(stale).await.unwrap_err().is_integrity());
+        let mut repeated = events("b", 1..=1200);
+        repeated.push(repeated[700].clone());
+        assert!(recorder.insert_events(repeated).await.unwrap_err().is_integrity());
+        assert_eq!(recorder.count().await.unwrap(), 1500);
+        let tail = recorder.select_events("a", ReadOptions::default().after(1498)).await.unwrap();
+        assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [1499, 1500]);
+    }
+
+    #[tokio::test]
+    async fn ids_that_look_like_version_tags_are_refused() {
+        let recorder = DcbRecorder::new(MemoryStore::new());
+        let error = recorder.insert_events(events("@1:a", 1..=1)).await.unwrap_err();
+        assert!(matches!(error, dcb::Error::InvalidArgument(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn prefixed_recorders_share_a_store_without_seeing_each_other() {
+        let store = MemoryStore::new();
+        let events_recorder = DcbRecorder::new(store.clone());
+        let snapshots = DcbRecorder::with_prefix(store, "snapshot:");
+        events_recorder.insert_events(events("a", 1..=3)).await.unwrap();
+        snapshots.insert_events(events("a", 3..=3)).await.unwrap();
+        let all = ReadOptions::default();
+        assert_eq!(events_recorder.select_events("a", all).await.unwrap().len(), 3);
+        let snapshot = snapshots.select_events("a", all).await.unwrap();
+        assert_eq!(snapshot.iter().map(|e| e.version).collect::<Vec<_>>(), [3]);
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use super::DcbRecorder;
+
+    dcb::recorder_conformance_tests!(|| async { DcbRecorder::new(dcb::MemoryStore::new()) });
+
+    mod prefixed {
+        use super::DcbRecorder;
+
+        dcb::recorder_conformance_tests!(|| async {
+            DcbRecorder::with_prefix(dcb::MemoryStore::new(), "events:")
+        });
+    }
+}
