@@ -7,8 +7,19 @@
 use std::fmt;
 use std::future::Future;
 
+pub mod aggregates;
+pub mod events;
+mod listing;
+pub mod objects;
+pub mod plain;
+pub mod slices;
 pub mod speedrun;
 pub mod testcase;
+
+pub use aggregates::EnrolmentWithAggregates;
+pub use objects::EnrolmentWithObjects;
+pub use plain::EnrolmentWithDecisions;
+pub use slices::EnrolmentWithSlices;
 
 /// Identifies a student: `student-<uuid>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,9 +84,33 @@ pub enum EnrolmentError {
     /// A name or number given was not acceptable (an empty name, a zero limit).
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The store failed, or the decision kept conflicting with concurrent ones.
+    /// The store failed, or the decision kept conflicting with concurrent ones
+    /// ([`dcb::Error::is_integrity`]).
     #[error(transparent)]
     Store(#[from] dcb::Error),
+    /// The application layer failed otherwise (an event that could not be decoded).
+    #[error(transparent)]
+    Application(eventsourcing::Error),
+}
+
+impl From<eventsourcing::Error> for EnrolmentError {
+    fn from(error: eventsourcing::Error) -> Self {
+        match error {
+            eventsourcing::Error::Store(error) => EnrolmentError::Store(error),
+            other => EnrolmentError::Application(other),
+        }
+    }
+}
+
+/// Refuses an empty name or a zero limit before anything is recorded.
+fn check_registration(name: &str, limit: u32) -> Result<(), EnrolmentError> {
+    if name.trim().is_empty() {
+        return Err(EnrolmentError::Invalid("a name must not be empty".into()));
+    }
+    if limit == 0 {
+        return Err(EnrolmentError::Invalid(format!("{name:?} needs a limit of at least 1")));
+    }
+    Ok(())
 }
 
 /// The operations of the challenge. Every implementation (aggregates, plain DCB, objects and

@@ -290,6 +290,27 @@ pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor
     json
 }
 
+/// The file store's floor: the median time of one small append to a file in `dir` followed by
+/// `fdatasync`, over `samples` samples. The file is removed afterwards.
+pub fn file_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Duration> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("floor-{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let record = [0x5a_u8; 128];
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        let start = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        times.push(start.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{CourseId, Enrolment, EnrolmentError, StudentId};
+use dcb::EventStore;
+use dcb::recorder::AggregateRecorder;
+use eventsourcing::Slice;
+
+use crate::events::{Event, Membership};
+use crate::{
+    CourseId, Enrolment, EnrolmentError, EnrolmentWithAggregates, EnrolmentWithDecisions,
+    EnrolmentWithObjects, EnrolmentWithSlices, StudentId, aggregates, objects, slices,
+};
 
 /// Fails with a message naming `what` unless `result` is the error `expected` describes.
 fn assert_refused<T: std::fmt::Debug>(
@@ -205,4 +213,146 @@ pub async fn concurrent_joins_respect_every_limit<E: Enrolment>(clients: Vec<E>)
     }
     // With 12 places for 12 students allowed 2 each, the race must have filled every course.
     assert_eq!(acknowledged.len(), RACE_COURSES * RACE_PLACES as usize, "some places were never taken");
+}
+
+/// Registers French (5 places) and the students Sara and Bastian.
+async fn french_sara_bastian<E: Enrolment>(app: &E) -> (CourseId, StudentId, StudentId) {
+    let french = app.register_course("French", 5).await.unwrap();
+    let sara = app.register_student("Sara", 3).await.unwrap();
+    let bastian = app.register_student("Bastian", 3).await.unwrap();
+    (french, sara, bastian)
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, impl Into<EnrolmentError>>, what: &str) {
+    match result.map_err(Into::into) {
+        Err(EnrolmentError::Store(error)) if error.is_integrity() => {}
+        other => panic!("{what}: expected an integrity error, got {other:?}"),
+    }
+}
+
+/// The challenge's consistency test: Sara's join of French is decided on a student and a course
+/// loaded before Bastian joined French; saving both aggregates then fails whole, writing neither.
+pub async fn aggregates_stale_save_fails_whole<R: AggregateRecorder>(app: &EnrolmentWithAggregates<R>) {
+    let (french, sara, bastian) = french_sara_bastian(app).await;
+    let repository = app.repository();
+    let mut student = repository.get::<aggregates::Student>(sara.as_str()).await.unwrap();
+    let mut course = repository.get::<aggregates::Course>(french.as_str()).await.unwrap();
+    course.execute(|c| c.accept(&sara)).unwrap();
+    student.execute(|s| s.join(&french)).unwrap();
+
+    app.join_course(&bastian, &french).await.unwrap();
+
+    assert_conflict(repository.save_all(&mut [&mut student, &mut course]).await, "stale save");
+    assert_eq!(app.list_students_for_course(&french).await.unwrap(), ["Bastian"]);
+    assert!(app.list_courses_for_student(&sara).await.unwrap().is_empty(), "the student's event was written");
+}
+
+/// A plain decision read before a concurrent join inside its boundary fails to append.
+pub async fn decisions_stale_join_conflicts<S: EventStore>(app: &EnrolmentWithDecisions<S>) {
+    let (french, sara, bastian) = french_sara_bastian(app).await;
+    let boundary = EnrolmentWithDecisions::<S>::boundary(&sara, &french);
+    let fold = |m: &mut Membership, e: &Event| m.apply(sara.as_str(), french.as_str(), e);
+    let decision = app.dcb().read(boundary, fold).await.unwrap();
+    let join = decision.state.join(&sara, &french).unwrap();
+
+    app.join_course(&bastian, &french).await.unwrap();
+
+    assert_conflict(app.dcb().append(&[join], decision.condition).await, "stale decision");
+    assert_eq!(app.list_students_for_course(&french).await.unwrap(), ["Bastian"]);
+}
+
+/// A group of objects loaded before a concurrent join of one member fails to save.
+pub async fn objects_stale_group_conflicts<S: EventStore>(app: &EnrolmentWithObjects<S>) {
+    let (french, sara, bastian) = french_sara_bastian(app).await;
+    let ids = [sara.as_str(), french.as_str()];
+    let mut group = app.objects().get_group::<(objects::Student, objects::Course)>(ids).await.unwrap();
+    group.record(Event::StudentJoinedCourse { student_id: sara.to_string(), course_id: french.to_string() });
+
+    app.join_course(&bastian, &french).await.unwrap();
+
+    assert_conflict(app.objects().save(&mut group).await, "stale group");
+    assert_eq!(app.list_students_for_course(&french).await.unwrap(), ["Bastian"]);
+}
+
+/// A join slice conflicts with a concurrent join of the same course (inside its boundary), but
+/// not with a concurrent rename of the course (outside it).
+pub async fn slices_conflict_inside_not_outside<S: EventStore>(app: &EnrolmentWithSlices<S>) {
+    let (french, sara, bastian) = french_sara_bastian(app).await;
+    let join = slices::JoinCourse { student: &sara, course: &french, leave: false };
+
+    let decision = app.dcb().load(&join).await.unwrap();
+    app.rename_course(&french, "Français").await.unwrap();
+    let events = join.decide(&decision.state).unwrap();
+    app.dcb().append(&events, decision.condition).await.expect("a rename is outside the join's boundary");
+
+    let late = slices::JoinCourse { student: &bastian, course: &french, leave: false };
+    let decision = app.dcb().load(&late).await.unwrap();
+    app.leave_course(&sara, &french).await.unwrap();
+    let events = late.decide(&decision.state).unwrap();
+    assert_conflict(
+        app.dcb().append(&events, decision.condition).await,
+        "a leave is inside the join's boundary",
+    );
+
+    assert!(app.list_students_for_course(&french).await.unwrap().is_empty());
+    assert!(app.list_courses_for_student(&sara).await.unwrap().is_empty());
+    app.join_course(&sara, &french).await.unwrap();
+    assert_eq!(app.list_courses_for_student(&sara).await.unwrap(), ["Français"]);
+}
+
+/// Concurrent clients of every limit race, per style.
+const RACE_CLIENTS: usize = 32;
+/// Retries each implementation makes on its own before the race's clients retry.
+pub const RETRIES: u32 = 10;
+
+/// Instantiates every check of this module for every style on one store, as `#[tokio::test]`s
+/// grouped in a module per style. `store` makes a fresh, empty DCB store; `recorder` a fresh,
+/// empty aggregate recorder. The calling crate needs `tokio` with `macros` and `rt-multi-thread`.
+#[macro_export]
+macro_rules! enrolment_tests {
+    (store: $store:expr, recorder: $recorder:expr $(,)?) => {
+        $crate::enrolment_tests!(@style aggregates, $recorder, $crate::EnrolmentWithAggregates::new,
+            aggregates_stale_save_fails_whole);
+        $crate::enrolment_tests!(@style decisions, $store, $crate::EnrolmentWithDecisions::new,
+            decisions_stale_join_conflicts);
+        $crate::enrolment_tests!(@style objects, $store, $crate::EnrolmentWithObjects::new,
+            objects_stale_group_conflicts);
+        $crate::enrolment_tests!(@style slices, $store, $crate::EnrolmentWithSlices::new,
+            slices_conflict_inside_not_outside);
+    };
+    (@style $style:ident, $make:expr, $new:path, $consistency:ident) => {
+        mod $style {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn enrolment_test_case() {
+                let app = $new(($make)().await, $crate::testcase::RETRIES);
+                $crate::testcase::enrolment_test_case(&app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn leaving_a_course_frees_a_place() {
+                let app = $new(($make)().await, $crate::testcase::RETRIES);
+                $crate::testcase::leaving_a_course_frees_a_place(&app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_joins_respect_every_limit() {
+                let app = $new(($make)().await, $crate::testcase::RETRIES);
+                $crate::testcase::concurrent_joins_respect_every_limit(vec![app; $crate::testcase::race_clients()]).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $consistency() {
+                let app = $new(($make)().await, $crate::testcase::RETRIES);
+                $crate::testcase::$consistency(&app).await;
+            }
+        }
+    };
+}
+
+/// How many clients the race runs.
+pub fn race_clients() -> usize {
+    RACE_CLIENTS
 }

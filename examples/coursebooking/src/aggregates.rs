@@ -1,0 +1,255 @@
+//! The traditional style: a `Student` and a `Course` aggregate, and a join that saves the new
+//! events of both atomically, so that the boundary of that one decision spans two aggregates.
+
+use dcb::recorder::AggregateRecorder;
+use eventsourcing::{Aggregate, DomainEvent, Repository, Root};
+use serde::{Deserialize, Serialize};
+
+use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration};
+
+/// The events of a student.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StudentEvent {
+    /// The student was registered.
+    #[serde(rename = "Student.Registered")]
+    Registered {
+        /// The student's name.
+        name: String,
+        /// How many courses they may join.
+        max_courses: u32,
+    },
+    /// The student joined a course.
+    #[serde(rename = "Student.JoinedCourse")]
+    JoinedCourse {
+        /// The course.
+        course_id: String,
+    },
+    /// The student left a course.
+    #[serde(rename = "Student.LeftCourse")]
+    LeftCourse {
+        /// The course.
+        course_id: String,
+    },
+}
+
+impl DomainEvent for StudentEvent {}
+
+/// The events of a course.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CourseEvent {
+    /// The course was registered.
+    #[serde(rename = "Course.Registered")]
+    Registered {
+        /// The course's name.
+        name: String,
+        /// How many students it takes.
+        places: u32,
+    },
+    /// A student joined the course.
+    #[serde(rename = "Course.StudentJoined")]
+    StudentJoined {
+        /// The student.
+        student_id: String,
+    },
+    /// A student left the course.
+    #[serde(rename = "Course.StudentLeft")]
+    StudentLeft {
+        /// The student.
+        student_id: String,
+    },
+}
+
+impl DomainEvent for CourseEvent {}
+
+/// A student: their name, their limit and the courses they joined, in order.
+#[derive(Debug, Default)]
+pub struct Student {
+    name: String,
+    max_courses: u32,
+    courses: Vec<String>,
+}
+
+impl Aggregate for Student {
+    type Event = StudentEvent;
+
+    fn apply(&mut self, event: &StudentEvent) {
+        match event {
+            StudentEvent::Registered { name, max_courses } => {
+                self.name.clone_from(name);
+                self.max_courses = *max_courses;
+            }
+            StudentEvent::JoinedCourse { course_id } => self.courses.push(course_id.clone()),
+            StudentEvent::LeftCourse { course_id } => self.courses.retain(|c| c != course_id),
+        }
+    }
+}
+
+impl Student {
+    pub(crate) fn join(&self, course: &CourseId) -> Result<StudentEvent, EnrolmentError> {
+        if self.courses.len() >= self.max_courses as usize {
+            return Err(EnrolmentError::TooManyCourses);
+        }
+        Ok(StudentEvent::JoinedCourse { course_id: course.to_string() })
+    }
+}
+
+/// A course: its name, its places and its students, in the order they joined.
+#[derive(Debug, Default)]
+pub struct Course {
+    name: String,
+    places: u32,
+    students: Vec<String>,
+}
+
+impl Aggregate for Course {
+    type Event = CourseEvent;
+
+    fn apply(&mut self, event: &CourseEvent) {
+        match event {
+            CourseEvent::Registered { name, places } => {
+                self.name.clone_from(name);
+                self.places = *places;
+            }
+            CourseEvent::StudentJoined { student_id } => self.students.push(student_id.clone()),
+            CourseEvent::StudentLeft { student_id } => self.students.retain(|s| s != student_id),
+        }
+    }
+}
+
+impl Course {
+    pub(crate) fn accept(&self, student: &StudentId) -> Result<CourseEvent, EnrolmentError> {
+        if self.students.iter().any(|s| s == student.as_str()) {
+            return Err(EnrolmentError::AlreadyJoined);
+        }
+        if self.students.len() >= self.places as usize {
+            return Err(EnrolmentError::FullyBooked);
+        }
+        Ok(CourseEvent::StudentJoined { student_id: student.to_string() })
+    }
+}
+
+/// The challenge with aggregates, over any aggregate recorder.
+#[derive(Clone)]
+pub struct EnrolmentWithAggregates<R> {
+    repository: Repository<R>,
+    retries: u32,
+}
+
+impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
+    /// The application over `recorder`; a join that meets a concurrent change is tried again up
+    /// to `retries` times.
+    pub fn new(recorder: R, retries: u32) -> Self {
+        EnrolmentWithAggregates { repository: Repository::new(recorder), retries }
+    }
+
+    /// The repository, to load and save the aggregates directly.
+    pub fn repository(&self) -> &Repository<R> {
+        &self.repository
+    }
+
+    async fn student(&self, id: &StudentId) -> Result<Root<Student>, EnrolmentError> {
+        self.repository
+            .get(id.as_str())
+            .await
+            .map_err(|e| not_found(e, || EnrolmentError::StudentNotFound(id.clone())))
+    }
+
+    async fn course(&self, id: &CourseId) -> Result<Root<Course>, EnrolmentError> {
+        self.repository
+            .get(id.as_str())
+            .await
+            .map_err(|e| not_found(e, || EnrolmentError::CourseNotFound(id.clone())))
+    }
+
+    /// Whether a failed attempt (the `tries`-th retry so far) should be made again: only after
+    /// a concurrent change, and only up to the retry limit.
+    fn retry(&self, outcome: &Result<(), EnrolmentError>, tries: &mut u32) -> bool {
+        let conflict = matches!(outcome, Err(EnrolmentError::Store(e)) if e.is_integrity());
+        let retry = conflict && *tries < self.retries;
+        *tries += u32::from(retry);
+        retry
+    }
+
+    async fn join_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
+        let mut student = self.student(student_id).await?;
+        let mut course = self.course(course_id).await?;
+        course.execute(|c| c.accept(student_id))?;
+        student.execute(|s| s.join(course_id))?;
+        self.repository.save_all(&mut [&mut student, &mut course]).await?;
+        Ok(())
+    }
+
+    async fn leave_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
+        let mut student = self.student(student_id).await?;
+        let mut course = self.course(course_id).await?;
+        if !course.students.iter().any(|s| s == student_id.as_str()) {
+            return Err(EnrolmentError::NotAlreadyJoined);
+        }
+        course.record(CourseEvent::StudentLeft { student_id: student_id.to_string() });
+        student.record(StudentEvent::LeftCourse { course_id: course_id.to_string() });
+        self.repository.save_all(&mut [&mut student, &mut course]).await?;
+        Ok(())
+    }
+}
+
+fn not_found(error: eventsourcing::Error, missing: impl FnOnce() -> EnrolmentError) -> EnrolmentError {
+    if error.is_not_found() { missing() } else { error.into() }
+}
+
+impl<R: AggregateRecorder> Enrolment for EnrolmentWithAggregates<R> {
+    async fn register_student(&self, name: &str, max_courses: u32) -> Result<StudentId, EnrolmentError> {
+        check_registration(name, max_courses)?;
+        let id = StudentId::generate();
+        let mut student = Root::<Student>::new(id.as_str());
+        student.record(StudentEvent::Registered { name: name.to_owned(), max_courses });
+        self.repository.save(&mut student).await?;
+        Ok(id)
+    }
+
+    async fn register_course(&self, name: &str, places: u32) -> Result<CourseId, EnrolmentError> {
+        check_registration(name, places)?;
+        let id = CourseId::generate();
+        let mut course = Root::<Course>::new(id.as_str());
+        course.record(CourseEvent::Registered { name: name.to_owned(), places });
+        self.repository.save(&mut course).await?;
+        Ok(id)
+    }
+
+    async fn join_course(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
+        let mut tries = 0;
+        loop {
+            let outcome = self.join_once(student_id, course_id).await;
+            if !self.retry(&outcome, &mut tries) {
+                return outcome;
+            }
+        }
+    }
+
+    async fn leave_course(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
+        let mut tries = 0;
+        loop {
+            let outcome = self.leave_once(student_id, course_id).await;
+            if !self.retry(&outcome, &mut tries) {
+                return outcome;
+            }
+        }
+    }
+
+    async fn list_students_for_course(&self, course_id: &CourseId) -> Result<Vec<String>, EnrolmentError> {
+        let course = self.course(course_id).await?;
+        let mut names = Vec::with_capacity(course.students.len());
+        for id in &course.students {
+            names.push(self.student(&StudentId::from_stored(id.as_str())).await?.name.clone());
+        }
+        Ok(names)
+    }
+
+    async fn list_courses_for_student(&self, student_id: &StudentId) -> Result<Vec<String>, EnrolmentError> {
+        let student = self.student(student_id).await?;
+        let mut names = Vec::with_capacity(student.courses.len());
+        for id in &student.courses {
+            names.push(self.course(&CourseId::from_stored(id.as_str())).await?.name.clone());
+        }
+        Ok(names)
+    }
+}

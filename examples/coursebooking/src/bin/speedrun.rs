@@ -1,0 +1,236 @@
+//! `speedrun MODE [SECONDS]`: the course-subscriptions workload in one style on one store, with a
+//! report every second. See `speedrun --help`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use coursebooking::speedrun::{self, Options, Outcome, USAGE, thousands};
+use coursebooking::{
+    Enrolment, EnrolmentWithAggregates, EnrolmentWithDecisions, EnrolmentWithObjects, EnrolmentWithSlices,
+};
+use dcb::recorder::{AggregateEvent, AggregateRecorder};
+use dcb::{Event, EventStore};
+
+/// Conflicts are not expected in a single-client run; with several clients each works on its own
+/// students and courses, so a few retries are plenty.
+const RETRIES: u32 = 10;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("speedrun: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("speedrun: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(options: &Options) -> Result<(), String> {
+    println!("Dynamic Consistency Boundaries Speed Run: Course Subscriptions");
+    println!("==============================================================");
+    println!();
+    println!(
+        "Per iteration: {} courses, {} students ({} ops)",
+        speedrun::COURSES,
+        speedrun::STUDENTS,
+        speedrun::OPS_PER_ITERATION
+    );
+    println!();
+    match options.store.as_str() {
+        "mem" => {
+            let description = "in memory".to_owned();
+            let store = dcb::MemoryStore::new();
+            let recorder = dcb::recorder::MemoryRecorder::new();
+            run_style(options, &description, vec![store], vec![recorder], None).await
+        }
+        other => Err(format!("the {other:?} store is not available in this build yet")),
+    }
+}
+
+/// Runs the mode's style over one store handle (and one recorder handle) per client.
+async fn run_style<S: EventStore, R: AggregateRecorder>(
+    options: &Options,
+    store_description: &str,
+    stores: Vec<S>,
+    recorders: Vec<R>,
+    floor: Option<Duration>,
+) -> Result<(), String> {
+    let stores = per_client(stores, options.clients);
+    let recorders = per_client(recorders, options.clients);
+    match options.style.as_str() {
+        "agg" => {
+            let apps = recorders.iter().map(|r| EnrolmentWithAggregates::new(r.clone(), RETRIES)).collect();
+            let recorder = recorders[0].clone();
+            prefill_recorder(&recorder, options.prefill).await?;
+            let count = move || {
+                let recorder = recorder.clone();
+                async move { recorder.count().await }
+            };
+            report(options, "EnrolmentWithAggregates", store_description, apps, count, floor).await
+        }
+        style => {
+            let store = stores[0].clone();
+            prefill_store(&store, options.prefill).await?;
+            let count = move || {
+                let store = store.clone();
+                async move { store.head().await.map(|h| h.unwrap_or(0)) }
+            };
+            match style {
+                "dcb" => {
+                    let apps =
+                        stores.iter().map(|s| EnrolmentWithDecisions::new(s.clone(), RETRIES)).collect();
+                    report(options, "EnrolmentWithDecisions", store_description, apps, count, floor).await
+                }
+                "objects" => {
+                    let apps = stores.iter().map(|s| EnrolmentWithObjects::new(s.clone(), RETRIES)).collect();
+                    report(options, "EnrolmentWithObjects", store_description, apps, count, floor).await
+                }
+                _ => {
+                    let apps = stores.iter().map(|s| EnrolmentWithSlices::new(s.clone(), RETRIES)).collect();
+                    report(options, "EnrolmentWithSlices", store_description, apps, count, floor).await
+                }
+            }
+        }
+    }
+}
+
+/// One handle per client: the handles given, then clones of the first.
+fn per_client<T: Clone>(mut handles: Vec<T>, clients: usize) -> Vec<T> {
+    while handles.len() < clients {
+        handles.push(handles[0].clone());
+    }
+    handles.truncate(clients);
+    handles
+}
+
+async fn report<E, C, F>(
+    options: &Options,
+    implementation: &str,
+    store_description: &str,
+    apps: Vec<E>,
+    count: C,
+    floor: Option<Duration>,
+) -> Result<(), String>
+where
+    E: Enrolment,
+    C: Fn() -> F,
+    F: Future<Output = dcb::Result<u64>>,
+{
+    println!("Running '{}' mode: {implementation}", options.mode());
+    println!("    store: {store_description}");
+    if options.clients > 1 {
+        println!("    clients: {}", options.clients);
+    }
+    if let Some(floor) = floor {
+        println!("    floor: {:.0} μs per durable commit, measured now", floor.as_secs_f64() * 1e6);
+    }
+    println!();
+    let start_count = count().await.map_err(|e| format!("cannot count the events: {e}"))?;
+    println!("Events in store at start:  {} events", thousands(start_count));
+    println!();
+    println!("Stopping after: {}s", options.duration.as_secs_f64());
+    println!();
+    let outcome: Outcome = speedrun::run(apps, options.duration)
+        .await
+        .map_err(|e| format!("the run stopped on an error: {e}"))?;
+    let end_count = count().await.map_err(|e| format!("cannot count the events: {e}"))?;
+    println!();
+    println!(
+        "Events in store at end:  {} events  ({} new)",
+        thousands(end_count),
+        thousands(end_count.saturating_sub(start_count))
+    );
+    let per_op = outcome.us_per_op();
+    print!(
+        "Result: {} ops in {:.1}s, {:.0} ops/s, {per_op:.1} μs/op",
+        thousands(outcome.ops),
+        outcome.elapsed.as_secs_f64(),
+        outcome.ops_per_sec()
+    );
+    match floor {
+        Some(floor) => println!(", {:.2}x the floor", per_op / (floor.as_secs_f64() * 1e6)),
+        None => println!(),
+    }
+    if options.json {
+        let floor_us = floor.map(|f| f.as_secs_f64() * 1e6);
+        println!("{}", speedrun::json_line(options, &outcome, (start_count, end_count), floor_us));
+    }
+    Ok(())
+}
+
+/// Events per prefill append.
+const PREFILL_BATCH: u64 = 1000;
+
+/// Appends `count` events unrelated to the workload, printing progress about every second.
+async fn prefill_store<S: EventStore>(store: &S, count: u64) -> Result<(), String> {
+    let mut progress = Progress::new(count);
+    let mut done = 0;
+    while done < count {
+        let batch: Vec<Event> = (done..(done + PREFILL_BATCH).min(count))
+            .map(|i| {
+                Event::new("PrefillRecorded", format!("{{\"n\":{i}}}")).tagged(format!("prefill-{}", i / 10))
+            })
+            .collect();
+        done += batch.len() as u64;
+        store.append(batch, None).await.map_err(|e| format!("prefill failed: {e}"))?;
+        progress.update(done);
+    }
+    Ok(())
+}
+
+/// Inserts `count` aggregate events of unrelated aggregates (ten events each).
+async fn prefill_recorder<R: AggregateRecorder>(recorder: &R, count: u64) -> Result<(), String> {
+    let mut progress = Progress::new(count);
+    let mut done = 0;
+    let run = uuid::Uuid::new_v4();
+    while done < count {
+        let batch: Vec<AggregateEvent> = (done..(done + PREFILL_BATCH).min(count))
+            .map(|i| AggregateEvent {
+                aggregate_id: format!("prefill-{run}-{}", i / 10),
+                version: i % 10 + 1,
+                event_type: "PrefillRecorded".into(),
+                data: format!("{{\"n\":{i}}}").into(),
+            })
+            .collect();
+        done += batch.len() as u64;
+        recorder.insert_events(batch).await.map_err(|e| format!("prefill failed: {e}"))?;
+        progress.update(done);
+    }
+    Ok(())
+}
+
+/// Prints how far a long task has come, about once a second.
+struct Progress {
+    total: u64,
+    started: Instant,
+    printed: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        if total > 0 {
+            println!("Prefilling {} events", thousands(total));
+        }
+        Progress { total, started: Instant::now(), printed: Instant::now() }
+    }
+
+    fn update(&mut self, done: u64) {
+        if self.printed.elapsed() >= Duration::from_secs(1) || done == self.total {
+            self.printed = Instant::now();
+            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            println!("    {} of {} events ({rate:.0} events/s)", thousands(done), thousands(self.total));
+        }
+    }
+}
