@@ -81,8 +81,8 @@ struct Stored {
 #[derive(Default)]
 struct Names {
     entries: HashMap<Name, Entry>,
-    /// Name by number.
-    names: Vec<Name>,
+    /// Name by number, as text ready to copy into a read's events.
+    names: Vec<Box<str>>,
 }
 
 #[derive(Default)]
@@ -94,14 +94,15 @@ struct Entry {
     typed: Vec<u64>,
 }
 
-const INLINE_NAME: usize = 30;
+/// Names up to this many bytes are stored inline; the ids of the course-subscriptions example
+/// (`student-` and a uuid, 44 bytes) fit.
+const INLINE_NAME: usize = 46;
 
-/// A name, inline when it fits in [`INLINE_NAME`] bytes. Short names are always inline, so equal
-/// names have equal representations and the derived `Hash` and `Eq` agree with the strings'.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// A name's bytes, inline when they fit in [`INLINE_NAME`] bytes. Hashed and compared as its
+/// bytes, and borrowable as them, so that looking a name up needs no allocation.
 enum Name {
     Inline { len: u8, bytes: [u8; INLINE_NAME] },
-    Heap(Box<str>),
+    Heap(Box<[u8]>),
 }
 
 impl Name {
@@ -111,39 +112,55 @@ impl Name {
             bytes[..name.len()].copy_from_slice(name.as_bytes());
             Name::Inline { len: name.len() as u8, bytes }
         } else {
-            Name::Heap(name.into())
+            Name::Heap(name.as_bytes().into())
         }
     }
 
-    fn as_str(&self) -> &str {
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            Name::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..*len as usize]).expect("copied whole from a str")
-            }
-            Name::Heap(name) => name,
+            Name::Inline { len, bytes } => &bytes[..*len as usize],
+            Name::Heap(bytes) => bytes,
         }
     }
 }
 
+impl std::borrow::Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
 impl Names {
     fn get(&self, name: &str) -> Option<&Entry> {
-        self.entries.get(&Name::new(name))
+        self.entries.get(name.as_bytes())
     }
 
     /// The entry of `name`, created if it is new.
     fn entry(&mut self, name: &str) -> &mut Entry {
-        let key = Name::new(name);
-        let next = self.names.len() as u32;
-        let entry =
-            self.entries.entry(key.clone()).or_insert_with(|| Entry { number: next, ..Entry::default() });
-        if entry.number == next {
-            self.names.push(key);
+        if !self.entries.contains_key(name.as_bytes()) {
+            let number = self.names.len() as u32;
+            self.names.push(name.into());
+            self.entries.insert(Name::new(name), Entry { number, ..Entry::default() });
         }
-        entry
+        self.entries.get_mut(name.as_bytes()).expect("inserted above if it was missing")
     }
 
     fn name(&self, number: u32) -> &str {
-        self.names[number as usize].as_str()
+        &self.names[number as usize]
     }
 }
 
