@@ -1,0 +1,162 @@
+//! `dcb-server`: serves a DCB event store over the umadb.v1 gRPC protocol.
+//!
+//! Every option can also be given through an environment variable (`DCB_LISTEN`, `DCB_STORE`,
+//! `DCB_API_KEY`, `DCB_TLS_CERT`, `DCB_TLS_KEY`); the command line wins. Logs go to stderr
+//! through `tracing`, filtered by `RUST_LOG` (default `info`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dcb::EventStore;
+use dcb_grpc::ServerOptions;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(name = "dcb-server", version, about = "Serves a DCB event store over the umadb.v1 gRPC protocol")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the log names the one bound).
+    #[arg(long, env = "DCB_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+
+    /// `mem` (in memory, lost on exit), a `postgres://` or `postgresql://` URL, or the
+    /// directory of a file store.
+    #[arg(long, env = "DCB_STORE", default_value = "dcb-data")]
+    store: String,
+
+    /// Require `authorization: Bearer <KEY>` on every call.
+    #[arg(long, env = "DCB_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "DCB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DCB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// Which store `--store` names.
+enum StoreKind<'a> {
+    Memory,
+    // The URL is for the PostgreSQL arm of `run`, once crates/dcb-postgres is ready.
+    #[allow(dead_code)]
+    Postgres(&'a str),
+    Directory(PathBuf),
+}
+
+impl<'a> StoreKind<'a> {
+    fn parse(store: &'a str) -> Self {
+        if store == "mem" {
+            StoreKind::Memory
+        } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            StoreKind::Postgres(store)
+        } else {
+            StoreKind::Directory(PathBuf::from(store))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("cannot start the runtime: {error}")),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::FAILURE
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let options = server_options(&args)?;
+    // One arm per store type: each instantiates the generic server for its store.
+    match StoreKind::parse(&args.store) {
+        StoreKind::Memory => {
+            tracing::warn!("serving an in-memory store: everything is lost when the server stops");
+            serve(dcb::MemoryStore::new(), args.listen, options).await
+        }
+        StoreKind::Postgres(_) => {
+            Err("--store postgres://…: the PostgreSQL store is not yet supported by dcb-server \
+             (use --store mem for now)"
+                .into())
+        }
+        StoreKind::Directory(path) => Err(format!(
+            "--store {}: the file store is not yet supported by dcb-server (use --store mem for now)",
+            path.display()
+        )),
+    }
+}
+
+fn server_options(args: &Args) -> Result<ServerOptions, String> {
+    let mut options = ServerOptions::new();
+    if let Some(key) = &args.api_key {
+        if key.is_empty() {
+            return Err("--api-key is empty".into());
+        }
+        options = options.api_key(key.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read =
+            |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+        #[cfg(feature = "tls")]
+        {
+            options = options.tls(read(cert)?, read(key)?);
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (read, cert, key);
+            return Err("this dcb-server was built without the `tls` feature".into());
+        }
+    }
+    Ok(options)
+}
+
+async fn serve<S: EventStore>(store: S, listen: SocketAddr, options: ServerOptions) -> Result<(), String> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    dcb_grpc::serve(store, listener, options, shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,366 @@
+//! [`GrpcStore`]: a [`dcb::EventStore`] on the other side of a umadb.v1 connection.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dcb::{AppendRequest, EventStore, EventStream, Query, ReadOptions, ReadResponse};
+use tonic::Request;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert::{append_to_wire, query_to_wire, sequenced_from_wire, status_to_error};
+use crate::limits::{DEFAULT_MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use crate::proto;
+use crate::proto::dcb_client::DcbClient;
+
+/// How a [`GrpcStore`] connects and retries.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let options = dcb_grpc::ClientOptions::new().api_key("s3cret").request_timeout(Duration::from_secs(5));
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct ClientOptions {
+    api_key: Option<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    retries: u32,
+    batch_size: Option<u32>,
+    #[cfg(feature = "tls")]
+    ca_certificate: Option<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            api_key: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            retries: 3,
+            batch_size: None,
+            #[cfg(feature = "tls")]
+            ca_certificate: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("retries", &self.retries)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientOptions {
+    /// No API key, 5 s to connect, 30 s per request, 3 retries of idempotent calls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends `authorization: Bearer <key>` with every call.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// How long establishing the connection may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one call may take: an append, a head, a whole read (subscriptions have none).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How many times a read, head or tracking call that failed as unavailable is tried again.
+    /// Appends are never retried here: give events uuids and retry them under a condition.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Events per message the server is asked for (it caps the value; unset means its default).
+    pub fn batch_size(mut self, batch_size: u32) -> Self {
+        self.batch_size = Some(batch_size);
+        self
+    }
+
+    /// Trusts this PEM certificate (a CA, or a self-signed server) for `https://` URLs.
+    #[cfg(feature = "tls")]
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+}
+
+/// An event store reached over gRPC: any server speaking `umadb.v1` (this crate's [`serve`], or
+/// UmaDB itself).
+///
+/// One HTTP/2 connection is shared by every clone and every call, and re-established when it
+/// drops. Reads, heads and tracking lookups are retried when the server is unavailable; appends
+/// are not, because a failed append may have been recorded (see
+/// [`dcb::EventStore::append_request`]). Requests are checked against [`dcb::limits`] before
+/// they are sent, with the same messages a store gives.
+///
+/// [`serve`]: crate::serve
+#[derive(Clone)]
+pub struct GrpcStore {
+    client: DcbClient<Channel>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    options: ClientOptions,
+    authorization: Option<MetadataValue<Ascii>>,
+    url: String,
+}
+
+impl fmt::Debug for GrpcStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcStore")
+            .field("url", &self.shared.url)
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcStore {
+    /// Connects to the server at `url` (`http://host:port`, or `https://` with TLS).
+    pub async fn connect(url: impl Into<String>) -> dcb::Result<Self> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects to the server at `url` with `options`.
+    pub async fn connect_with(url: impl Into<String>, options: ClientOptions) -> dcb::Result<Self> {
+        let url = url.into();
+        let authorization = match &options.api_key {
+            None => None,
+            Some(key) => Some(
+                MetadataValue::try_from(format!("Bearer {key}"))
+                    .map_err(|_| dcb::Error::invalid("the API key holds characters a header cannot carry"))?,
+            ),
+        };
+        #[allow(unused_mut)]
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|error| dcb::Error::invalid(format!("invalid server URL {url:?}: {error}")))?
+            .connect_timeout(options.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &options.ca_certificate {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| dcb::Error::invalid(format!("TLS configuration refused: {error}")))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| dcb::Error::unavailable(format!("cannot connect to {url}"), error))?;
+        let client = DcbClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(DEFAULT_MAX_REQUEST_BYTES);
+        Ok(GrpcStore { client, shared: Arc::new(Shared { options, authorization, url }) })
+    }
+
+    fn request<T>(&self, message: T, timeout: bool) -> Request<T> {
+        let mut request = Request::new(message);
+        if timeout {
+            request.set_timeout(self.shared.options.request_timeout);
+        }
+        if let Some(authorization) = &self.shared.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        request
+    }
+
+    /// Runs an idempotent call, again after a short pause while it fails as unavailable.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> dcb::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = dcb::Result<T>>,
+    {
+        let options = &self.shared.options;
+        let mut attempt = 0;
+        loop {
+            let error = match tokio::time::timeout(options.request_timeout, call()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if error.is_retryable() => error,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => dcb::Error::Unavailable {
+                    message: format!(
+                        "{what} on {} took longer than {:?}",
+                        self.shared.url, options.request_timeout
+                    ),
+                    source: None,
+                },
+            };
+            if attempt >= options.retries {
+                return Err(error);
+            }
+            attempt += 1;
+            tracing::debug!(%error, attempt, "{what} failed, retrying");
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+        }
+    }
+
+    async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+        // The protocol's `start` is inclusive, and for a backward read it is an upper bound: a
+        // backward read after a position reads from the top and stops below the position.
+        let (start, floor) = if options.backwards {
+            (None, options.after)
+        } else {
+            (options.after.map(|after| after.saturating_add(1)), None)
+        };
+        let request = proto::ReadRequest {
+            query: Some(query),
+            start,
+            backwards: Some(options.backwards),
+            limit: options.limit,
+            subscribe: None,
+            batch_size: self.shared.options.batch_size,
+        };
+        let mut client = self.client.clone();
+        let mut stream =
+            client.read(self.request(request, true)).await.map_err(status_to_error)?.into_inner();
+        let mut events = Vec::new();
+        let mut head = None;
+        'messages: while let Some(message) = stream.message().await.map_err(status_to_error)? {
+            head = message.head;
+            for event in message.events {
+                let event = sequenced_from_wire(event)?;
+                if floor.is_some_and(|floor| event.position <= floor) {
+                    break 'messages;
+                }
+                events.push(event);
+            }
+        }
+        if options.limit.is_some() && !options.backwards {
+            head = events.last().map(|event| event.position);
+        }
+        Ok(ReadResponse { events, head })
+    }
+}
+
+fn unavailable_after(url: &str, timeout: Duration) -> dcb::Error {
+    dcb::Error::Unavailable {
+        message: format!(
+            "append to {url} took longer than {timeout:?}: it may or may not have been recorded"
+        ),
+        source: None,
+    }
+}
+
+impl EventStore for GrpcStore {
+    async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+        dcb::limits::validate_query(query)?;
+        let query = query_to_wire(query);
+        self.retrying("read", || self.read_once(query.clone(), options)).await
+    }
+
+    async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
+        dcb::limits::validate_append(&request)?;
+        let message = append_to_wire(request);
+        let mut client = self.client.clone();
+        let timeout = self.shared.options.request_timeout;
+        match tokio::time::timeout(timeout, client.append(self.request(message, true))).await {
+            Ok(Ok(response)) => Ok(response.into_inner().position),
+            Ok(Err(status)) => Err(status_to_error(status)),
+            Err(_) => Err(unavailable_after(&self.shared.url, timeout)),
+        }
+    }
+
+    async fn head(&self) -> dcb::Result<Option<u64>> {
+        self.retrying("head", || {
+            let mut client = self.client.clone();
+            let request = self.request(proto::HeadRequest {}, true);
+            async move { Ok(client.head(request).await.map_err(status_to_error)?.into_inner().position) }
+        })
+        .await
+    }
+
+    async fn tracking_position(&self, source: &str) -> dcb::Result<Option<u64>> {
+        dcb::limits::validate_source(source)?;
+        self.retrying("tracking lookup", || {
+            let mut client = self.client.clone();
+            let request = self.request(proto::TrackingRequest { source: source.to_owned() }, true);
+            async move {
+                Ok(client.get_tracking_info(request).await.map_err(status_to_error)?.into_inner().position)
+            }
+        })
+        .await
+    }
+
+    async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
+        dcb::limits::validate_query(&query)?;
+        let message = proto::SubscribeRequest {
+            query: Some(query_to_wire(&query)),
+            after,
+            batch_size: self.shared.options.batch_size,
+        };
+        let stream = self
+            .retrying("subscribe", || {
+                let mut client = self.client.clone();
+                // No deadline: a subscription lives as long as its consumer.
+                let request = self.request(message.clone(), false);
+                async move { client.subscribe(request).await.map_err(status_to_error) }
+            })
+            .await?
+            .into_inner();
+        Ok(Box::pin(futures_util::stream::unfold(
+            Follow { stream, buffer: VecDeque::new(), failed: false },
+            Follow::next,
+        )))
+    }
+}
+
+/// A subscription's messages, flattened into events.
+struct Follow {
+    stream: tonic::Streaming<proto::SubscribeResponse>,
+    buffer: VecDeque<dcb::SequencedEvent>,
+    failed: bool,
+}
+
+impl Follow {
+    async fn next(mut self) -> Option<(dcb::Result<dcb::SequencedEvent>, Self)> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if self.failed {
+                return None;
+            }
+            let error = match self.stream.message().await {
+                Ok(None) => return None,
+                Ok(Some(message)) => {
+                    match message.events.into_iter().map(sequenced_from_wire).collect::<dcb::Result<Vec<_>>>()
+                    {
+                        Ok(events) => {
+                            self.buffer.extend(events);
+                            continue;
+                        }
+                        Err(error) => error,
+                    }
+                }
+                Err(status) => status_to_error(status),
+            };
+            self.failed = true;
+            return Some((Err(error), self));
+        }
+    }
+}

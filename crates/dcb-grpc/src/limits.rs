@@ -1,0 +1,24 @@
+//! The server's named limits, beside the store limits of [`dcb::limits`].
+
+use std::time::Duration;
+
+/// Events per read or subscription message when the request names no batch size.
+pub const DEFAULT_BATCH_SIZE: u32 = 1024;
+/// The largest batch size a request may ask for; larger requests get this.
+pub const MAX_BATCH_SIZE: u32 = 4096;
+/// Encoded bytes of events per message, below the 4 MiB that gRPC clients accept by default.
+/// A message holds at least one event, and one event within [`dcb::limits`] is far smaller.
+pub const MAX_BATCH_BYTES: usize = 2 << 20;
+/// The largest response message the server will encode.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// The largest request message accepted by default (see
+/// [`ServerOptions::max_request_bytes`](crate::ServerOptions::max_request_bytes)).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Appends running at once; further appends wait for a slot.
+pub const MAX_IN_FLIGHT_APPENDS: usize = 1024;
+/// Client connections served at once by default (see
+/// [`ServerOptions::max_connections`](crate::ServerOptions::max_connections)).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How long calls may keep a stopping server running by default (see
+/// [`ServerOptions::shutdown_grace`](crate::ServerOptions::shutdown_grace)).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

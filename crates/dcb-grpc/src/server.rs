@@ -1,0 +1,766 @@
+//! The umadb.v1 service over any [`EventStore`], and [`serve`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dcb::{EventStore, EventStream, Query, ReadOptions, SequencedEvent};
+use futures_core::Stream;
+use futures_util::{FutureExt, StreamExt};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tonic::codegen::http;
+use tonic::transport::Server;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{append_from_wire, error_to_status, query_from_wire, sequenced_to_wire, status};
+use crate::limits::{
+    DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SHUTDOWN_GRACE,
+    MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_IN_FLIGHT_APPENDS, MAX_RESPONSE_BYTES,
+};
+use crate::proto;
+use crate::proto::dcb_server::{Dcb, DcbServer};
+use crate::proto::error_response::ErrorType;
+
+/// How [`serve`] runs: API key, TLS, message size limit.
+///
+/// ```
+/// let options = dcb_grpc::ServerOptions::new().api_key("s3cret").max_request_bytes(8 << 20);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    api_key: Option<String>,
+    max_request_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    shutdown_grace: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::Identity>,
+}
+
+impl fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("ServerOptions");
+        // Never print the key itself: options end up in logs.
+        debug.field("api_key", &self.api_key.as_ref().map(|_| "<set>"));
+        debug.field("max_request_bytes", &self.max_request_bytes);
+        debug.field("max_connections", &self.max_connections);
+        debug.field("shutdown_grace", &self.shutdown_grace);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls.is_some());
+        debug.finish()
+    }
+}
+
+impl ServerOptions {
+    /// No API key, no TLS, requests up to [`DEFAULT_MAX_REQUEST_BYTES`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires every call (subscriptions included) to carry `authorization: Bearer <key>`.
+    /// The health service stays open, so that probes need no key.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The largest request message accepted, encoded; larger ones are refused with
+    /// `INVALID_ARGUMENT` before they are decoded.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = Some(bytes);
+        self
+    }
+
+    /// The most client connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]); further
+    /// clients wait in the listener's backlog until one leaves.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = Some(connections.max(1));
+        self
+    }
+
+    /// How long, after the shutdown signal, calls that the server does not end itself (a health
+    /// watch, a slow unary call) may keep it running (default [`DEFAULT_SHUTDOWN_GRACE`]). Their
+    /// connections are then abandoned; in-flight appends are still waited for.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// Serves over TLS with this PEM certificate chain and PEM private key.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, cert_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Self {
+        self.tls = Some(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        self
+    }
+}
+
+/// Serves `store` over the umadb.v1 protocol (and the standard gRPC health service) on
+/// `listener` until `shutdown` completes.
+///
+/// On shutdown the server stops accepting connections, reports NOT_SERVING, ends reads and
+/// subscriptions with `UNAVAILABLE`, refuses new appends, and returns only when every append
+/// that had started has finished (an append runs to its end even when its client goes away, so a
+/// store never sees one cut off halfway).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), dcb_grpc::Error> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
+/// dcb_grpc::serve(dcb::MemoryStore::new(), listener, dcb_grpc::ServerOptions::new(), shutdown).await
+/// # }
+/// ```
+pub async fn serve<S: EventStore>(
+    store: S,
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), crate::Error> {
+    let address = listener.local_addr()?;
+    let (stop, stopping) = watch::channel(false);
+    let mut stopped = stopping.clone();
+    let appends = Arc::new(Semaphore::new(MAX_IN_FLIGHT_APPENDS));
+    let service = Service {
+        store,
+        shared: Arc::new(Shared {
+            authorization: options.api_key.map(|key| format!("Bearer {key}").into_bytes()),
+            stopping,
+            appends: appends.clone(),
+        }),
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<DcbServer<Service<S>>>().await;
+    let dcb = DcbServer::new(service)
+        .max_decoding_message_size(options.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES))
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+
+    #[allow(unused_mut)]
+    let mut builder = Server::builder().layer(tower::util::MapResponseLayer::new(refuse_oversized));
+    #[cfg(feature = "tls")]
+    if let Some(identity) = options.tls {
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let incoming = limited(listener, options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS));
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight appends");
+        reporter.set_not_serving::<DcbServer<Service<S>>>().await;
+        let _ = stop.send(true);
+    };
+    tracing::info!(%address, "serving umadb.v1");
+    let grace = options.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let server = builder.add_service(health).add_service(dcb).serve_with_incoming_shutdown(incoming, signal);
+    let served = tokio::select! {
+        served = server => served,
+        () = async {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "calls still open after the shutdown grace period: abandoning them");
+            Ok(())
+        }
+    };
+    // Appends whose clients went away are not tracked by the transport; wait for them here, even
+    // when the transport failed.
+    let _all = appends.acquire_many(MAX_IN_FLIGHT_APPENDS as u32).await;
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+/// The connections of `listener`, at most `max` at a time: the next one is accepted only when a
+/// slot is free, so a flood of clients waits in the kernel's backlog instead of taking memory and
+/// tasks here.
+fn limited(listener: TcpListener, max: usize) -> impl Stream<Item = Result<Limited, std::io::Error>> {
+    let slots = Arc::new(Semaphore::new(max));
+    futures_util::stream::unfold((listener, slots), |(listener, slots)| async move {
+        if slots.available_permits() == 0 {
+            tracing::warn!("connection limit reached: new clients wait until one leaves");
+        }
+        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(Limited { stream, _slot: slot }), (listener, slots)));
+                }
+                // Out of file descriptors, typically: pause instead of spinning on the error.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// A connection holding its slot until it closes.
+struct Limited {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connected for Limited {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// tonic refuses a request over the size limit with `OUT_OF_RANGE` and no error details, before
+/// any handler runs; this answers it as the protocol's `INVALID_ARGUMENT` with an error response
+/// instead. No handler returns `OUT_OF_RANGE`, so nothing else is rewritten.
+fn refuse_oversized(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    match Status::from_header_map(response.headers()) {
+        Some(refused) if refused.code() == tonic::Code::OutOfRange => {
+            status(ErrorType::InvalidArgument, format!("request too large: {}", refused.message()))
+                .into_http()
+        }
+        _ => response,
+    }
+}
+
+struct Service<S> {
+    store: S,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The whole expected `authorization` value, when a key is required.
+    authorization: Option<Vec<u8>>,
+    stopping: watch::Receiver<bool>,
+    /// One permit per append in progress; [`serve`] takes them all to wait for the last one.
+    appends: Arc<Semaphore>,
+}
+
+impl<S: Clone> Clone for Service<S> {
+    fn clone(&self) -> Self {
+        Service { store: self.store.clone(), shared: self.shared.clone() }
+    }
+}
+
+/// Compares in time that depends on the lengths only, never on where the first difference lies,
+/// so that response times do not leak the key byte by byte.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(given.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= given.get(i).copied().unwrap_or(0) ^ byte;
+    }
+    std::hint::black_box(difference) == 0
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the server is shutting down")
+}
+
+impl<S: EventStore> Service<S> {
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.shared.authorization else { return Ok(()) };
+        let given = request.metadata().get("authorization").map_or(&b""[..], |value| value.as_bytes());
+        if constant_time_eq(given, expected) {
+            Ok(())
+        } else {
+            tracing::debug!(remote = ?request.remote_addr(), "refused a call without the right API key");
+            Err(status(ErrorType::Authentication, "missing or wrong API key (authorization: Bearer <key>)"))
+        }
+    }
+}
+
+fn to_status(error: dcb::Error) -> Status {
+    match &error {
+        dcb::Error::Internal(_)
+        | dcb::Error::Io { .. }
+        | dcb::Error::Corruption(_)
+        | dcb::Error::Unavailable { .. } => {
+            tracing::warn!(error = %error, "store error");
+        }
+        _ => tracing::debug!(error = %error, "request refused"),
+    }
+    error_to_status(&error)
+}
+
+// The checks a request passes before the store sees it: the store checks again, but refusing here
+// keeps bad input away from stores entirely. Shared with the fuzzing hook.
+
+pub(crate) fn checked_query(query: Option<proto::Query>) -> Result<Query, Status> {
+    let query = query_from_wire(query);
+    dcb::limits::validate_query(&query).map_err(to_status)?;
+    Ok(query)
+}
+
+pub(crate) fn checked_append(request: proto::AppendRequest) -> Result<dcb::AppendRequest, Status> {
+    let append = append_from_wire(request).map_err(to_status)?;
+    dcb::limits::validate_append(&append).map_err(to_status)?;
+    Ok(append)
+}
+
+pub(crate) fn checked_source(source: &str) -> Result<(), Status> {
+    dcb::limits::validate_source(source).map_err(to_status)
+}
+
+fn batch_size(requested: Option<u32>) -> usize {
+    match requested {
+        None | Some(0) => DEFAULT_BATCH_SIZE as usize,
+        Some(size) => size.min(MAX_BATCH_SIZE) as usize,
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<S: EventStore> Dcb for Service<S> {
+    type ReadStream = BoxStream<proto::ReadResponse>;
+    type SubscribeStream = BoxStream<proto::SubscribeResponse>;
+
+    async fn read(&self, request: Request<proto::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        self.authorize(&request)?;
+        let request = request.into_inner();
+        if request.subscribe == Some(true) {
+            return Err(status(
+                ErrorType::InvalidArgument,
+                "ReadRequest.subscribe is not supported: call Subscribe instead",
+            ));
+        }
+        let query = checked_query(request.query)?;
+        let batch = batch_size(request.batch_size);
+        let reader = Reader {
+            store: self.store.clone(),
+            query,
+            backwards: request.backwards.unwrap_or(false),
+            start: request.start,
+            limit: request.limit,
+            batch,
+            stopping: self.shared.stopping.clone(),
+            state: ReadState::Start,
+            buffer: VecDeque::new(),
+            head: None,
+            // Small at first, until the events' size is known.
+            page: (batch as u32).min(64),
+            sent: false,
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(reader, Reader::next_message))))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.authorize(&request)?;
+        let request = request.into_inner();
+        let query = checked_query(request.query)?;
+        let events = self.store.subscribe(query, request.after).await.map_err(to_status)?;
+        let subscriber = Subscriber {
+            events,
+            pending: None,
+            batch: batch_size(request.batch_size),
+            stopping: self.shared.stopping.clone(),
+            done: false,
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(subscriber, Subscriber::next_message))))
+    }
+
+    async fn append(
+        &self,
+        request: Request<proto::AppendRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        self.authorize(&request)?;
+        if *self.shared.stopping.borrow() {
+            return Err(shutting_down());
+        }
+        let append = checked_append(request.into_inner())?;
+        let permit = self.shared.appends.clone().acquire_owned().await.map_err(|_| shutting_down())?;
+        let store = self.store.clone();
+        // Spawned so that an append, once started, runs to its end even if the client goes away
+        // (which drops this handler's future) or the server is stopping.
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            store.append_request(append).await
+        });
+        match task.await {
+            Ok(Ok(position)) => Ok(Response::new(proto::AppendResponse { position })),
+            Ok(Err(error)) => Err(to_status(error)),
+            Err(panic) => {
+                tracing::error!(error = %panic, "an append task failed");
+                Err(status(ErrorType::Internal, "the append failed inside the server"))
+            }
+        }
+    }
+
+    async fn head(
+        &self,
+        request: Request<proto::HeadRequest>,
+    ) -> Result<Response<proto::HeadResponse>, Status> {
+        self.authorize(&request)?;
+        let position = self.store.head().await.map_err(to_status)?;
+        Ok(Response::new(proto::HeadResponse { position }))
+    }
+
+    async fn get_tracking_info(
+        &self,
+        request: Request<proto::TrackingRequest>,
+    ) -> Result<Response<proto::TrackingResponse>, Status> {
+        self.authorize(&request)?;
+        let source = request.into_inner().source;
+        checked_source(&source)?;
+        let position = self.store.tracking_position(&source).await.map_err(to_status)?;
+        Ok(Response::new(proto::TrackingResponse { position }))
+    }
+}
+
+/// An event ready to send, with its encoded size.
+type Wire = (proto::SequencedEvent, usize);
+
+fn wire(event: SequencedEvent) -> Wire {
+    let event = sequenced_to_wire(event);
+    let len = event.encoded_len();
+    (event, len)
+}
+
+/// Takes the next batch from `buffer`: up to `batch` events and [`MAX_BATCH_BYTES`], but always
+/// at least one event (a single event is always far below the message limit).
+fn take_batch(buffer: &mut VecDeque<Wire>, batch: usize) -> Vec<proto::SequencedEvent> {
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    while events.len() < batch {
+        match buffer.front() {
+            Some((_, len)) if events.is_empty() || bytes + len <= MAX_BATCH_BYTES => {
+                let (event, len) = buffer.pop_front().expect("just seen");
+                bytes += len;
+                events.push(event);
+            }
+            _ => break,
+        }
+    }
+    events
+}
+
+enum ReadState {
+    Start,
+    /// Forward pages remain after `after`, up to the captured head.
+    Paging {
+        after: Option<u64>,
+        captured: u64,
+        remaining: Option<u64>,
+    },
+    /// Everything left is in the buffer.
+    Drained,
+    Done,
+}
+
+/// One Read call: pages through the store up to the head captured at its start, and turns the
+/// pages into messages bounded by count and by bytes.
+///
+/// Mapping to the store contract: a forward `start` is inclusive, so it reads `after = start - 1`.
+/// A backward `start` is the highest position to return (inclusive); the contract has no upper
+/// bound, so the store is read backwards with the limit raised by the number of positions above
+/// `start` (at most that many matches can lie there) and those matches are skipped.
+struct Reader<S> {
+    store: S,
+    query: Query,
+    backwards: bool,
+    start: Option<u64>,
+    limit: Option<u32>,
+    batch: usize,
+    stopping: watch::Receiver<bool>,
+    state: ReadState,
+    buffer: VecDeque<Wire>,
+    /// The head every message reports: fixed for reads without a limit and backward reads, the
+    /// last position sent for forward reads with a limit (see `dcb::ReadResponse::head`).
+    head: Option<u64>,
+    /// Events per store read; adapted so that a page holds about one message worth of bytes.
+    page: u32,
+    sent: bool,
+}
+
+impl<S: EventStore> Reader<S> {
+    async fn next_message(mut self) -> Option<(Result<proto::ReadResponse, Status>, Self)> {
+        loop {
+            if matches!(self.state, ReadState::Done) {
+                return None;
+            }
+            if *self.stopping.borrow() {
+                self.state = ReadState::Done;
+                return Some((Err(shutting_down()), self));
+            }
+            if !self.buffer.is_empty() {
+                let events = take_batch(&mut self.buffer, self.batch);
+                if self.limit.is_some() && !self.backwards {
+                    self.head = events.last().map(|e| e.position);
+                }
+                self.sent = true;
+                return Some((Ok(proto::ReadResponse { events, head: self.head }), self));
+            }
+            let step = match self.state {
+                ReadState::Start => self.start().await,
+                ReadState::Paging { after, captured, remaining } => {
+                    self.page(after, captured, remaining).await
+                }
+                ReadState::Drained => {
+                    self.state = ReadState::Done;
+                    if self.sent {
+                        return None;
+                    }
+                    // Nothing matched: one empty message still tells the client the head.
+                    return Some((Ok(proto::ReadResponse { events: Vec::new(), head: self.head }), self));
+                }
+                ReadState::Done => return None,
+            };
+            if let Err(error) = step {
+                self.state = ReadState::Done;
+                return Some((Err(to_status(error)), self));
+            }
+        }
+    }
+
+    async fn start(&mut self) -> dcb::Result<()> {
+        if self.backwards {
+            let events = self.read_backwards().await?;
+            self.buffer.extend(events.into_iter().map(wire));
+            self.state = ReadState::Drained;
+            return Ok(());
+        }
+        let captured = self.store.head().await?;
+        if self.limit.is_none() {
+            self.head = captured;
+        }
+        self.state = match captured {
+            Some(captured) if self.limit != Some(0) => ReadState::Paging {
+                after: self.start.and_then(|start| start.checked_sub(1)),
+                captured,
+                remaining: self.limit.map(u64::from),
+            },
+            _ => ReadState::Drained,
+        };
+        Ok(())
+    }
+
+    async fn page(&mut self, after: Option<u64>, captured: u64, remaining: Option<u64>) -> dcb::Result<()> {
+        let limit = remaining.map_or(self.page, |left| left.min(u64::from(self.page)) as u32);
+        let options = ReadOptions { after, limit: Some(limit), backwards: false };
+        let read = self.store.read(&self.query, options).await?;
+        let fetched = read.events.len();
+        let mut bytes = 0;
+        let mut past_head = false;
+        for event in read.events {
+            if event.position > captured {
+                past_head = true;
+                break;
+            }
+            let event = wire(event);
+            bytes += event.1;
+            self.buffer.push_back(event);
+        }
+        let taken = self.buffer.len() as u64;
+        if fetched > 0 {
+            let average = (bytes / fetched.max(1)).max(1);
+            self.page = ((MAX_BATCH_BYTES / average) as u32).clamp(1, self.batch as u32);
+        }
+        let last = self.buffer.back().map(|(e, _)| e.position);
+        let remaining = remaining.map(|left| left - taken);
+        self.state =
+            if past_head || fetched < limit as usize || remaining == Some(0) || last == Some(captured) {
+                ReadState::Drained
+            } else {
+                ReadState::Paging { after: last.or(after), captured, remaining }
+            };
+        Ok(())
+    }
+
+    async fn read_backwards(&mut self) -> dcb::Result<Vec<SequencedEvent>> {
+        let Some(start) = self.start else {
+            let read = self.store.read(&self.query, ReadOptions { limit: self.limit, ..backward() }).await?;
+            self.head = read.head;
+            return Ok(read.events);
+        };
+        let mut assumed_head = self.store.head().await?.unwrap_or(0);
+        loop {
+            let above = assumed_head.saturating_sub(start);
+            let limit = match self.limit {
+                None => None,
+                Some(limit) => u32::try_from(u64::from(limit) + above).ok(),
+            };
+            let read = self.store.read(&self.query, ReadOptions { limit, ..backward() }).await?;
+            let fetched = read.events.len();
+            let head = read.head.unwrap_or(0);
+            let mut events: Vec<SequencedEvent> =
+                read.events.into_iter().filter(|event| event.position <= start).collect();
+            if let Some(wanted) = self.limit {
+                events.truncate(wanted as usize);
+                // Appends since the head was taken may have filled the raised limit with events
+                // above `start`: read again with the new head.
+                if head > assumed_head && events.len() < wanted as usize && Some(fetched as u32) == limit {
+                    assumed_head = head;
+                    continue;
+                }
+            }
+            self.head = read.head;
+            return Ok(events);
+        }
+    }
+}
+
+fn backward() -> ReadOptions {
+    ReadOptions { after: None, limit: None, backwards: true }
+}
+
+/// One Subscribe call: the store's subscription, in messages of the events already available
+/// (up to the batch size and [`MAX_BATCH_BYTES`]).
+///
+/// Nothing is read ahead of what the transport can send: the next event is taken from the store
+/// only when the previous message is on its way, so a slow client holds at most one batch here
+/// and the transport's flow-control window, never a growing queue.
+struct Subscriber {
+    events: EventStream,
+    /// An item taken from the store that did not fit in the previous message.
+    pending: Option<dcb::Result<Wire>>,
+    batch: usize,
+    stopping: watch::Receiver<bool>,
+    done: bool,
+}
+
+impl Subscriber {
+    async fn next_message(mut self) -> Option<(Result<proto::SubscribeResponse, Status>, Self)> {
+        if self.done {
+            return None;
+        }
+        let first = match self.pending.take() {
+            Some(item) => Some(item),
+            None => {
+                let next = tokio::select! {
+                    biased;
+                    // Also when the sender is gone: the server is past its shutdown signal.
+                    _ = self.stopping.wait_for(|stopping| *stopping) => None,
+                    next = self.events.next() => Some(next.map(|item| item.map(wire))),
+                };
+                match next {
+                    Some(next) => next,
+                    None => {
+                        self.done = true;
+                        return Some((Err(shutting_down()), self));
+                    }
+                }
+            }
+        };
+        let first = match first {
+            // The store closed the subscription.
+            None => return None,
+            Some(Err(error)) => {
+                self.done = true;
+                return Some((Err(to_status(error)), self));
+            }
+            Some(Ok(event)) => event,
+        };
+        let mut bytes = first.1;
+        let mut events = vec![first.0];
+        while events.len() < self.batch {
+            match self.events.next().now_or_never() {
+                Some(Some(Ok(event))) => {
+                    let (event, len) = wire(event);
+                    if bytes + len > MAX_BATCH_BYTES {
+                        self.pending = Some(Ok((event, len)));
+                        break;
+                    }
+                    bytes += len;
+                    events.push(event);
+                }
+                Some(Some(Err(error))) => {
+                    self.pending = Some(Err(error));
+                    break;
+                }
+                Some(None) => {
+                    self.done = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        Some((Ok(proto::SubscribeResponse { events }), self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"Bearer k", b"Bearer k"));
+        assert!(!constant_time_eq(b"Bearer j", b"Bearer k"));
+        assert!(!constant_time_eq(b"Bearer k2", b"Bearer k"));
+        assert!(!constant_time_eq(b"Bearer", b"Bearer k"));
+        assert!(!constant_time_eq(b"", b"Bearer k"));
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let big =
+            |position| wire(SequencedEvent { position, event: dcb::Event::new("Big", vec![0u8; 900_000]) });
+        let mut buffer: VecDeque<Wire> = (1..=5).map(big).collect();
+        let first = take_batch(&mut buffer, 1024);
+        assert_eq!(first.len(), 2, "two events of 900 kB fit in a 2 MiB batch, three do not");
+        assert!(first.iter().map(Message::encoded_len).sum::<usize>() <= MAX_BATCH_BYTES);
+        let small = |position| wire(SequencedEvent { position, event: dcb::Event::new("S", "x") });
+        let mut buffer: VecDeque<Wire> = (1..=10).map(small).collect();
+        assert_eq!(take_batch(&mut buffer, 4).len(), 4);
+        assert_eq!(buffer.len(), 6);
+    }
+
+    #[test]
+    fn batch_sizes_default_and_are_capped() {
+        assert_eq!(batch_size(None), 1024);
+        assert_eq!(batch_size(Some(0)), 1024);
+        assert_eq!(batch_size(Some(10)), 10);
+        assert_eq!(batch_size(Some(1_000_000)), 4096);
+    }
+}
