@@ -60,6 +60,24 @@ async fn run(options: &Options) -> Result<(), String> {
             let recorder = dcb::recorder::MemoryRecorder::new();
             run_style(options, &description, vec![store], vec![recorder], None).await
         }
+        "grpc" => {
+            let url = match &options.server {
+                Some(url) => url.clone(),
+                None => coursebooking::serve_in_process(dcb::MemoryStore::new())
+                    .await
+                    .map_err(|e| format!("cannot start a gRPC server: {e}"))?,
+            };
+            let mut stores = Vec::with_capacity(options.clients);
+            for _ in 0..options.clients {
+                let store = dcb_grpc::GrpcStore::connect(url.clone())
+                    .await
+                    .map_err(|e| format!("cannot connect to the gRPC server at {url}: {e}"))?;
+                stores.push(store);
+            }
+            let recorders = stores.iter().map(|s| eventsourcing::DcbRecorder::new(s.clone())).collect();
+            let description = format!("gRPC server at {url}, one connection per client");
+            run_style(options, &description, stores, recorders, None).await
+        }
         other => Err(format!("the {other:?} store is not available in this build yet")),
     }
 }
