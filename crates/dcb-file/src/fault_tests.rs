@@ -1,0 +1,132 @@
+//! I/O failures injected through the storage layer: a full disk, a failed sync.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dcb::{Error, Event, EventStore, Query, ReadOptions};
+
+use crate::io::fault::{Faults, FaultyStorage};
+use crate::{FileStore, FileStoreOptions, open_on};
+
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        Dir(std::env::temp_dir().join(format!("dcb-file-unit-{name}-{}-{nanos}", std::process::id())))
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().build().unwrap()
+}
+
+fn events(tag: &str, n: usize) -> Vec<Event> {
+    (0..n).map(|i| Event::new("E", format!("{tag}-{i}")).tagged(tag)).collect()
+}
+
+fn all(store: &FileStore, rt: &tokio::runtime::Runtime) -> Vec<String> {
+    rt.block_on(store.read(&Query::all(), ReadOptions::default()))
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| String::from_utf8(e.event.data.to_vec()).unwrap())
+        .collect()
+}
+
+fn assert_reopen_error(result: dcb::Result<u64>) {
+    match result {
+        Err(Error::Io { message, .. }) => assert!(message.contains("reopen"), "no reopen advice: {message}"),
+        other => panic!("expected an i/o error asking to reopen, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_append_and_the_store_refuses_writes_until_reopened() {
+    let dir = Dir::new("full-disk");
+    let rt = runtime();
+    let faults = Faults::new();
+    let store =
+        open_on(&dir.0, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    rt.block_on(store.append(events("ok", 3), None)).unwrap();
+    // Room for part of the next batch only.
+    faults.write_budget.store(40, Ordering::SeqCst);
+    match rt.block_on(store.append(events("lost", 5), None)) {
+        Err(Error::Io { message, .. }) => assert!(message.contains("events.log"), "{message}"),
+        other => panic!("expected an i/o error, got {other:?}"),
+    }
+    faults.write_budget.store(u64::MAX, Ordering::SeqCst);
+    assert_reopen_error(rt.block_on(store.append(events("after", 1), None)));
+    // Reads go on, and never show the failed batch.
+    assert_eq!(all(&store, &rt), ["ok-0", "ok-1", "ok-2"]);
+    assert_eq!(rt.block_on(store.head()).unwrap(), Some(3));
+    drop(store);
+
+    let store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(all(&store, &rt), ["ok-0", "ok-1", "ok-2"]);
+    assert_eq!(rt.block_on(store.append(events("again", 1), None)).unwrap(), 4);
+    drop(store);
+    let report = crate::verify(&dir.0).unwrap();
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
+fn a_failed_sync_is_never_retried() {
+    let dir = Dir::new("failed-sync");
+    let rt = runtime();
+    let faults = Faults::new();
+    let store =
+        open_on(&dir.0, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    rt.block_on(store.append(events("ok", 2), None)).unwrap();
+    faults.fail_sync.store(true, Ordering::SeqCst);
+    let syncs_before = faults.syncs.load(Ordering::SeqCst);
+    match rt.block_on(store.append(events("unsynced", 2), None)) {
+        Err(Error::Io { message, .. }) => assert!(message.contains("fdatasync"), "{message}"),
+        other => panic!("expected an i/o error, got {other:?}"),
+    }
+    assert_eq!(faults.syncs.load(Ordering::SeqCst), syncs_before + 1);
+    assert_reopen_error(rt.block_on(store.append(events("after", 1), None)));
+    assert_eq!(all(&store, &rt), ["ok-0", "ok-1"]);
+    let checkpoint = rt.block_on(store.checkpoint());
+    assert!(checkpoint.is_err(), "a poisoned store wrote a checkpoint");
+    drop(store);
+    // Neither the refused append nor closing the store synced anything again.
+    assert_eq!(faults.syncs.load(Ordering::SeqCst), syncs_before + 1);
+
+    let store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(all(&store, &rt), ["ok-0", "ok-1"]);
+    drop(store);
+    assert!(crate::verify(&dir.0).unwrap().is_ok());
+}
+
+#[test]
+fn readers_see_only_synced_batches_and_never_wait_for_a_sync() {
+    let dir = Dir::new("held-sync");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let faults = Faults::new();
+    let store =
+        open_on(&dir.0, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    rt.block_on(store.append(events("synced", 1), None)).unwrap();
+    faults.hold_sync.store(true, Ordering::SeqCst);
+    let appending = {
+        let store = store.clone();
+        rt.spawn(async move { store.append(events("pending", 3), None).await })
+    };
+    // The batch is written and indexed, and its sync is stuck: readers answer at once, and
+    // only with what is synced.
+    faults.wait_for_held_sync();
+    assert_eq!(all(&store, &rt), ["synced-0"]);
+    assert_eq!(rt.block_on(store.head()).unwrap(), Some(1));
+    let pending = Query::from(dcb::QueryItem::tags(["pending"]));
+    assert!(rt.block_on(store.read(&pending, ReadOptions::default())).unwrap().events.is_empty());
+    assert!(!appending.is_finished(), "an append was acknowledged before its sync");
+    faults.release_sync();
+    assert_eq!(rt.block_on(appending).unwrap().unwrap(), 4);
+    assert_eq!(all(&store, &rt), ["synced-0", "pending-0", "pending-1", "pending-2"]);
+}

@@ -1,0 +1,218 @@
+//! The narrow I/O layer every byte of the store goes through.
+//!
+//! The engine never touches `std::fs` for data directly: it asks a [`Storage`] for files and
+//! does positional reads, writes and syncs on them. Tests swap in a storage that fails a write
+//! halfway, fails a sync, or counts what was synced, without the engine knowing.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file of the store, shared between the writer and the readers.
+pub(crate) trait StorageFile: Send + Sync {
+    /// Fills `buf` from `offset`; a read past the end is an `UnexpectedEof` error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the data written so far durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// The current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates (or extends) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// Opens files and changes directory entries.
+pub(crate) trait Storage: Send + Sync + 'static {
+    /// Opens `path` for reading and writing, creating it (empty) when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (created, renamed, removed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Removes a file; a missing file is not an error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+pub(crate) struct StdStorage;
+
+struct StdFile(File);
+
+impl StorageFile for StdFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Storage for StdStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        Ok(Arc::new(StdFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fault {
+    //! A storage that injects failures: a disk that fills up after some bytes, a sync that fails.
+
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    use super::*;
+
+    /// Shared switches and counters of a [`FaultyStorage`].
+    #[derive(Default)]
+    pub(crate) struct Faults {
+        /// Bytes that may still be written before writes fail with "no space" (`u64::MAX`: no limit).
+        pub(crate) write_budget: AtomicU64,
+        /// When set, every sync fails.
+        pub(crate) fail_sync: AtomicBool,
+        /// Syncs attempted on files (successful or not).
+        pub(crate) syncs: AtomicU64,
+        /// When set, a file sync waits (after saying so) until it is released.
+        pub(crate) hold_sync: AtomicBool,
+        held: Mutex<SyncGate>,
+        gate: Condvar,
+    }
+
+    #[derive(Default)]
+    struct SyncGate {
+        waiting: bool,
+        released: bool,
+    }
+
+    impl Faults {
+        pub(crate) fn new() -> Arc<Faults> {
+            let faults = Faults::default();
+            faults.write_budget.store(u64::MAX, Ordering::SeqCst);
+            Arc::new(faults)
+        }
+
+        /// Blocks until a held sync is waiting.
+        pub(crate) fn wait_for_held_sync(&self) {
+            let mut gate = self.held.lock().unwrap();
+            while !gate.waiting {
+                gate = self.gate.wait(gate).unwrap();
+            }
+        }
+
+        /// Lets the held sync go on.
+        pub(crate) fn release_sync(&self) {
+            self.hold_sync.store(false, Ordering::SeqCst);
+            self.held.lock().unwrap().released = true;
+            self.gate.notify_all();
+        }
+
+        fn hold(&self) {
+            let mut gate = self.held.lock().unwrap();
+            gate.waiting = true;
+            self.gate.notify_all();
+            while !gate.released {
+                gate = self.gate.wait(gate).unwrap();
+            }
+        }
+    }
+
+    pub(crate) struct FaultyStorage(pub(crate) Arc<Faults>);
+
+    struct FaultyFile {
+        inner: Arc<dyn StorageFile>,
+        faults: Arc<Faults>,
+    }
+
+    impl StorageFile for FaultyFile {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.inner.read_exact_at(buf, offset)
+        }
+
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            let budget = self.faults.write_budget.load(Ordering::SeqCst);
+            if (buf.len() as u64) <= budget {
+                if budget != u64::MAX {
+                    self.faults.write_budget.store(budget - buf.len() as u64, Ordering::SeqCst);
+                }
+                return self.inner.write_all_at(buf, offset);
+            }
+            // A full disk: what fits is written, then the write fails.
+            self.inner.write_all_at(&buf[..budget as usize], offset)?;
+            self.faults.write_budget.store(0, Ordering::SeqCst);
+            Err(io::Error::from_raw_os_error(28))
+        }
+
+        fn sync_data(&self) -> io::Result<()> {
+            self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.faults.hold_sync.load(Ordering::SeqCst) {
+                self.faults.hold();
+            }
+            if self.faults.fail_sync.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            self.inner.sync_data()
+        }
+
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+    }
+
+    impl Storage for FaultyStorage {
+        fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+            let inner = StdStorage.open(path, create)?;
+            Ok(Arc::new(FaultyFile { inner, faults: self.0.clone() }))
+        }
+
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            StdStorage.rename(from, to)
+        }
+
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.0.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.0.fail_sync.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            StdStorage.sync_dir(dir)
+        }
+
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            StdStorage.remove(path)
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The single writer: group commit of queued appends.
+//!
+//! Appends queue on a channel to one thread. It takes everything queued, checks each append's
+//! tracking and condition against the index (which already holds the earlier appends of the same
+//! batch), encodes the accepted ones into one buffer ended by a commit record, writes it, syncs
+//! once, and only then publishes the new durable head and acknowledges. Readers clamp every
+//! query to the durable head, so they never see an unsynced event, and never wait for a sync.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use dcb::{AppendRequest, Error, Event, Result, SequencedEvent, Uuid, already_appended};
+use tokio::sync::{oneshot, watch};
+
+use crate::cache::RecordCache;
+use crate::format::{self, CHECKPOINT_FILE, CHECKPOINT_TMP, Commit};
+use crate::index::Index;
+use crate::io::{Storage, StorageFile};
+use crate::scan::{corruption, io_error};
+use crate::{SyncMode, read_events};
+
+/// Most appends taken into one batch: bounds the time readers and new appends wait for a batch.
+pub(crate) const MAX_BATCH_APPENDS: usize = 4096;
+/// A batch stops taking appends once its buffer is this large (one append may exceed it alone).
+pub(crate) const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// What the writer thread is asked to do.
+pub(crate) enum Request {
+    Append { request: AppendRequest, reply: oneshot::Sender<Result<u64>> },
+    Checkpoint { reply: oneshot::Sender<Result<()>> },
+}
+
+/// State shared by the store handles (readers) and the writer thread.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) log_path: PathBuf,
+    pub(crate) log: Arc<dyn StorageFile>,
+    pub(crate) store_id: Uuid,
+    /// Holds positions up to the writer's pending batch; readers clamp to `durable`.
+    pub(crate) index: RwLock<Index>,
+    /// The highest position that is synced (published after the sync, so a reader that sees it
+    /// sees every position below it).
+    pub(crate) durable: AtomicU64,
+    /// Announces each new durable head to subscriptions.
+    pub(crate) heads: watch::Sender<u64>,
+    /// Why the store refuses further writes, once an I/O operation failed.
+    pub(crate) poisoned: Mutex<Option<String>>,
+    /// Recently written records.
+    pub(crate) cache: RecordCache,
+    /// The head when the store was opened: the cache holds no position up to it.
+    pub(crate) opened_at: u64,
+}
+
+impl Shared {
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(why) => Err(Error::Io {
+                message: format!(
+                    "the store in {} refuses further writes after an earlier failure ({why}): reopen it",
+                    self.dir.display()
+                ),
+                source: None,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, why: String) {
+        self.poisoned.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(why);
+    }
+
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) sync: SyncMode,
+    /// Where the next batch is written: the end of the last whole batch.
+    pub(crate) end: u64,
+    /// The log offset the last checkpoint covers.
+    pub(crate) checkpointed: u64,
+    pub(crate) checkpoint_interval: u64,
+    pub(crate) buf: Vec<u8>,
+}
+
+/// An acknowledgement held back until its batch is synced.
+type Deferred = (oneshot::Sender<Result<u64>>, u64);
+
+impl Writer {
+    pub(crate) fn run(mut self, requests: Receiver<Request>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = requests.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH_APPENDS {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.handle(&mut batch);
+            debug_assert!(batch.is_empty());
+        }
+        // Every handle is gone: leave a checkpoint so that the next open replays nothing.
+        if self.shared.check_poisoned().is_ok() && self.end != self.checkpointed {
+            let _ = self.checkpoint();
+        }
+    }
+
+    fn handle(&mut self, batch: &mut Vec<Request>) {
+        let mut appends = Vec::with_capacity(batch.len());
+        let mut checkpoints = Vec::new();
+        for request in batch.drain(..) {
+            match request {
+                Request::Append { request, reply } => appends.push((request, reply)),
+                Request::Checkpoint { reply } => checkpoints.push(reply),
+            }
+        }
+        let mut appends = appends.into_iter().peekable();
+        while appends.peek().is_some() {
+            if let Err(error) = self.shared.check_poisoned() {
+                for (_, reply) in appends.by_ref() {
+                    let _ = reply.send(Err(clone_error(&error)));
+                }
+                break;
+            }
+            self.commit_batch(&mut appends);
+        }
+        if self.shared.check_poisoned().is_ok() && self.end - self.checkpointed >= self.next_checkpoint_gap()
+        {
+            let _ = self.checkpoint();
+        }
+        for reply in checkpoints {
+            let result = self
+                .shared
+                .check_poisoned()
+                .and_then(|()| if self.end == self.checkpointed { Ok(()) } else { self.checkpoint() });
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Checkpoints grow with the store, so they are spaced out in proportion to the log: the
+    /// total checkpoint work stays a constant multiple of the log size.
+    fn next_checkpoint_gap(&self) -> u64 {
+        self.checkpoint_interval.max(self.checkpointed / 4)
+    }
+
+    /// Checks, writes and syncs one batch taken from `appends` (up to the batch byte limit).
+    fn commit_batch(
+        &mut self,
+        appends: &mut std::iter::Peekable<
+            impl Iterator<Item = (AppendRequest, oneshot::Sender<Result<u64>>)>,
+        >,
+    ) {
+        let durable = self.shared.durable();
+        debug_assert_eq!(self.shared.index.read().unwrap_or_else(PoisonError::into_inner).len(), durable);
+        let batch_start = self.end;
+        self.buf.clear();
+        let mut records = 0u32;
+        let mut tracking: HashMap<String, u64> = HashMap::new();
+        let mut pending: Vec<Event> = Vec::new();
+        let mut deferred: Vec<Deferred> = Vec::new();
+        while self.buf.len() < MAX_BATCH_BYTES {
+            let Some((request, reply)) = appends.next() else { break };
+            match self.check(&request, durable, &tracking, &pending) {
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    continue;
+                }
+                Ok(Some(original)) => {
+                    deferred.push((reply, original));
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            let last = {
+                let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
+                for event in &request.events {
+                    let offset = batch_start + self.buf.len() as u64;
+                    let position = index.len() + 1;
+                    let len = format::encode_event(&mut self.buf, position, event);
+                    index.push(offset, len as u32, &event.event_type, &event.tags);
+                }
+                index.len()
+            };
+            records += request.events.len() as u32;
+            if let Some(t) = &request.tracking {
+                format::encode_tracking(&mut self.buf, &t.source, t.position);
+                records += 1;
+                tracking.insert(t.source.clone(), t.position);
+            }
+            pending.extend(request.events);
+            deferred.push((reply, last));
+        }
+        if pending.is_empty() {
+            // Nothing to write: the acknowledgements only name positions already durable.
+            for (reply, position) in deferred {
+                debug_assert!(position <= durable);
+                let _ = reply.send(Ok(position));
+            }
+            return;
+        }
+        let last = durable + pending.len() as u64;
+        format::encode_commit(&mut self.buf, Commit { batch_start, first: durable + 1, last, records });
+        if let Err(error) = self.write_and_sync(batch_start) {
+            // Positions above `durable` were never published; forget them so that nothing can
+            // ever serve them, and refuse further writes (a failed sync is never retried).
+            self.shared.index.write().unwrap_or_else(PoisonError::into_inner).truncate(durable);
+            let _ = self.shared.log.set_len(batch_start);
+            self.shared.poison(error.to_string());
+            for (reply, _) in deferred {
+                let _ = reply.send(Err(clone_error(&error)));
+            }
+            return;
+        }
+        self.end = batch_start + self.buf.len() as u64;
+        {
+            let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
+            assert_eq!(index.len(), last, "the index holds exactly the batch just synced");
+            index.tracking.extend(tracking);
+        }
+        {
+            // What was just written is what is most likely read next (subscriptions, decisions).
+            let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
+            for position in durable + 1..=last {
+                let entry = index.entry(position);
+                let start = (entry.offset - batch_start) as usize;
+                self.shared.cache.put(position, &self.buf[start..start + entry.len as usize]);
+            }
+        }
+        self.shared.durable.store(last, Ordering::Release);
+        self.shared.heads.send_replace(last);
+        for (reply, position) in deferred {
+            debug_assert!(position <= last);
+            let _ = reply.send(Ok(position));
+        }
+    }
+
+    fn write_and_sync(&self, batch_start: u64) -> Result<()> {
+        let path = &self.shared.log_path;
+        self.shared.log.write_all_at(&self.buf, batch_start).map_err(|e| {
+            io_error(path, &format!("append of a batch at offset {batch_start} failed on"), e)
+        })?;
+        if self.sync == SyncMode::Durable {
+            self.shared.log.sync_data().map_err(|e| io_error(path, "fdatasync failed on", e))?;
+        }
+        Ok(())
+    }
+
+    /// Checks an append against everything committed before it, including the earlier appends
+    /// of this batch (already in the index, above `durable`). `Ok(Some(p))` recognises a retry
+    /// of an append that got position `p`; `Ok(None)` accepts it.
+    fn check(
+        &self,
+        request: &AppendRequest,
+        durable: u64,
+        tracking: &HashMap<String, u64>,
+        pending: &[Event],
+    ) -> Result<Option<u64>> {
+        let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = &request.tracking {
+            let recorded = tracking.get(&t.source).or_else(|| index.tracking.get(&t.source));
+            if let Some(&recorded) = recorded
+                && t.position <= recorded
+            {
+                return Err(Error::Integrity(format!(
+                    "tracking position {} for source {:?} does not exceed the recorded {recorded}",
+                    t.position, t.source
+                )));
+            }
+        }
+        let Some(condition) = &request.condition else { return Ok(None) };
+        let query = &condition.fail_if_events_match;
+        let after = condition.after.unwrap_or(0);
+        let top = index.len();
+        let Some(&conflict) = index.matching(query, after, top, 1, false).first() else {
+            return Ok(None);
+        };
+        let n = request.events.len();
+        let candidates = index.matching(query, after, top, n, false);
+        let entries: Vec<_> = candidates.iter().map(|&p| (p, index.entry(p))).collect();
+        drop(index);
+        if candidates.len() == n && request.events.iter().all(|e| e.uuid.is_some()) {
+            // The retry path: compare uuids of the first matches with the submitted events.
+            let durable_part: Vec<_> = entries.iter().copied().filter(|&(p, _)| p <= durable).collect();
+            let mut first_matches = read_events(&self.shared, &durable_part)?;
+            for &(position, _) in entries.iter().filter(|&&(p, _)| p > durable) {
+                let event = pending[(position - durable - 1) as usize].clone();
+                first_matches.push(SequencedEvent { position, event });
+            }
+            if let Some(original) = already_appended(&request.events, &first_matches) {
+                return Ok(Some(original));
+            }
+        }
+        Err(Error::Integrity(format!(
+            "an event matching the append condition was recorded after position {after} (at {conflict})"
+        )))
+    }
+
+    /// Writes the index as of `end` to a new checkpoint file and renames it into place.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        let result = write_checkpoint(
+            &*self.storage,
+            &self.shared.dir,
+            &self.shared.index.read().unwrap_or_else(PoisonError::into_inner),
+            self.shared.store_id,
+            self.end,
+        );
+        match &result {
+            Ok(()) => self.checkpointed = self.end,
+            Err(error) => self.shared.poison(error.to_string()),
+        }
+        result
+    }
+}
+
+/// Writes a checkpoint of `index` (which must hold only durable positions, ending at log offset
+/// `end`): to a temporary file, synced, renamed over the old one, directory synced. A crash at
+/// any step leaves either the old checkpoint or the new one, both valid.
+pub(crate) fn write_checkpoint(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    index: &Index,
+    store_id: Uuid,
+    end: u64,
+) -> Result<()> {
+    let words = index.encode_checkpoint(store_id, end);
+    let bytes: &[u8] = bytemuck::cast_slice(&words);
+    let tmp = dir.join(CHECKPOINT_TMP);
+    let target = dir.join(CHECKPOINT_FILE);
+    storage.remove(&tmp).map_err(|e| io_error(&tmp, "cannot remove", e))?;
+    let file = storage.open(&tmp, true).map_err(|e| io_error(&tmp, "cannot create", e))?;
+    file.write_all_at(bytes, 0).map_err(|e| io_error(&tmp, "cannot write", e))?;
+    file.sync_data().map_err(|e| io_error(&tmp, "fdatasync failed on", e))?;
+    drop(file);
+    storage.rename(&tmp, &target).map_err(|e| io_error(&target, "cannot rename the new checkpoint to", e))?;
+    storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
+    Ok(())
+}
+
+/// `dcb::Error` is not `Clone`; a batch's failure is reported to each of its appends.
+pub(crate) fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Io { message, .. } => Error::Io { message: message.clone(), source: None },
+        Error::Corruption(message) => Error::Corruption(message.clone()),
+        Error::Integrity(message) => Error::Integrity(message.clone()),
+        Error::InvalidArgument(message) => Error::InvalidArgument(message.clone()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+/// Corruption in a checkpoint, named with its file.
+pub(crate) fn checkpoint_corruption(dir: &std::path::Path, why: &str) -> Error {
+    corruption(
+        &dir.join(CHECKPOINT_FILE),
+        0,
+        &format!("{why} (the checkpoint can be rebuilt from the log: remove the file and reopen)"),
+    )
+}

@@ -1,0 +1,240 @@
+//! Reopening, torn tails, corruption, limits: what survives, what is cut off, what is refused.
+
+mod common;
+
+use std::path::Path;
+
+use common::TempDir;
+use dcb::limits::MAX_EVENT_DATA_BYTES;
+use dcb::{
+    AppendCondition, AppendRequest, Bytes, Error, Event, EventStore, Query, QueryItem, ReadOptions,
+    TrackingInfo,
+};
+use dcb_file::{FileStore, FileStoreOptions, SyncMode};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Ten appends of three events, each event's data a findable marker.
+fn fill(store: &FileStore, rt: &tokio::runtime::Runtime) {
+    for batch in 0..10 {
+        let events = (0..3)
+            .map(|i| {
+                Event::new(format!("T{i}"), format!("MARKER-{batch:02}-{i}")).tagged(format!("b{batch}"))
+            })
+            .collect();
+        rt.block_on(store.append(events, None)).unwrap();
+    }
+}
+
+fn datas(store: &FileStore, rt: &tokio::runtime::Runtime, query: &Query) -> dcb::Result<Vec<String>> {
+    let read = rt.block_on(store.read(query, ReadOptions::default()))?;
+    Ok(read.events.iter().map(|e| String::from_utf8(e.event.data.to_vec()).unwrap()).collect())
+}
+
+fn log(dir: &Path) -> std::path::PathBuf {
+    dir.join("events.log")
+}
+
+fn find(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes.windows(needle.len()).position(|w| w == needle).expect("marker in the log")
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn expect_corruption(result: dcb::Result<impl std::fmt::Debug>, names: &str) -> String {
+    match result {
+        Err(Error::Corruption(message)) => {
+            assert!(message.contains(names), "corruption error does not name {names}: {message}");
+            assert!(message.contains("offset"), "corruption error names no offset: {message}");
+            message
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+#[test]
+fn everything_survives_reopening_and_positions_continue() {
+    let dir = TempDir::new("reopen");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    let request = AppendRequest::new(vec![Event::new("Tracked", "t")]).tracking(TrackingInfo::new("src", 7));
+    assert_eq!(rt.block_on(store.append_request(request)).unwrap(), 31);
+    drop(store);
+    for round in 0..2 {
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(rt.block_on(store.head()).unwrap(), Some(31 + round));
+        assert_eq!(rt.block_on(store.tracking_position("src")).unwrap(), Some(7));
+        assert_eq!(
+            datas(&store, &rt, &QueryItem::tags(["b4"]).into()).unwrap(),
+            ["MARKER-04-0", "MARKER-04-1", "MARKER-04-2"]
+        );
+        assert_eq!(datas(&store, &rt, &QueryItem::types(["T2"]).into()).unwrap().len(), 10);
+        // Conditions see what was recorded before the reopen.
+        let stale = AppendCondition::new(QueryItem::tags(["b9"]).into(), Some(20));
+        assert!(
+            rt.block_on(store.append(vec![Event::new("X", "")], Some(stale))).unwrap_err().is_integrity()
+        );
+        assert_eq!(rt.block_on(store.append(vec![Event::new("X", "")], None)).unwrap(), 32 + round);
+        drop(store);
+        // Without a checkpoint, the same comes back from the log alone.
+        std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    }
+    assert!(dcb_file::verify(dir.path()).unwrap().is_ok());
+}
+
+#[test]
+fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
+    let rt = rt();
+    // Each way a crash can leave the end of the log: cut short, zero-filled, a hole in the
+    // middle of the last batch (its pages reached the disk out of order).
+    type Tear = fn(&mut Vec<u8>, usize);
+    let tears: [(&str, Tear); 4] = [
+        ("cut in the last batch", |log, last| log.truncate(last + 20)),
+        ("cut in the last commit", |log, _| log.truncate(log.len() - 5)),
+        ("zeros after the end", |log, _| log.extend_from_slice(&[0; 4096])),
+        ("a hole in the last batch", |log, last| log[last + 8..last + 40].fill(0)),
+    ];
+    for (what, tear) in tears {
+        let dir = TempDir::new("torn");
+        let store = FileStore::open(dir.path()).unwrap();
+        fill(&store, &rt);
+        drop(store);
+        std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+        let mut bytes = std::fs::read(log(dir.path())).unwrap();
+        // The last batch starts right after the commit record (length 29, kind 3) before it.
+        let marker = find(&bytes, b"MARKER-09-0");
+        let commit =
+            (0..marker).rev().find(|&o| bytes[o..o + 4] == [29, 0, 0, 0] && bytes[o + 8] == 3).unwrap();
+        let last_batch = commit + 37;
+        tear(&mut bytes, last_batch);
+        std::fs::write(log(dir.path()), &bytes).unwrap();
+
+        let report = dcb_file::verify(dir.path()).unwrap();
+        assert!(report.is_ok() && report.torn_tail.is_some(), "{what}: {report}");
+        let store = FileStore::open(dir.path()).unwrap();
+        let expected = if what == "zeros after the end" { 30 } else { 27 };
+        assert_eq!(rt.block_on(store.head()).unwrap(), Some(expected), "{what}");
+        assert_eq!(rt.block_on(store.append(vec![Event::new("After", "")], None)).unwrap(), expected + 1);
+        drop(store);
+        let report = dcb_file::verify(dir.path()).unwrap();
+        assert!(report.is_ok() && report.torn_tail.is_none(), "{what}: {report}");
+    }
+}
+
+#[test]
+fn a_corrupted_byte_in_the_middle_of_the_log_is_reported_at_open_without_a_checkpoint() {
+    let dir = TempDir::new("corrupt-open");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    let bytes = std::fs::read(log(dir.path())).unwrap();
+    flip_byte(&log(dir.path()), find(&bytes, b"MARKER-04-1") + 3);
+    let message = expect_corruption(FileStore::open(dir.path()).map(|_| ()), "events.log");
+    assert!(message.contains("checksum"), "{message}");
+    let report = dcb_file::verify(dir.path()).unwrap();
+    assert!(!report.is_ok(), "verify missed the damage: {report}");
+}
+
+#[test]
+fn a_corrupted_event_is_never_served() {
+    let dir = TempDir::new("corrupt-read");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    let bytes = std::fs::read(log(dir.path())).unwrap();
+    flip_byte(&log(dir.path()), find(&bytes, b"MARKER-04-1") + 3);
+    // The checkpoint spares reading the log on open; the damage shows when the event is read.
+    let store = FileStore::open(dir.path()).unwrap();
+    expect_corruption(datas(&store, &rt, &QueryItem::tags(["b4"]).into()), "events.log");
+    expect_corruption(datas(&store, &rt, &Query::all()), "events.log");
+    assert_eq!(datas(&store, &rt, &QueryItem::tags(["b5"]).into()).unwrap().len(), 3);
+    drop(store);
+    let report = dcb_file::verify(dir.path()).unwrap();
+    assert!(!report.is_ok(), "verify missed the damage: {report}");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_reported_and_can_be_rebuilt() {
+    let dir = TempDir::new("corrupt-checkpoint");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    let checkpoint = dir.path().join("index.ckpt");
+    let len = std::fs::metadata(&checkpoint).unwrap().len() as usize;
+    flip_byte(&checkpoint, len / 2);
+    let message = expect_corruption(FileStore::open(dir.path()).map(|_| ()), "index.ckpt");
+    assert!(message.contains("remove"), "no advice on how to recover: {message}");
+    std::fs::remove_file(&checkpoint).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(rt.block_on(store.head()).unwrap(), Some(30));
+    drop(store);
+    // Closing wrote a new checkpoint, which verify compares with the log.
+    let report = dcb_file::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.events, report.batches, report.checkpoint_positions), (30, 10, Some(30)));
+    assert_eq!((report.tags, report.types), (10, 3));
+}
+
+#[test]
+fn a_log_cut_below_its_checkpoint_is_corruption() {
+    let dir = TempDir::new("short-log");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    let bytes = std::fs::read(log(dir.path())).unwrap();
+    std::fs::write(log(dir.path()), &bytes[..bytes.len() / 2]).unwrap();
+    expect_corruption(FileStore::open(dir.path()).map(|_| ()), "events.log");
+}
+
+#[test]
+fn the_same_directory_cannot_be_opened_twice() {
+    let dir = TempDir::new("twice");
+    let store = FileStore::open(dir.path()).unwrap();
+    match FileStore::open(dir.path()) {
+        Err(Error::Io { message, .. }) => assert!(message.contains("already open"), "{message}"),
+        other => panic!("a second open was not refused: {:?}", other.map(|_| ())),
+    }
+    drop(store);
+    drop(FileStore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn an_append_too_large_for_a_batch_is_refused() {
+    let dir = TempDir::new("large");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    let data = Bytes::from(vec![7u8; MAX_EVENT_DATA_BYTES]);
+    let events: Vec<Event> = (0..65).map(|_| Event::new("Big", data.clone())).collect();
+    match rt.block_on(store.append(events, None)) {
+        Err(Error::InvalidArgument(message)) => assert!(message.contains("limit"), "{message}"),
+        other => panic!("expected an invalid-argument error, got {other:?}"),
+    }
+    // One event at the data limit is fine, and reads back whole.
+    rt.block_on(store.append(vec![Event::new("Big", data.clone())], None)).unwrap();
+    let read = rt.block_on(store.read(&Query::all(), ReadOptions::default())).unwrap();
+    assert_eq!(read.events[0].event.data, data);
+}
+
+#[test]
+fn the_not_synced_mode_keeps_appends_across_a_clean_reopen() {
+    let dir = TempDir::new("not-synced");
+    let rt = rt();
+    let store =
+        FileStore::open_with(dir.path(), FileStoreOptions::default().sync(SyncMode::NotSynced)).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(rt.block_on(store.head()).unwrap(), Some(30));
+}
