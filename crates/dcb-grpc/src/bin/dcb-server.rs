@@ -97,10 +97,12 @@ async fn run(args: Args) -> Result<(), String> {
              (use --store mem for now)"
                 .into())
         }
-        StoreKind::Directory(path) => Err(format!(
-            "--store {}: the file store is not yet supported by dcb-server (use --store mem for now)",
-            path.display()
-        )),
+        StoreKind::Directory(path) => {
+            let store = dcb_file::FileStore::open(&path)
+                .map_err(|e| format!("cannot open the file store in {}: {e}", path.display()))?;
+            tracing::info!(directory = %path.display(), "serving a file store");
+            serve(store, args.listen, options).await
+        }
     }
 }
 

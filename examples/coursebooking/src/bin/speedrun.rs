@@ -60,12 +60,23 @@ async fn run(options: &Options) -> Result<(), String> {
             let recorder = dcb::recorder::MemoryRecorder::new();
             run_style(options, &description, vec![store], vec![recorder], None).await
         }
+        "file" => {
+            let dir = std::path::Path::new(&options.dir);
+            let floor = measure_file_floor(options, dir)?;
+            let store = open_file_store(options, dir)?;
+            let recorder = eventsourcing::DcbRecorder::new(store.clone());
+            let description = format!("file store in {}", dir.display());
+            run_style(options, &description, vec![store], vec![recorder], floor).await
+        }
         "grpc" => {
             let url = match &options.server {
                 Some(url) => url.clone(),
-                None => coursebooking::serve_in_process(dcb::MemoryStore::new())
-                    .await
-                    .map_err(|e| format!("cannot start a gRPC server: {e}"))?,
+                None => {
+                    let store = open_file_store(options, std::path::Path::new(&options.dir))?;
+                    coursebooking::serve_in_process(store)
+                        .await
+                        .map_err(|e| format!("cannot start a gRPC server: {e}"))?
+                }
             };
             let mut stores = Vec::with_capacity(options.clients);
             for _ in 0..options.clients {
@@ -75,11 +86,35 @@ async fn run(options: &Options) -> Result<(), String> {
                 stores.push(store);
             }
             let recorders = stores.iter().map(|s| eventsourcing::DcbRecorder::new(s.clone())).collect();
-            let description = format!("gRPC server at {url}, one connection per client");
+            let description = match &options.server {
+                Some(_) => format!("gRPC server at {url}, one connection per client"),
+                None => {
+                    format!("gRPC server in this process at {url}, over the file store in {}", options.dir)
+                }
+            };
             run_style(options, &description, stores, recorders, None).await
         }
         other => Err(format!("the {other:?} store is not available in this build yet")),
     }
+}
+
+/// Opens the file store in `dir`, emptied first with `--reset`.
+fn open_file_store(options: &Options, dir: &std::path::Path) -> Result<dcb_file::FileStore, String> {
+    if options.reset && dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot reset {}: {e}", dir.display()))?;
+    }
+    dcb_file::FileStore::open(dir)
+        .map_err(|e| format!("cannot open the file store in {}: {e}", dir.display()))
+}
+
+/// With `--floor`, the median of one small append and `fdatasync` in `dir`.
+fn measure_file_floor(options: &Options, dir: &std::path::Path) -> Result<Option<Duration>, String> {
+    if !options.floor {
+        return Ok(None);
+    }
+    let floor = speedrun::file_floor(dir, 500)
+        .map_err(|e| format!("cannot measure the floor in {}: {e}", dir.display()))?;
+    Ok(Some(floor))
 }
 
 /// Runs the mode's style over one store handle (and one recorder handle) per client.
