@@ -5,7 +5,7 @@ use dcb::recorder::AggregateRecorder;
 use eventsourcing::{Aggregate, DomainEvent, Repository, Root};
 use serde::{Deserialize, Serialize};
 
-use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration};
+use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, not_found};
 
 /// The events of a student.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,10 +190,6 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
         self.repository.save_all(&mut [&mut student, &mut course]).await?;
         Ok(())
     }
-}
-
-fn not_found(error: eventsourcing::Error, missing: impl FnOnce() -> EnrolmentError) -> EnrolmentError {
-    if error.is_not_found() { missing() } else { error.into() }
 }
 
 impl<R: AggregateRecorder> Enrolment for EnrolmentWithAggregates<R> {

@@ -111,6 +111,11 @@ impl From<eventsourcing::Error> for EnrolmentError {
     }
 }
 
+/// `missing` when `error` says the aggregate or object was not found, the error itself otherwise.
+fn not_found(error: eventsourcing::Error, missing: impl FnOnce() -> EnrolmentError) -> EnrolmentError {
+    if error.is_not_found() { missing() } else { error.into() }
+}
+
 /// Refuses an empty name or a zero limit before anything is recorded.
 fn check_registration(name: &str, limit: u32) -> Result<(), EnrolmentError> {
     if name.trim().is_empty() {

@@ -6,7 +6,7 @@ use dcb::EventStore;
 use eventsourcing::{Object, Objects, Tagged};
 
 use crate::events::Event;
-use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration};
+use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, not_found};
 
 /// A student as an enduring object.
 #[derive(Debug, Default)]
@@ -112,10 +112,6 @@ impl<S: EventStore> EnrolmentWithObjects<S> {
             })
             .await
     }
-}
-
-fn not_found(error: eventsourcing::Error, missing: impl FnOnce() -> EnrolmentError) -> EnrolmentError {
-    if error.is_not_found() { missing() } else { error.into() }
 }
 
 impl<S: EventStore> Enrolment for EnrolmentWithObjects<S> {

@@ -38,11 +38,12 @@ struct Args {
     tls_key: Option<PathBuf>,
 }
 
+/// The schema a PostgreSQL store is served from.
+const POSTGRES_SCHEMA: &str = "dcb";
+
 /// Which store `--store` names.
 enum StoreKind<'a> {
     Memory,
-    // The URL is for the PostgreSQL arm of `run`, once crates/dcb-postgres is ready.
-    #[allow(dead_code)]
     Postgres(&'a str),
     Directory(PathBuf),
 }
@@ -85,23 +86,27 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let options = server_options(&args)?;
+    let server = server_options(&args)?;
     // One arm per store type: each instantiates the generic server for its store.
     match StoreKind::parse(&args.store) {
         StoreKind::Memory => {
             tracing::warn!("serving an in-memory store: everything is lost when the server stops");
-            serve(dcb::MemoryStore::new(), args.listen, options).await
+            serve(dcb::MemoryStore::new(), args.listen, server).await
         }
-        StoreKind::Postgres(_) => {
-            Err("--store postgres://…: the PostgreSQL store is not yet supported by dcb-server \
-             (use --store mem for now)"
-                .into())
+        StoreKind::Postgres(url) => {
+            let options = dcb_postgres::Options::new(url, POSTGRES_SCHEMA).application_name("dcb-server");
+            let redacted = options.redacted_url();
+            let store = dcb_postgres::PostgresStore::open(options)
+                .await
+                .map_err(|e| format!("cannot open the PostgreSQL store at {redacted}: {e}"))?;
+            tracing::info!(url = %redacted, schema = POSTGRES_SCHEMA, "serving a PostgreSQL store");
+            serve(store, args.listen, server).await
         }
         StoreKind::Directory(path) => {
             let store = dcb_file::FileStore::open(&path)
                 .map_err(|e| format!("cannot open the file store in {}: {e}", path.display()))?;
             tracing::info!(directory = %path.display(), "serving a file store");
-            serve(store, args.listen, options).await
+            serve(store, args.listen, server).await
         }
     }
 }

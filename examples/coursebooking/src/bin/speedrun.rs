@@ -60,6 +60,25 @@ async fn run(options: &Options) -> Result<(), String> {
             let recorder = dcb::recorder::MemoryRecorder::new();
             run_style(options, &description, vec![store], vec![recorder], None).await
         }
+        "pg" => {
+            let url = options.database_url.as_str();
+            let redacted = dcb_postgres::Options::new(url, PG_SCHEMA).redacted_url();
+            if options.reset {
+                pg_execute(url, &format!("DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")).await?;
+            }
+            let floor = if options.floor { Some(pg_floor(url).await?) } else { None };
+            let pg_options = dcb_postgres::Options::new(url, PG_SCHEMA).application_name("speedrun");
+            let open_error = |e: dcb::Error| format!("cannot open the PostgreSQL store at {redacted}: {e}");
+            // Only what the style uses is opened; the clients share it, so that concurrent appends
+            // are committed in groups.
+            let (stores, recorders) = if options.style == "agg" {
+                (vec![], vec![dcb_postgres::PostgresRecorder::open(pg_options).await.map_err(open_error)?])
+            } else {
+                (vec![dcb_postgres::PostgresStore::open(pg_options).await.map_err(open_error)?], vec![])
+            };
+            let description = format!("PostgreSQL at {redacted}, schema {PG_SCHEMA}");
+            run_style(options, &description, stores, recorders, floor).await
+        }
         "file" => {
             let dir = std::path::Path::new(&options.dir);
             let floor = measure_file_floor(options, dir)?;
@@ -96,6 +115,48 @@ async fn run(options: &Options) -> Result<(), String> {
         }
         other => Err(format!("the {other:?} store is not available in this build yet")),
     }
+}
+
+/// The schema of the PostgreSQL modes' tables.
+const PG_SCHEMA: &str = "speedrun";
+
+/// Connects to PostgreSQL at `url` for the speedrun's own statements.
+async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let redacted = dcb_postgres::Options::new(url, PG_SCHEMA).redacted_url();
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL at {redacted}: {e}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
+    pg_connect(url).await?.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"))
+}
+
+/// The PostgreSQL floor: the median time of a one-row INSERT, committed on its own, on one
+/// connection to the same database, over 500 samples after 50 of warm-up.
+async fn pg_floor(url: &str) -> Result<Duration, String> {
+    let client = pg_connect(url).await?;
+    let error = |e: tokio_postgres::Error| format!("cannot measure the PostgreSQL floor: {e}");
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS speedrun_floor (id bigserial PRIMARY KEY, n integer NOT NULL)",
+        )
+        .await
+        .map_err(error)?;
+    let insert = client.prepare("INSERT INTO speedrun_floor (n) VALUES ($1)").await.map_err(error)?;
+    let mut times = Vec::with_capacity(500);
+    for i in 0..550 {
+        let start = Instant::now();
+        client.execute(&insert, &[&i]).await.map_err(error)?;
+        if i >= 50 {
+            times.push(start.elapsed());
+        }
+    }
+    client.batch_execute("TRUNCATE speedrun_floor").await.map_err(error)?;
+    times.sort();
+    Ok(times[times.len() / 2])
 }
 
 /// Opens the file store in `dir`, emptied first with `--reset`.
@@ -164,9 +225,10 @@ async fn run_style<S: EventStore, R: AggregateRecorder>(
     }
 }
 
-/// One handle per client: the handles given, then clones of the first.
+/// One handle per client: the handles given, then clones of the first (none if none is given:
+/// the style does not use that kind of store).
 fn per_client<T: Clone>(mut handles: Vec<T>, clients: usize) -> Vec<T> {
-    while handles.len() < clients {
+    while !handles.is_empty() && handles.len() < clients {
         handles.push(handles[0].clone());
     }
     handles.truncate(clients);

@@ -1,0 +1,398 @@
+//! The tables, indexes and functions of a store, created (or brought up to date) when it opens.
+//!
+//! Everything lives in the user's schema, functions included, so two stores in one database
+//! never touch each other. The SQL text is a template: `@S` is the quoted schema, `@LOCK` the
+//! schema's append-lock key and `@CHANNEL` its notification channel.
+
+use dcb::{Error, Result};
+
+/// Longest schema name accepted, so that the derived channel name fits PostgreSQL's 63-byte
+/// identifier limit.
+const MAX_SCHEMA_BYTES: usize = 48;
+
+/// Key of the advisory lock that serialises migrations of every schema in a database, so that
+/// two processes opening stores at once never race on `CREATE ... IF NOT EXISTS`.
+const MIGRATION_LOCK: i64 = 0x0dcb_5c4e_3a00_0001;
+
+/// Names derived from a validated schema name.
+#[derive(Debug, Clone)]
+pub(crate) struct Schema {
+    /// The schema as written by the user.
+    pub(crate) name: String,
+    /// The schema as a quoted SQL identifier.
+    pub(crate) quoted: String,
+    /// The channel appends notify on, unquoted.
+    pub(crate) channel: String,
+}
+
+impl Schema {
+    /// Checks `name` (letters, digits and underscores, not starting with a digit) and derives
+    /// the names used in SQL. Anything else is refused rather than escaped, because the name
+    /// also becomes part of a channel name and of application-visible SQL.
+    pub(crate) fn new(name: &str) -> Result<Self> {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_SCHEMA_BYTES
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::invalid(format!(
+                "schema name {name:?} must be 1 to {MAX_SCHEMA_BYTES} ASCII letters, digits or \
+                 underscores, not starting with a digit"
+            )));
+        }
+        Ok(Schema {
+            name: name.to_owned(),
+            quoted: format!("\"{name}\""),
+            channel: format!("dcb_events_{name}"),
+        })
+    }
+
+    /// Key of the transaction-scoped advisory lock that serialises this schema's appends. A
+    /// collision with another schema's key only serialises the two stores together; it never
+    /// breaks correctness.
+    pub(crate) fn append_lock(&self) -> i64 {
+        lock_key("append", &self.name)
+    }
+
+    /// Key of the lock that serialises this schema's aggregate recorder inserts.
+    pub(crate) fn recorder_lock(&self) -> i64 {
+        lock_key("recorder", &self.name)
+    }
+
+    /// Expands a template.
+    pub(crate) fn sql(&self, template: &str) -> String {
+        template
+            .replace("@S", &self.quoted)
+            .replace("@LOCK", &self.append_lock().to_string())
+            .replace("@RLOCK", &self.recorder_lock().to_string())
+            .replace("@CHANNEL", &self.channel)
+    }
+
+    /// The whole migration of the event store, as one transaction.
+    pub(crate) fn store_migration(&self) -> String {
+        format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} COMMIT;",
+            self.sql(&STORE_SCHEMA.replace("@FLUSH", FLUSH))
+        )
+    }
+
+    /// The whole migration of the aggregate recorder, as one transaction.
+    pub(crate) fn recorder_migration(&self) -> String {
+        format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} COMMIT;",
+            self.sql(RECORDER_SCHEMA)
+        )
+    }
+}
+
+/// FNV-1a over a purpose and the schema name: stable across processes and releases, unlike
+/// `hashtext`, which PostgreSQL does not promise to keep.
+fn lock_key(purpose: &str, schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in purpose.bytes().chain([0]).chain(schema.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Tables, indexes and functions of the event store.
+///
+/// - `events`: one row per event, keyed by its position. Tags are kept as an array in their
+///   given order (they must round-trip unchanged); metadata as two parallel arrays.
+/// - `event_tags`: the tag index, one row per (tag, position), a plain B-tree.
+/// - `events_type_position`: the type index.
+/// - `tracking`: the last position recorded per source.
+/// - `first_matches`: positions of the first events matching a condition after a position.
+/// - `append_batch`: the whole of group commit, one call per batch.
+const STORE_SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS @S;
+CREATE TABLE IF NOT EXISTS @S.events (
+    position bigint PRIMARY KEY,
+    type text NOT NULL,
+    data bytea NOT NULL,
+    tags text[] NOT NULL,
+    uuid uuid,
+    meta_keys text[],
+    meta_values text[]
+);
+CREATE INDEX IF NOT EXISTS events_type_position ON @S.events (type, position);
+CREATE TABLE IF NOT EXISTS @S.event_tags (
+    tag text NOT NULL,
+    position bigint NOT NULL,
+    PRIMARY KEY (tag, position)
+);
+CREATE TABLE IF NOT EXISTS @S.tracking (
+    source text PRIMARY KEY,
+    position bigint NOT NULL
+);
+
+-- Functions are dropped and created again on every open, under the migration lock, so that a
+-- changed signature never leaves an old overload behind to make calls ambiguous.
+DO $drop$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = '@S'::regnamespace
+               AND p.proname IN ('append_batch', 'first_matches') LOOP
+        EXECUTE 'DROP FUNCTION ' || f;
+    END LOOP;
+END
+$drop$;
+
+-- The first `p_limit` positions after `p_after` matching items `p_from + 1 ..= p_to` of the
+-- flattened query arrays (no items: every event). Each item is answered from an index in
+-- position order and cut at `p_limit`, so the cost does not grow with the store.
+CREATE OR REPLACE FUNCTION @S.first_matches(
+    p_after bigint, p_limit int, p_from int, p_to int,
+    i_type_off int[], i_types int[], i_tag_off int[], i_tags int[],
+    q_types text[], q_tags text[]
+) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    found bigint[] := '{}';
+    item_types text[];
+    item_tags text[];
+    one_type text;
+BEGIN
+    IF p_to <= p_from THEN
+        RETURN ARRAY(SELECT e.position FROM @S.events e WHERE e.position > p_after
+                     ORDER BY e.position LIMIT p_limit);
+    END IF;
+    FOR i IN p_from + 1 .. p_to LOOP
+        item_types := q_types[i_type_off[i] + 1 : i_type_off[i] + i_types[i]];
+        item_tags := q_tags[i_tag_off[i] + 1 : i_tag_off[i] + i_tags[i]];
+        IF i_tags[i] = 0 AND i_types[i] = 0 THEN
+            found := found || ARRAY(SELECT e.position FROM @S.events e WHERE e.position > p_after
+                                    ORDER BY e.position LIMIT p_limit);
+        ELSIF i_tags[i] = 0 THEN
+            FOREACH one_type IN ARRAY item_types LOOP
+                found := found || ARRAY(SELECT e.position FROM @S.events e
+                                        WHERE e.type = one_type AND e.position > p_after
+                                        ORDER BY e.position LIMIT p_limit);
+            END LOOP;
+        ELSIF i_tags[i] = 1 AND i_types[i] = 0 THEN
+            found := found || ARRAY(SELECT x.position FROM @S.event_tags x
+                                    WHERE x.tag = item_tags[1] AND x.position > p_after
+                                    ORDER BY x.position LIMIT p_limit);
+        ELSE
+            found := found || ARRAY(SELECT x.position FROM @S.event_tags x
+                                    JOIN @S.events e ON e.position = x.position
+                                    WHERE x.tag = item_tags[1] AND x.position > p_after
+                                      AND e.tags @> item_tags
+                                      AND (i_types[i] = 0 OR e.type = ANY (item_types))
+                                    ORDER BY x.position LIMIT p_limit);
+        END IF;
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT p FROM unnest(found) AS p ORDER BY p LIMIT p_limit);
+END
+$fn$;
+
+-- Applies a batch of appends in order, in the caller's transaction, and returns per append the
+-- position of its last event, -1 when its condition failed or -2 when its tracking position did
+-- not advance. The advisory lock serialises every append of the schema until commit, so
+-- positions are gapless and become visible in order. The function is VOLATILE so that each
+-- statement after the lock sees what committed while it waited.
+--
+-- Accepted appends are inserted together, by one statement, when the batch ends, or earlier when
+-- a later append's condition might match them (`a_flush`, worked out by the caller from the
+-- types and tags of the batch): then that condition is checked against the table holding them.
+-- Events are addressed by their append (`e_app`) and rank in it (`e_k`), tags and metadata by
+-- their event (`t_event`, `m_event`), so the insert reads each array once, in order: indexing
+-- into arrays of text or bytea would walk them from the start for every element.
+CREATE OR REPLACE FUNCTION @S.append_batch(
+    a_events int[], a_conditional bool[], a_after bigint[], a_item_off int[], a_items int[],
+    a_flush bool[], a_source text[], a_source_pos bigint[],
+    i_type_off int[], i_types int[], i_tag_off int[], i_tags int[], q_types text[], q_tags text[],
+    e_app int[], e_k int[], e_type text[], e_data bytea[], e_uuid uuid[],
+    t_event int[], t_value text[], m_event int[], m_key text[], m_value text[]
+) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    n int := coalesce(array_length(a_events, 1), 0);
+    head bigint;
+    results bigint[] := '{}';
+    ev int := 0;
+    it int;
+    cnt int;
+    outcome bigint;
+    recorded bigint;
+    conflict boolean;
+    matches bigint[];
+    submitted uuid[];
+    -- The position before each accepted append's first event (null: not accepted).
+    a_base bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    -- Accepted appends not inserted yet are among appends p_lo ..= p_hi.
+    p_lo int;
+    p_hi int;
+    written boolean := false;
+BEGIN
+    PERFORM pg_advisory_xact_lock(@LOCK);
+    SELECT coalesce(max(position), 0) INTO head FROM @S.events;
+    FOR a IN 1 .. n LOOP
+        cnt := a_events[a];
+        outcome := NULL;
+        IF a_source[a] IS NOT NULL THEN
+            SELECT t.position INTO recorded FROM @S.tracking t WHERE t.source = a_source[a];
+            IF FOUND AND recorded >= a_source_pos[a] THEN
+                outcome := -2;
+            END IF;
+        END IF;
+        IF outcome IS NULL AND a_conditional[a] THEN
+            IF a_flush[a] AND p_lo IS NOT NULL THEN
+@FLUSH
+                p_lo := NULL;
+            END IF;
+            it := a_item_off[a] + 1;
+            -- The common shapes (one tag; one type) are checked inline; the rest in general.
+            -- The ORDER BY keeps the generic plan on the index: for a bare EXISTS the planner
+            -- may expect an early hit from a sequential scan.
+            IF a_items[a] = 1 AND i_types[it] = 0 AND i_tags[it] = 1 THEN
+                conflict := EXISTS (SELECT x.position FROM @S.event_tags x
+                                    WHERE x.tag = q_tags[i_tag_off[it] + 1]
+                                      AND x.position > a_after[a]
+                                    ORDER BY x.position LIMIT 1);
+            ELSIF a_items[a] = 1 AND i_types[it] = 1 AND i_tags[it] = 0 THEN
+                conflict := EXISTS (SELECT e.position FROM @S.events e
+                                    WHERE e.type = q_types[i_type_off[it] + 1]
+                                      AND e.position > a_after[a]
+                                    ORDER BY e.position LIMIT 1);
+            ELSE
+                conflict := cardinality(@S.first_matches(
+                    a_after[a], 1, a_item_off[a], a_item_off[a] + a_items[a],
+                    i_type_off, i_types, i_tag_off, i_tags, q_types, q_tags)) > 0;
+            END IF;
+            IF conflict THEN
+                outcome := -1;
+                -- A retry of an append that already succeeded: its events, recognised by their
+                -- uuids, are exactly the first matches after `after`.
+                submitted := e_uuid[ev + 1 : ev + cnt];
+                IF array_position(submitted, NULL) IS NULL THEN
+                    matches := @S.first_matches(a_after[a], cnt, a_item_off[a],
+                                                a_item_off[a] + a_items[a], i_type_off, i_types,
+                                                i_tag_off, i_tags, q_types, q_tags);
+                    IF cardinality(matches) = cnt AND submitted = ARRAY(
+                        SELECT e.uuid FROM unnest(matches) AS m(p)
+                        JOIN @S.events e ON e.position = m.p ORDER BY m.p
+                    ) THEN
+                        outcome := matches[cnt];
+                    END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF outcome IS NULL THEN
+            a_base[a] := head;
+            p_lo := coalesce(p_lo, a);
+            p_hi := a;
+            IF a_source[a] IS NOT NULL THEN
+                INSERT INTO @S.tracking (source, position) VALUES (a_source[a], a_source_pos[a])
+                ON CONFLICT (source) DO UPDATE SET position = EXCLUDED.position;
+            END IF;
+            head := head + cnt;
+            outcome := head;
+            written := true;
+        END IF;
+        results := results || outcome;
+        ev := ev + cnt;
+    END LOOP;
+    IF p_lo IS NOT NULL AND n = 1 AND a_events[1] = 1 THEN
+        -- One append of one event, the lone client's case: all the arrays are its own, so a
+        -- plain insert does, at a fraction of the general statement's cost.
+        WITH inserted AS (
+            INSERT INTO @S.events (position, type, data, tags, uuid, meta_keys, meta_values)
+            VALUES (a_base[1] + 1, e_type[1], e_data[1], t_value, e_uuid[1], m_key, m_value)
+            RETURNING position
+        )
+        INSERT INTO @S.event_tags (tag, position)
+        SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(t_value) AS t(tag);
+    ELSIF p_lo IS NOT NULL THEN
+@FLUSH
+    END IF;
+    IF written THEN
+        PERFORM pg_notify('@CHANNEL', head::text);
+    END IF;
+    RETURN results;
+END
+$fn$;
+"#;
+
+/// Inserts the accepted appends among `p_lo ..= p_hi` and their tag index rows, in one
+/// statement.
+const FLUSH: &str = r#"
+                WITH ev AS (
+                    SELECT u.ev, a_base[u.app] + u.k AS position, u.t, u.d, u.id
+                    FROM unnest(e_app, e_k, e_type, e_data, e_uuid)
+                         WITH ORDINALITY AS u(app, k, t, d, id, ev)
+                    WHERE u.app BETWEEN p_lo AND p_hi AND a_base[u.app] IS NOT NULL
+                ), tg AS (
+                    SELECT x.ev, array_agg(x.tag ORDER BY x.o) AS tags
+                    FROM unnest(t_event, t_value) WITH ORDINALITY AS x(ev, tag, o)
+                    WHERE e_app[x.ev] BETWEEN p_lo AND p_hi AND a_base[e_app[x.ev]] IS NOT NULL
+                    GROUP BY x.ev
+                ), md AS (
+                    SELECT y.ev, array_agg(y.key ORDER BY y.o) AS keys,
+                           array_agg(y.value ORDER BY y.o) AS vals
+                    FROM unnest(m_event, m_key, m_value) WITH ORDINALITY AS y(ev, key, value, o)
+                    WHERE e_app[y.ev] BETWEEN p_lo AND p_hi AND a_base[e_app[y.ev]] IS NOT NULL
+                    GROUP BY y.ev
+                ), inserted AS (
+                    INSERT INTO @S.events (position, type, data, tags, uuid, meta_keys, meta_values)
+                    SELECT ev.position, ev.t, ev.d, coalesce(tg.tags, '{}'), ev.id,
+                           coalesce(md.keys, '{}'), coalesce(md.vals, '{}')
+                    FROM ev LEFT JOIN tg ON tg.ev = ev.ev LEFT JOIN md ON md.ev = ev.ev
+                    RETURNING position, tags
+                )
+                INSERT INTO @S.event_tags (tag, position)
+                SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(i.tags) AS t(tag);"#;
+
+/// Tables and functions of the aggregate recorder: a table keyed by (aggregate id, version),
+/// whose primary key is the whole concurrency rule, and a gapless notification id per event.
+const RECORDER_SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS @S;
+CREATE TABLE IF NOT EXISTS @S.aggregate_events (
+    aggregate_id text NOT NULL,
+    version bigint NOT NULL,
+    notification_id bigint NOT NULL UNIQUE,
+    type text NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (aggregate_id, version)
+);
+
+-- Inserts a batch in one statement (so a unique violation rolls back all of it) and returns the
+-- notification id of its last event. The lock keeps notification ids gapless and in commit order.
+CREATE OR REPLACE FUNCTION @S.insert_aggregate_events(
+    p_ids text[], p_versions bigint[], p_types text[], p_data bytea[]
+) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    last bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(@RLOCK);
+    SELECT coalesce(max(notification_id), 0) INTO last FROM @S.aggregate_events;
+    INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data)
+    SELECT p_ids[g], p_versions[g], last + g, p_types[g], p_data[g]
+    FROM generate_series(1, cardinality(p_ids)) AS g;
+    RETURN last + cardinality(p_ids);
+END
+$fn$;
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked_not_escaped() {
+        assert!(Schema::new("dcb_store_1").is_ok());
+        for bad in ["", "1abc", "a-b", "a\"b", "a b", &"x".repeat(49)] {
+            let error = Schema::new(bad).unwrap_err();
+            assert!(matches!(error, Error::InvalidArgument(_)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema_and_purpose() {
+        let a = Schema::new("a").unwrap();
+        let b = Schema::new("b").unwrap();
+        assert_ne!(a.append_lock(), b.append_lock());
+        assert_ne!(a.append_lock(), a.recorder_lock());
+        assert_eq!(a.append_lock(), Schema::new("a").unwrap().append_lock());
+    }
+}

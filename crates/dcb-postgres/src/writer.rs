@@ -1,0 +1,293 @@
+//! Group commit: one task owns the append connection and turns whatever appends are queued into
+//! one call of `append_batch`, which is one statement, one transaction and one round trip.
+//!
+//! While a batch is at the server, new appends queue up; the next batch takes all of them (up to
+//! the limits below). One client alone therefore pays one round trip per append, and many
+//! clients share each commit. Every append keeps its own condition and its own outcome: the
+//! function checks them in queue order, so later ones see earlier ones.
+
+use std::collections::HashSet;
+
+use dcb::{AppendRequest, Error, Query, Result};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+
+use crate::connect::{Conn, Connector};
+use crate::schema::Schema;
+
+/// Appends queued before callers wait for room.
+pub(crate) const QUEUE_CAPACITY: usize = 4096;
+/// Most appends in one batch.
+const MAX_BATCH_APPENDS: usize = 512;
+/// Most events in one batch (a single larger append still goes alone).
+const MAX_BATCH_EVENTS: usize = 20_000;
+/// Most event data bytes in one batch (likewise).
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// An append waiting for its batch, and where its outcome goes.
+pub(crate) struct Job {
+    pub(crate) request: AppendRequest,
+    pub(crate) reply: oneshot::Sender<Result<u64>>,
+}
+
+/// Runs until every sender of `jobs` is dropped.
+pub(crate) async fn run(
+    connector: Connector,
+    schema: Schema,
+    mut conn: Option<Conn>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let sql = schema.sql(
+        "SELECT @S.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+    );
+    while let Some(first) = jobs.recv().await {
+        let mut events = first.request.events.len();
+        let mut bytes = data_bytes(&first.request);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_APPENDS && events < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    events += job.request.events.len();
+                    bytes += data_bytes(&job.request);
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            conn = None;
+            match connect(&connector).await {
+                Ok(new) => conn = Some(new),
+                Err(error) => {
+                    fail_all(batch, &error);
+                    continue;
+                }
+            }
+        }
+        let Some(current) = conn.as_ref() else {
+            continue;
+        };
+        match execute(current, &sql, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let result = outcome_of(&job.request, outcome);
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(error) => {
+                let error = connector.error("appending", error);
+                if matches!(error, Error::Unavailable { .. }) {
+                    conn = None;
+                }
+                fail_all(batch, &error);
+            }
+        }
+    }
+}
+
+/// One call of `append_batch` for the whole batch: one statement, so one transaction and one
+/// round trip. It returns one outcome per append, in order.
+async fn execute(conn: &Conn, sql: &str, batch: &[Job]) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let mut arrays = Arrays::default();
+    for job in batch {
+        arrays.push(&job.request);
+    }
+    let statement = conn.prepare(sql).await?;
+    let row = conn.client.query_one(&statement, &arrays.params()).await?;
+    row.try_get(0)
+}
+
+/// A connection set up for appending.
+pub(crate) async fn connect(connector: &Connector) -> Result<Conn> {
+    let client = connector.connect().await?;
+    // The generic plans inside `append_batch` estimate their set-returning functions generously
+    // enough for PostgreSQL to compile a one-row insert with JIT, which costs milliseconds.
+    client
+        .batch_execute("SET jit = off")
+        .await
+        .map_err(|e| connector.error("setting up the append connection", e))?;
+    Ok(Conn::new(client))
+}
+
+fn data_bytes(request: &AppendRequest) -> usize {
+    request.events.iter().map(|e| e.data.len()).sum()
+}
+
+/// Gives every append of a failed batch the same failure (the error type is not `Clone`, so
+/// the variant and message are rebuilt).
+fn fail_all(batch: Vec<Job>, error: &Error) {
+    for job in batch {
+        let copy = match error {
+            Error::Unavailable { message, .. } => {
+                Error::Unavailable { message: message.clone(), source: Some(error.to_string().into()) }
+            }
+            other => Error::Internal(other.to_string()),
+        };
+        let _ = job.reply.send(Err(copy));
+    }
+}
+
+/// What one append was told, from its entry in the function's result.
+fn outcome_of(request: &AppendRequest, outcome: i64) -> Result<u64> {
+    match outcome {
+        -1 => {
+            let after = request.condition.as_ref().and_then(|c| c.after).unwrap_or(0);
+            Err(Error::Integrity(format!(
+                "an event matching the append condition was recorded after position {after}"
+            )))
+        }
+        -2 => {
+            let tracking = request.tracking.as_ref();
+            Err(Error::Integrity(format!(
+                "tracking position {} for source {:?} does not exceed the recorded one",
+                tracking.map_or(0, |t| t.position),
+                tracking.map_or("", |t| t.source.as_str())
+            )))
+        }
+        position if position > 0 => Ok(position as u64),
+        other => Err(Error::Internal(format!("append_batch returned the unexpected outcome {other}"))),
+    }
+}
+
+/// Converts a position from the contract's `u64` to SQL's `bigint`; nothing is ever beyond
+/// `i64::MAX`, so a larger `after` means the same as `i64::MAX`.
+pub(crate) fn clamp(position: u64) -> i64 {
+    i64::try_from(position).unwrap_or(i64::MAX)
+}
+
+/// Array lengths and offsets as `int`. Requests are validated against the limits and batches
+/// are bounded, so every count fits; saturating keeps the conversion total anyway.
+fn int(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The batch as the parallel arrays `append_batch` takes: per append, per condition item (with
+/// its types and tags flattened, addressed by offset and count), per event, per tag and per
+/// metadata entry (addressed by their event, counted from 1).
+#[derive(Default)]
+struct Arrays<'a> {
+    a_events: Vec<i32>,
+    a_conditional: Vec<bool>,
+    a_after: Vec<i64>,
+    a_item_off: Vec<i32>,
+    a_items: Vec<i32>,
+    a_flush: Vec<bool>,
+    a_source: Vec<Option<&'a str>>,
+    a_source_pos: Vec<Option<i64>>,
+    i_type_off: Vec<i32>,
+    i_types: Vec<i32>,
+    i_tag_off: Vec<i32>,
+    i_tags: Vec<i32>,
+    q_types: Vec<&'a str>,
+    q_tags: Vec<&'a str>,
+    e_app: Vec<i32>,
+    e_k: Vec<i32>,
+    e_type: Vec<&'a str>,
+    e_data: Vec<&'a [u8]>,
+    e_uuid: Vec<Option<dcb::Uuid>>,
+    t_event: Vec<i32>,
+    t_value: Vec<&'a str>,
+    m_event: Vec<i32>,
+    m_key: Vec<&'a str>,
+    m_value: Vec<&'a str>,
+    /// Types and tags of the batch's events so far, to tell which conditions might match them.
+    seen_types: HashSet<&'a str>,
+    seen_tags: HashSet<&'a str>,
+}
+
+impl<'a> Arrays<'a> {
+    fn push(&mut self, request: &'a AppendRequest) {
+        self.a_events.push(int(request.events.len()));
+        self.a_item_off.push(int(self.i_types.len()));
+        match &request.condition {
+            Some(condition) => {
+                let query = &condition.fail_if_events_match;
+                self.a_conditional.push(true);
+                self.a_after.push(condition.after.map_or(0, clamp));
+                self.a_items.push(int(query.items.len()));
+                self.a_flush.push(self.might_match_earlier(query));
+                for item in &query.items {
+                    self.i_type_off.push(int(self.q_types.len()));
+                    self.i_types.push(int(item.types.len()));
+                    self.q_types.extend(item.types.iter().map(String::as_str));
+                    self.i_tag_off.push(int(self.q_tags.len()));
+                    self.i_tags.push(int(item.tags.len()));
+                    self.q_tags.extend(item.tags.iter().map(String::as_str));
+                }
+            }
+            None => {
+                self.a_conditional.push(false);
+                self.a_after.push(0);
+                self.a_items.push(0);
+                self.a_flush.push(false);
+            }
+        }
+        self.a_source.push(request.tracking.as_ref().map(|t| t.source.as_str()));
+        self.a_source_pos.push(request.tracking.as_ref().map(|t| clamp(t.position)));
+        let append = int(self.a_events.len());
+        for (rank, event) in request.events.iter().enumerate() {
+            self.seen_types.insert(&event.event_type);
+            self.seen_tags.extend(event.tags.iter().map(String::as_str));
+            self.e_app.push(append);
+            self.e_k.push(int(rank + 1));
+            self.e_type.push(&event.event_type);
+            self.e_data.push(&event.data);
+            self.e_uuid.push(event.uuid);
+            let index = int(self.e_type.len());
+            for tag in &event.tags {
+                self.t_event.push(index);
+                self.t_value.push(tag);
+            }
+            for (key, value) in &event.metadata {
+                self.m_event.push(index);
+                self.m_key.push(key);
+                self.m_value.push(value);
+            }
+        }
+    }
+
+    /// Whether `query` might match an event of the appends pushed so far. It may say yes
+    /// wrongly (an item's tags can be spread over several events), never no wrongly, which is
+    /// all `append_batch` needs to decide when to insert before checking.
+    fn might_match_earlier(&self, query: &Query) -> bool {
+        if self.e_type.is_empty() {
+            return false;
+        }
+        query.items.is_empty()
+            || query.items.iter().any(|item| {
+                item.tags.iter().all(|t| self.seen_tags.contains(t.as_str()))
+                    && (item.types.is_empty()
+                        || item.types.iter().any(|t| self.seen_types.contains(t.as_str())))
+            })
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 24] {
+        [
+            &self.a_events,
+            &self.a_conditional,
+            &self.a_after,
+            &self.a_item_off,
+            &self.a_items,
+            &self.a_flush,
+            &self.a_source,
+            &self.a_source_pos,
+            &self.i_type_off,
+            &self.i_types,
+            &self.i_tag_off,
+            &self.i_tags,
+            &self.q_types,
+            &self.q_tags,
+            &self.e_app,
+            &self.e_k,
+            &self.e_type,
+            &self.e_data,
+            &self.e_uuid,
+            &self.t_event,
+            &self.t_value,
+            &self.m_event,
+            &self.m_key,
+            &self.m_value,
+        ]
+    }
+}

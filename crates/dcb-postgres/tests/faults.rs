@@ -1,0 +1,306 @@
+//! Faults and deployment: connections killed under load, a server that cannot be reached,
+//! schemas sharing a database, processes opening one schema at once, and group commit keeping
+//! each append's own outcome.
+
+use dcb_postgres::testkit as common;
+
+use std::time::Duration;
+
+use dcb::testkit::Rng;
+use dcb::testkit::history::{self, Attempt, Outcome};
+use dcb::{AppendCondition, Error, Event, EventStore, Query, QueryItem, ReadOptions};
+use dcb_postgres::{Options, PostgresStore};
+use futures_util::StreamExt;
+
+/// Reads everything, waiting out the reconnection after a kill.
+async fn read_all(store: &PostgresStore) -> Vec<dcb::SequencedEvent> {
+    for _ in 0..100 {
+        match store.read(&Query::all(), ReadOptions::default()).await {
+            Ok(read) => return read.events,
+            Err(error) if error.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(error) => panic!("read failed: {error}"),
+        }
+    }
+    panic!("the store did not reconnect");
+}
+
+/// Sixteen tasks append (mostly under conditions on a few contended tags) while another task
+/// terminates the store's backends again and again. Every append must either succeed, conflict,
+/// or fail as unavailable; afterwards the history must be valid (nothing partial, nothing lost,
+/// no condition violated) and the store must work again without being reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_leave_a_valid_history_and_the_store_reconnects() {
+    let options = common::fresh_options().await.read_connections(2);
+    let app = options.schema().to_owned();
+    let store = PostgresStore::open(options.clone()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut tasks = Vec::new();
+    for task in 0..16u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(0xF00D + task);
+            let mut attempts = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let tag = format!("k-{}", rng.below(4));
+                let events: Vec<Event> = (0..1 + rng.below(3))
+                    .map(|_| Event::new("Killed", "x").tagged(tag.clone()).with_uuid(rng.uuid()))
+                    .collect();
+                let condition = if rng.chance(75) {
+                    let query = Query::from(QueryItem::tags([tag.clone()]));
+                    match store.read(&query, ReadOptions::default()).await {
+                        Ok(read) => Some(AppendCondition::new(query, read.head)),
+                        Err(error) if error.is_retryable() => continue,
+                        Err(error) => panic!("read failed: {error}"),
+                    }
+                } else {
+                    None
+                };
+                let outcome = match store.append(events.clone(), condition.clone()).await {
+                    Ok(position) => Outcome::Appended(position),
+                    Err(Error::Integrity(_)) => Outcome::Conflict,
+                    Err(error) if error.is_retryable() => Outcome::Unknown,
+                    Err(error) => panic!("append failed unexpectedly: {error}"),
+                };
+                attempts.push(Attempt { events, condition, outcome });
+            }
+            attempts
+        }));
+    }
+    let admin = common::admin().await;
+    let mut kills = 0;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        kills += common::kill_backends(&admin, &app).await;
+    }
+    let mut attempts = Vec::new();
+    for task in tasks {
+        attempts.extend(task.await.unwrap());
+    }
+    let recorded = read_all(&store).await;
+    let summary = history::check(&attempts, &recorded)
+        .unwrap_or_else(|problems| panic!("invalid history:\n{}", problems.join("\n")));
+    eprintln!("{kills} backends terminated; {summary:?}");
+    assert!(kills > 10, "only {kills} backends were terminated");
+    assert!(summary.appended > 0, "{summary:?}");
+    assert!(
+        summary.unknown_recorded + summary.unknown_absent > 0,
+        "no append was caught by a kill, so the test proved little: {summary:?}"
+    );
+    // The store reconnected by itself: appends and reads work on the same handle.
+    let mut last = Err(Error::Internal("never tried".into()));
+    for _ in 0..100 {
+        last = store.append(vec![Event::new("After", "")], None).await;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last.unwrap(), recorded.len() as u64 + 1);
+    common::drop_schema(&app).await;
+}
+
+/// Appends retried until they get a definite answer; the uuid and condition make a retry of
+/// an append that did commit return its original position instead of writing it twice.
+async fn append_surely(store: &PostgresStore, tag: &str, uuid: dcb::Uuid) -> u64 {
+    let condition = AppendCondition::new(QueryItem::tags([tag]).into(), None);
+    for _ in 0..200 {
+        let event = Event::new("Sub", tag.to_owned()).tagged(tag).with_uuid(uuid);
+        match store.append(vec![event], Some(condition.clone())).await {
+            Ok(position) => return position,
+            Err(error) if error.is_retryable() => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(error) => panic!("append failed: {error}"),
+        }
+    }
+    panic!("the store did not reconnect");
+}
+
+/// A subscription keeps going, without skipping or repeating, when every connection of the
+/// store (its LISTEN connection included) is terminated twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_survive_killed_connections() {
+    let options = common::fresh_options().await;
+    let app = options.schema().to_owned();
+    let store = PostgresStore::open(options).await.unwrap();
+    let admin = common::admin().await;
+    let mut stream = store.subscribe(Query::all(), None).await.unwrap();
+    let mut expected = 1;
+    for round in 0..3u128 {
+        for i in 0..5u128 {
+            let n = round * 10 + i;
+            append_surely(&store, &format!("s-{n}"), dcb::Uuid::from_u128(n + 1)).await;
+        }
+        for _ in 0..5 {
+            let next = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("event delivered after the kill")
+                .expect("stream still open")
+                .expect("no error");
+            assert_eq!(next.position, expected, "skipped or repeated");
+            expected += 1;
+        }
+        assert!(common::kill_backends(&admin, &app).await > 0);
+    }
+    common::drop_schema(&app).await;
+}
+
+/// Connecting to a server that is not there fails as unavailable, naming the URL tried without
+/// its password.
+#[tokio::test]
+async fn an_unreachable_server_is_reported_with_the_url_but_not_the_password() {
+    let url = "postgres://someone:hunter2@127.0.0.1:1/nowhere";
+    let error =
+        PostgresStore::open(Options::new(url, "anything")).await.err().expect("nothing listens on port 1");
+    let message = error.to_string();
+    assert!(error.is_retryable(), "{message}");
+    assert!(message.contains("postgres://someone@127.0.0.1:1/nowhere"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+/// A malformed schema name is refused before connecting.
+#[tokio::test]
+async fn bad_schema_names_are_invalid_arguments() {
+    let error = PostgresStore::open(Options::new(common::url(), "no; drop")).await.err().expect("refused");
+    assert!(matches!(error, Error::InvalidArgument(_)), "{error}");
+}
+
+/// Two stores in one database, each in its own schema with its own functions, do not see each
+/// other's events or notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_in_different_schemas_are_independent() {
+    let a = common::fresh_store().await;
+    let b_options = common::fresh_options().await;
+    let b = PostgresStore::open(b_options.clone()).await.unwrap();
+    let mut b_stream = b.subscribe(Query::all(), None).await.unwrap();
+    a.append(vec![Event::new("A", "").tagged("t")], None).await.unwrap();
+    assert_eq!(a.head().await.unwrap(), Some(1));
+    assert_eq!(b.head().await.unwrap(), None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b_stream.next()).await.is_err(),
+        "b's subscription saw a's event"
+    );
+    b.append(vec![Event::new("B", "")], None).await.unwrap();
+    let seen =
+        tokio::time::timeout(Duration::from_secs(10), b_stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((seen.position, seen.event.event_type.as_str()), (1, "B"));
+    let functions: i64 = common::admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1",
+            &[&b_options.schema()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(functions, 2, "the schema holds its own functions");
+    common::drop_schema(b_options.schema()).await;
+}
+
+/// Several processes (here: stores) opening the same new schema at the same moment all succeed
+/// and share one sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_one_schema_concurrently_is_safe() {
+    let options = common::fresh_options().await;
+    let opens: Vec<_> = (0..6).map(|_| tokio::spawn(PostgresStore::open(options.clone()))).collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().expect("concurrent open"));
+    }
+    for (i, store) in stores.iter().enumerate() {
+        assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), i as u64 + 1);
+    }
+    common::drop_schema(options.schema()).await;
+}
+
+/// Many appends at once from one store are batched, yet each keeps its own condition and
+/// outcome: of 32 appends that each require the tag to be unused, exactly one succeeds; 32
+/// appends on distinct tags all succeed, at distinct consecutive positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_keeps_each_append_its_own_outcome() {
+    let store = common::fresh_store().await;
+    let condition = AppendCondition::new(QueryItem::tags(["same"]).into(), None);
+    let racers: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            let condition = condition.clone();
+            tokio::spawn(async move {
+                let event = Event::new("Claimed", format!("{i}")).tagged("same");
+                store.append(vec![event], Some(condition)).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(Error::Integrity(_)) => {}
+            Err(error) => panic!("unexpected: {error}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let distinct: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let tag = format!("own-{i}");
+                let condition = AppendCondition::new(QueryItem::tags([tag.clone()]).into(), None);
+                let events = vec![Event::new("Own", ""), Event::new("Own", "")]
+                    .into_iter()
+                    .map(|e| e.tagged(tag.clone()))
+                    .collect();
+                store.append(events, Some(condition)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for task in distinct {
+        ends.push(task.await.unwrap());
+    }
+    ends.sort_unstable();
+    assert_eq!(ends, (1..=32).map(|i| 1 + 2 * i).collect::<Vec<u64>>());
+    let all = store.read(&Query::all(), ReadOptions::default()).await.unwrap();
+    for pair in all.events[1..].chunks(2) {
+        assert_eq!(pair[0].event.tags, pair[1].event.tags, "a batch's events were interleaved");
+    }
+}
+
+/// The largest append the limits allow is recorded whole, each event with its own tags and
+/// metadata, at consecutive positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maximal_append_is_recorded_whole() {
+    let store = common::fresh_store().await;
+    store.append(vec![Event::new("Before", "")], None).await.unwrap();
+    let events: Vec<Event> = (0..dcb::limits::MAX_EVENTS_PER_APPEND)
+        .map(|i| {
+            Event::new(format!("T{}", i % 7), format!("{i}"))
+                .with_tags((0..i % 3).map(|t| format!("tag-{i}-{t}")))
+                .with_metadata("i", format!("{i}"))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let last = store.append(events.clone(), None).await.unwrap();
+    eprintln!("{} events appended in {:?}", events.len(), started.elapsed());
+    assert_eq!(last, 1 + events.len() as u64);
+    let read = store.read(&Query::all(), ReadOptions::default().after(1)).await.unwrap();
+    let recorded: Vec<Event> = read.events.into_iter().map(|e| e.event).collect();
+    assert!(recorded == events, "the events did not round-trip");
+    let tagged = store.read(&QueryItem::tags(["tag-9998-1"]).into(), ReadOptions::default()).await.unwrap();
+    assert_eq!(tagged.events.len(), 1);
+    assert_eq!(tagged.events[0].position, 1 + 9999);
+}
+
+/// An append of a single event (which `append_batch` inserts by its shortest path) keeps
+/// metadata, a repeated tag and a uuid, and is found once by that tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_event_round_trips_with_metadata_and_a_repeated_tag() {
+    let store = common::fresh_store().await;
+    let event = Event::new("Lone", vec![0u8, 255])
+        .with_tags(["t", "u", "t"])
+        .with_uuid(dcb::Uuid::from_u128(7))
+        .with_metadata("k", "v")
+        .with_metadata("a", "");
+    assert_eq!(store.append(vec![event.clone()], None).await.unwrap(), 1);
+    let read = store.read(&QueryItem::tags(["t"]).into(), ReadOptions::default()).await.unwrap();
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(read.events[0].event, event);
+}
