@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use dcb::recorder::{AggregateEvent, AggregateRecorder, validate_insert};
 use dcb::{Bytes, Error, ReadOptions, Result};
-use tokio_postgres::error::SqlState;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use crate::connect::{Options, Pool};
@@ -13,9 +13,10 @@ use crate::writer::clamp;
 /// An [`AggregateRecorder`] in a schema of a PostgreSQL database.
 ///
 /// The table's primary key on (aggregate id, version) is the whole concurrency rule: an insert
-/// that repeats a recorded version violates it, and because a batch is inserted by one
-/// statement, nothing of the batch is written. Cloning gives another handle to the same
-/// recorder.
+/// that repeats a recorded version violates it, and because each insert runs in its own
+/// subtransaction, nothing of that insert is written. Inserts made at the same time by many tasks
+/// are committed together (group commit): one transaction and one round trip for all of them,
+/// each with its own outcome. Cloning gives another handle to the same recorder.
 ///
 /// ```no_run
 /// use dcb::recorder::{AggregateEvent, AggregateRecorder};
@@ -40,8 +41,9 @@ pub struct PostgresRecorder {
 }
 
 struct Shared {
-    pool: Pool,
-    insert: String,
+    pool: Arc<Pool>,
+    /// Inserts waiting for the group-commit task.
+    inserts: mpsc::Sender<InsertJob>,
     select_forward: String,
     select_backward: String,
     count: String,
@@ -65,10 +67,14 @@ impl PostgresRecorder {
                  WHERE aggregate_id = $1 AND version > $2 ORDER BY version {dir} LIMIT $3"
             ))
         };
+        let pool = Arc::new(Pool::new(connector, options.read_connection_count()));
+        let (inserts, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let insert = schema.sql("SELECT @S.insert_aggregate_batch($1, $2, $3, $4, $5)");
+        tokio::spawn(group_commit(pool.clone(), insert, jobs));
         Ok(PostgresRecorder {
             shared: Arc::new(Shared {
-                pool: Pool::new(connector, options.read_connection_count()),
-                insert: schema.sql("SELECT @S.insert_aggregate_events($1, $2, $3, $4)"),
+                pool,
+                inserts,
                 select_forward: select("ASC"),
                 select_backward: select("DESC"),
                 count: schema.sql("SELECT coalesce(max(notification_id), 0) FROM @S.aggregate_events"),
@@ -82,16 +88,97 @@ impl PostgresRecorder {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let connector = &self.shared.pool.connector;
-        let conn = self.shared.pool.get().await?;
-        let statement = conn.prepare(sql).await.map_err(|e| connector.error(doing, e))?;
-        conn.client.query(&statement, params).await.map_err(|e| match e.code() {
-            Some(code) if *code == SqlState::UNIQUE_VIOLATION => Error::Integrity(format!(
-                "an aggregate version of the insert is already recorded: {}",
-                e.as_db_error().map_or("", |db| db.detail().unwrap_or_default())
-            )),
-            _ => connector.error(doing, e),
-        })
+        query(&self.shared.pool, doing, sql, params).await
+    }
+}
+
+async fn query(
+    pool: &Pool,
+    doing: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let conn = pool.get().await?;
+    let statement = conn.prepare(sql).await.map_err(|e| pool.connector.error(doing, e))?;
+    conn.client.query(&statement, params).await.map_err(|e| pool.connector.error(doing, e))
+}
+
+/// Inserts queued before callers wait for room.
+const QUEUE_CAPACITY: usize = 4096;
+/// Most inserts in one group commit.
+const MAX_BATCH_INSERTS: usize = 512;
+/// Most events in one group commit (a single larger insert still goes alone).
+const MAX_BATCH_EVENTS: usize = 20_000;
+
+/// An insert waiting for its group commit, and where its outcome goes.
+struct InsertJob {
+    ids: Vec<String>,
+    versions: Vec<i64>,
+    types: Vec<String>,
+    data: Vec<Bytes>,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// Runs until every recorder handle is dropped: takes whatever inserts are queued and commits
+/// them with one call of `insert_aggregate_batch`.
+async fn group_commit(pool: Arc<Pool>, sql: String, mut jobs: mpsc::Receiver<InsertJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut events = first.ids.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_INSERTS && events < MAX_BATCH_EVENTS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    events += job.ids.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let counts: Vec<i32> = batch.iter().map(|job| job.ids.len() as i32).collect();
+        let ids: Vec<&str> = batch.iter().flat_map(|job| job.ids.iter().map(String::as_str)).collect();
+        let versions: Vec<i64> = batch.iter().flat_map(|job| job.versions.iter().copied()).collect();
+        let types: Vec<&str> = batch.iter().flat_map(|job| job.types.iter().map(String::as_str)).collect();
+        let data: Vec<&[u8]> = batch.iter().flat_map(|job| job.data.iter().map(|d| d.as_ref())).collect();
+        let params: [&(dyn ToSql + Sync); 5] = [&counts, &ids, &versions, &types, &data];
+        let outcome = query(&pool, "inserting aggregate events", &sql, &params).await.and_then(|rows| {
+            let results: Vec<i64> = rows.first().and_then(|row| row.try_get(0).ok()).unwrap_or_default();
+            if results.len() == batch.len() {
+                Ok(results)
+            } else {
+                Err(Error::Internal(format!(
+                    "insert_aggregate_batch answered {} outcomes for {} inserts",
+                    results.len(),
+                    batch.len()
+                )))
+            }
+        });
+        match outcome {
+            Ok(results) => {
+                for (job, last) in batch.into_iter().zip(results) {
+                    let result = if last < 0 {
+                        Err(Error::Integrity("an aggregate version of the insert is already recorded".into()))
+                    } else {
+                        Ok(last as u64)
+                    };
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(error) => {
+                // Every insert of the batch shares the failure; nothing of the batch was committed
+                // unless the connection dropped after the commit, which `Unavailable` leaves open.
+                for job in batch {
+                    let _ = job.reply.send(Err(same_failure(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// A copy of `error` for another insert of the same failed batch (errors are not `Clone`).
+fn same_failure(error: &Error) -> Error {
+    match error {
+        Error::Unavailable { message, .. } => Error::Unavailable { message: message.clone(), source: None },
+        other => Error::Internal(other.to_string()),
     }
 }
 
@@ -107,17 +194,17 @@ impl AggregateRecorder for PostgresRecorder {
                 ))
             })?);
         }
-        let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
-        let rows = self
-            .query("inserting aggregate events", &self.shared.insert, &[&ids, &versions, &types, &data])
-            .await?;
-        let last: i64 = rows
-            .first()
-            .and_then(|row| row.try_get(0).ok())
-            .ok_or_else(|| Error::Internal("insert_aggregate_events returned nothing".into()))?;
-        Ok(last as u64)
+        let (reply, outcome) = oneshot::channel();
+        let job = InsertJob {
+            ids: events.iter().map(|e| e.aggregate_id.clone()).collect(),
+            versions,
+            types: events.iter().map(|e| e.event_type.clone()).collect(),
+            data: events.into_iter().map(|e| e.data).collect(),
+            reply,
+        };
+        let stopped = || Error::Internal("the recorder's group-commit task has stopped".into());
+        self.shared.inserts.send(job).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn select_events(&self, aggregate_id: &str, options: ReadOptions) -> Result<Vec<AggregateEvent>> {

@@ -356,20 +356,37 @@ CREATE TABLE IF NOT EXISTS @S.aggregate_events (
     PRIMARY KEY (aggregate_id, version)
 );
 
--- Inserts a batch in one statement (so a unique violation rolls back all of it) and returns the
--- notification id of its last event. The lock keeps notification ids gapless and in commit order.
-CREATE OR REPLACE FUNCTION @S.insert_aggregate_events(
-    p_ids text[], p_versions bigint[], p_types text[], p_data bytea[]
-) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+-- Inserts the queued inserts of one group commit, each in its own subtransaction, so that an
+-- insert repeating a recorded version (a unique violation) fails alone and writes nothing, while
+-- the others commit together. `p_counts` gives each insert's number of events, in array order.
+-- Returns per insert the notification id of its last event, or -1 when it failed. The lock keeps
+-- notification ids gapless and in commit order.
+DROP FUNCTION IF EXISTS @S.insert_aggregate_events(text[], bigint[], text[], bytea[]);
+CREATE OR REPLACE FUNCTION @S.insert_aggregate_batch(
+    p_counts int[], p_ids text[], p_versions bigint[], p_types text[], p_data bytea[]
+) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     last bigint;
+    results bigint[] := '{}';
+    lo int := 1;
+    hi int;
 BEGIN
     PERFORM pg_advisory_xact_lock(@RLOCK);
     SELECT coalesce(max(notification_id), 0) INTO last FROM @S.aggregate_events;
-    INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data)
-    SELECT p_ids[g], p_versions[g], last + g, p_types[g], p_data[g]
-    FROM generate_series(1, cardinality(p_ids)) AS g;
-    RETURN last + cardinality(p_ids);
+    FOR i IN 1 .. coalesce(cardinality(p_counts), 0) LOOP
+        hi := lo + p_counts[i] - 1;
+        BEGIN
+            INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data)
+            SELECT p_ids[g], p_versions[g], last + g - lo + 1, p_types[g], p_data[g]
+            FROM generate_series(lo, hi) AS g;
+            last := last + p_counts[i];
+            results := results || last;
+        EXCEPTION WHEN unique_violation THEN
+            results := results || (-1)::bigint;
+        END;
+        lo := hi + 1;
+    END LOOP;
+    RETURN results;
 END
 $fn$;
 "#;
