@@ -101,6 +101,34 @@ pub async fn racing_writers_each_version_once<R: AggregateRecorder>(recorder: &R
     assert_eq!(versions(&recorded), (1..=recorded.len() as u64).collect::<Vec<_>>());
 }
 
+/// Inserts made at the same moment (which a recorder may commit together) keep their own
+/// outcomes: one that repeats a recorded version fails alone, and the others are all recorded.
+pub async fn a_conflicting_insert_fails_alone<R: AggregateRecorder>(recorder: &R) {
+    recorder.insert_events(vec![aggregate_event("taken", 1, "Created")]).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let recorder = recorder.clone();
+        let id = if task == 7 { "taken".to_owned() } else { format!("fresh-{task}") };
+        tasks.push(tokio::spawn(async move {
+            recorder
+                .insert_events(vec![aggregate_event(&id, 1, "Created"), aggregate_event(&id, 2, "Changed")])
+                .await
+        }));
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => {}
+            Err(Error::Integrity(_)) => conflicts += 1,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(conflicts, 1, "exactly the insert repeating a version must fail");
+    assert_eq!(recorder.count().await.unwrap(), 1 + 15 * 2);
+    let taken = recorder.select_events("taken", ReadOptions::default()).await.unwrap();
+    assert_eq!(versions(&taken), [1], "the failed insert wrote part of itself");
+}
+
 /// Instantiates the aggregate recorder kit, one `#[tokio::test]` per rule. `$make` is called with
 /// no argument and returns a future of a fresh, empty recorder.
 #[macro_export]
@@ -111,6 +139,7 @@ macro_rules! recorder_conformance_tests {
             a_recorded_version_fails_the_whole_insert,
             invalid_inserts_are_refused,
             racing_writers_each_version_once,
+            a_conflicting_insert_fails_alone,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
