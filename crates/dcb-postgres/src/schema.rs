@@ -72,7 +72,7 @@ impl Schema {
     pub(crate) fn store_migration(&self) -> String {
         format!(
             "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} COMMIT;",
-            self.sql(&STORE_SCHEMA.replace("@FLUSH", FLUSH))
+            self.sql(&STORE_SCHEMA.replace("@FLUSH", &flush()))
         )
     }
 
@@ -313,6 +313,52 @@ BEGIN
 END
 $fn$;
 "#;
+
+/// The insert of the accepted appends among `p_lo ..= p_hi` (see [`FLUSH`]). Batches of more
+/// than a few events run it as dynamic SQL, planned for the arrays at hand: after five calls in a
+/// session PostgreSQL switches a function's statements to a generic plan, and the generic plan of
+/// this one joins the events and their tags by nested loops, which for a 1,000-event append took
+/// 400 ms instead of 15.
+fn flush() -> String {
+    // The statement's variables, in the order of the dynamic statement's parameters.
+    const VARIABLES: [&str; 13] = [
+        "a_base", "e_app", "e_k", "e_type", "e_data", "e_uuid", "p_lo", "p_hi", "t_event", "t_value",
+        "m_event", "m_key", "m_value",
+    ];
+    let mut dynamic = FLUSH.to_owned();
+    for (n, variable) in VARIABLES.iter().enumerate() {
+        dynamic = replace_identifier(&dynamic, variable, &format!("${}", n + 1));
+    }
+    format!(
+        "IF cardinality(e_app) > {DYNAMIC_FLUSH_EVENTS} THEN\n\
+         EXECUTE $flush${dynamic}$flush$ USING {};\n\
+         ELSE{FLUSH}\nEND IF;",
+        VARIABLES.join(", ")
+    )
+}
+
+/// Batches with more events than this insert through dynamic SQL (see [`flush`]).
+const DYNAMIC_FLUSH_EVENTS: usize = 16;
+
+/// `text` with every whole-word occurrence of the identifier `name` replaced by `by`.
+fn replace_identifier(text: &str, name: &str, by: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(name) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + name.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) || before == Some('.') {
+            out.push_str(name);
+        } else {
+            out.push_str(by);
+        }
+        rest = &rest[at + name.len()..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Inserts the accepted appends among `p_lo ..= p_hi` and their tag index rows, in one
 /// statement.
