@@ -44,7 +44,7 @@ pub mod proto {
     // Generated code: its items carry the .proto comments where there are any, and cannot be
     // annotated one by one.
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-    tonic::include_proto!("umadb.v1");
+    include!("generated/umadb.v1.rs");
 }
 
 /// What can go wrong when starting or running a server (store errors are [`dcb::Error`]s and
