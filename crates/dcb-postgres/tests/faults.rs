@@ -6,8 +6,8 @@ use dcb_postgres::testkit as common;
 
 use std::time::Duration;
 
-use dcb::testkit::Rng;
-use dcb::testkit::history::{self, Attempt, Outcome};
+use dcb::testkit::history;
+use dcb::testkit::race::{self, RaceConfig};
 use dcb::{AppendCondition, Error, Event, EventStore, Query, QueryItem, ReadOptions};
 use dcb_postgres::{Options, PostgresStore};
 use futures_util::StreamExt;
@@ -33,42 +33,12 @@ async fn killed_connections_leave_a_valid_history_and_the_store_reconnects() {
     let options = common::fresh_options().await.read_connections(2);
     let app = options.schema().to_owned();
     let store = PostgresStore::open(options.clone()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-    let mut tasks = Vec::new();
-    for task in 0..16u64 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(0xF00D + task);
-            let mut attempts = Vec::new();
-            while tokio::time::Instant::now() < deadline {
-                let tag = format!("k-{}", rng.below(4));
-                let events: Vec<Event> = (0..1 + rng.below(3))
-                    .map(|_| Event::new("Killed", "x").tagged(tag.clone()).with_uuid(rng.uuid()))
-                    .collect();
-                let condition = if rng.chance(75) {
-                    let query = Query::from(QueryItem::tags([tag.clone()]));
-                    match store.read(&query, ReadOptions::default()).await {
-                        Ok(read) => Some(AppendCondition::new(query, read.head)),
-                        Err(error) if error.is_retryable() => continue,
-                        Err(error) => panic!("read failed: {error}"),
-                    }
-                } else {
-                    None
-                };
-                let outcome = match store.append(events.clone(), condition.clone()).await {
-                    Ok(position) => Outcome::Appended(position),
-                    Err(Error::Integrity(_)) => Outcome::Conflict,
-                    Err(error) if error.is_retryable() => Outcome::Unknown,
-                    Err(error) => panic!("append failed unexpectedly: {error}"),
-                };
-                attempts.push(Attempt { events, condition, outcome });
-            }
-            attempts
-        }));
-    }
+    let config = RaceConfig { appends_per_task: 120, contended_tags: 4, seed: 0xF00D };
+    let tasks: Vec<_> =
+        (0..16).map(|task| tokio::spawn(race::contend(store.clone(), task, config.clone()))).collect();
     let admin = common::admin().await;
     let mut kills = 0;
-    while tokio::time::Instant::now() < deadline {
+    while !tasks.iter().all(|task| task.is_finished()) {
         tokio::time::sleep(Duration::from_millis(40)).await;
         kills += common::kill_backends(&admin, &app).await;
     }

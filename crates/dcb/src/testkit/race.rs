@@ -35,7 +35,7 @@ pub async fn run<S: EventStore>(handles: Vec<S>, config: RaceConfig) -> history:
     let mut tasks = Vec::new();
     for (index, handle) in handles.into_iter().enumerate() {
         let config = config.clone();
-        tasks.push(tokio::spawn(async move { race_task(handle, index, config).await }));
+        tasks.push(tokio::spawn(async move { contend(handle, index, config).await }));
     }
     let mut attempts = Vec::new();
     for task in tasks {
@@ -49,7 +49,11 @@ pub async fn run<S: EventStore>(handles: Vec<S>, config: RaceConfig) -> history:
     summary
 }
 
-async fn race_task<S: EventStore>(store: S, task: usize, config: RaceConfig) -> Vec<Attempt> {
+/// One task of the race: `config.appends_per_task` attempts on `store` (see [`run`]), as the
+/// [history checker](super::history) takes them. A read that fails with a retryable error skips
+/// its attempt, and an append that does is an [`Outcome::Unknown`], so a task can run while the
+/// store's connections are being cut.
+pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -> Vec<Attempt> {
     let mut rng = Rng::new(config.seed.wrapping_add(task as u64));
     let tag = |rng: &mut Rng| format!("contended-{}", rng.below(config.contended_tags as u64));
     let mut attempts = Vec::new();
@@ -71,7 +75,11 @@ async fn race_task<S: EventStore>(store: S, task: usize, config: RaceConfig) -> 
             } else {
                 ReadOptions::default().backwards().limit(1)
             };
-            let head = store.read(&query, options).await.expect("race read").head;
+            let head = match store.read(&query, options).await {
+                Ok(read) => read.head,
+                Err(error) if error.is_retryable() => continue,
+                Err(error) => panic!("race read failed unexpectedly: {error}"),
+            };
             // Give the other tasks a chance to slip in between the read and the append.
             tokio::task::yield_now().await;
             Some(AppendCondition::new(query, head))
