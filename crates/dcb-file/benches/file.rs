@@ -91,10 +91,9 @@ async fn concurrent_appends(clients: usize, appends_per_client: usize) -> f64 {
     (clients * appends_per_client) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Fills a store with `events` events: tag `t<i mod events/10>` (so each tag has 10 events,
+/// Appends `events` events to `store`: tag `t<i mod events/10>` (so each tag has 10 events,
 /// spread over the whole log) and one of 100 types.
-async fn fill(dir: &Dir, events: u64) {
-    let store = FileStore::open_with(&dir.0, FileStoreOptions::default().sync(SyncMode::NotSynced)).unwrap();
+async fn load<S: EventStore>(store: &S, events: u64) {
     let tags = events / 10;
     let mut next = 0u64;
     while next < events {
@@ -107,6 +106,12 @@ async fn fill(dir: &Dir, events: u64) {
         next += batch.len() as u64;
         store.append(batch, None).await.unwrap();
     }
+}
+
+/// Fills a file store with the data set of [`load`] and checkpoints it.
+async fn fill(dir: &Dir, events: u64) {
+    let store = FileStore::open_with(&dir.0, FileStoreOptions::default().sync(SyncMode::NotSynced)).unwrap();
+    load(&store, events).await;
     store.checkpoint().await.unwrap();
 }
 
@@ -214,18 +219,8 @@ async fn reads(events: u64, samples: usize) -> ReadFigures {
 /// memory hierarchy alone.
 async fn memory_store_tag_read(events: u64, samples: usize) -> Duration {
     let store = dcb::MemoryStore::new();
+    load(&store, events).await;
     let tags = events / 10;
-    let mut next = 0u64;
-    while next < events {
-        let batch: Vec<Event> = (next..(next + 1000).min(events))
-            .map(|i| {
-                Event::new(format!("Type{}", i % 100), format!("payload of event {i}"))
-                    .tagged(format!("t{}", i % tags))
-            })
-            .collect();
-        next += batch.len() as u64;
-        store.append(batch, None).await.unwrap();
-    }
     let mut state = 0x1234_5678_9abc_def1u64;
     let mut times = Vec::with_capacity(samples);
     for i in 0..samples + samples / 10 {

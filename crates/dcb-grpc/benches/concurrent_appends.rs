@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use dcb::{Event, EventStore, MemoryStore};
 use dcb_grpc::{GrpcStore, ServerOptions};
-use tokio::net::TcpListener;
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|value| value.parse().ok())
@@ -89,11 +88,7 @@ fn main() {
         let url = match std::env::var("DCB_BENCH_URL") {
             Ok(url) => url,
             Err(_) => {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let url = format!("http://{}", listener.local_addr().expect("address"));
-                let store = MemoryStore::new();
-                tokio::spawn(dcb_grpc::serve(store, listener, ServerOptions::new(), std::future::pending()));
-                url
+                dcb_grpc::serve_in_background(MemoryStore::new(), ServerOptions::new()).await.expect("bind")
             }
         };
         let seconds = Duration::from_secs(env("DCB_BENCH_SECONDS").unwrap_or(5));

@@ -30,7 +30,7 @@ pub mod limits;
 mod server;
 
 pub use client::{ClientOptions, GrpcStore};
-pub use server::{ServerOptions, serve};
+pub use server::{ServerOptions, serve, serve_in_background};
 
 /// For the fuzz target in `fuzz/`, not for applications.
 #[cfg(feature = "fuzzing")]

@@ -100,6 +100,26 @@ impl ServerOptions {
     }
 }
 
+/// Serves `store` on a free port of 127.0.0.1, in a task of the current runtime, until the
+/// process ends; returns the URL to connect to. For tests, benchmarks and tools that want a
+/// server beside them in the same process (no shutdown: use [`serve`] for that).
+///
+/// ```no_run
+/// # async fn run() -> dcb::Result<()> {
+/// let url = dcb_grpc::serve_in_background(dcb::MemoryStore::new(), dcb_grpc::ServerOptions::new())
+///     .await
+///     .expect("a free local port");
+/// let store = dcb_grpc::GrpcStore::connect(url).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn serve_in_background<S: EventStore>(store: S, options: ServerOptions) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(serve(store, listener, options, std::future::pending()));
+    Ok(format!("http://{address}"))
+}
+
 /// Serves `store` over the umadb.v1 protocol (and the standard gRPC health service) on
 /// `listener` until `shutdown` completes.
 ///

@@ -4,12 +4,9 @@
 
 use dcb::MemoryStore;
 use dcb_grpc::{GrpcStore, ServerOptions};
-use tokio::net::TcpListener;
 
 async fn fresh() -> GrpcStore {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(dcb_grpc::serve(MemoryStore::new(), listener, ServerOptions::new(), std::future::pending()));
+    let url = dcb_grpc::serve_in_background(MemoryStore::new(), ServerOptions::new()).await.unwrap();
     GrpcStore::connect(url).await.unwrap()
 }
 

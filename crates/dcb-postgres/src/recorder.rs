@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use crate::connect::{Options, Pool};
-use crate::writer::clamp;
+use crate::writer::{clamp, copy_failure};
 
 /// An [`AggregateRecorder`] in a schema of a PostgreSQL database.
 ///
@@ -167,18 +167,10 @@ async fn group_commit(pool: Arc<Pool>, sql: String, mut jobs: mpsc::Receiver<Ins
                 // Every insert of the batch shares the failure; nothing of the batch was committed
                 // unless the connection dropped after the commit, which `Unavailable` leaves open.
                 for job in batch {
-                    let _ = job.reply.send(Err(same_failure(&error)));
+                    let _ = job.reply.send(Err(copy_failure(&error)));
                 }
             }
         }
-    }
-}
-
-/// A copy of `error` for another insert of the same failed batch (errors are not `Clone`).
-fn same_failure(error: &Error) -> Error {
-    match error {
-        Error::Unavailable { message, .. } => Error::Unavailable { message: message.clone(), source: None },
-        other => Error::Internal(other.to_string()),
     }
 }
 

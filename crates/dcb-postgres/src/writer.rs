@@ -114,17 +114,21 @@ fn data_bytes(request: &AppendRequest) -> usize {
     request.events.iter().map(|e| e.data.len()).sum()
 }
 
-/// Gives every append of a failed batch the same failure (the error type is not `Clone`, so
-/// the variant and message are rebuilt).
+/// Gives every append of a failed batch the same failure.
 fn fail_all(batch: Vec<Job>, error: &Error) {
     for job in batch {
-        let copy = match error {
-            Error::Unavailable { message, .. } => {
-                Error::Unavailable { message: message.clone(), source: Some(error.to_string().into()) }
-            }
-            other => Error::Internal(other.to_string()),
-        };
-        let _ = job.reply.send(Err(copy));
+        let _ = job.reply.send(Err(copy_failure(error)));
+    }
+}
+
+/// A copy of a batch's failure for one more of its callers: the error type is not `Clone`, so
+/// the variant and message are rebuilt (an unavailable store stays retryable).
+pub(crate) fn copy_failure(error: &Error) -> Error {
+    match error {
+        Error::Unavailable { message, .. } => {
+            Error::Unavailable { message: message.clone(), source: Some(error.to_string().into()) }
+        }
+        other => Error::Internal(other.to_string()),
     }
 }
 

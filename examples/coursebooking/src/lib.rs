@@ -16,15 +16,6 @@ pub mod slices;
 pub mod speedrun;
 pub mod testcase;
 
-/// Serves `store` over gRPC on a free local port, in this process, until the process ends;
-/// returns the URL to connect to. The `grpc` store of the tests and of the speedrun.
-pub async fn serve_in_process<S: dcb::EventStore>(store: S) -> std::io::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(dcb_grpc::serve(store, listener, dcb_grpc::ServerOptions::new(), std::future::pending()));
-    Ok(format!("http://{address}"))
-}
-
 pub use aggregates::EnrolmentWithAggregates;
 pub use objects::EnrolmentWithObjects;
 pub use plain::EnrolmentWithDecisions;

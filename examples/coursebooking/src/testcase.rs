@@ -300,8 +300,8 @@ pub async fn slices_conflict_inside_not_outside<S: EventStore>(app: &EnrolmentWi
     assert_eq!(app.list_courses_for_student(&sara).await.unwrap(), ["Français"]);
 }
 
-/// Concurrent clients of every limit race, per style.
-const RACE_CLIENTS: usize = 32;
+/// Concurrent clients of the race, per style.
+pub const RACE_CLIENTS: usize = 32;
 /// Retries each implementation makes on its own before the race's clients retry.
 pub const RETRIES: u32 = 10;
 
@@ -340,7 +340,7 @@ macro_rules! enrolment_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_joins_respect_every_limit() {
                 let app = $new(($make)().await, $crate::testcase::RETRIES);
-                $crate::testcase::concurrent_joins_respect_every_limit(vec![app; $crate::testcase::race_clients()]).await;
+                $crate::testcase::concurrent_joins_respect_every_limit(vec![app; $crate::testcase::RACE_CLIENTS]).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,9 +350,4 @@ macro_rules! enrolment_tests {
             }
         }
     };
-}
-
-/// How many clients the race runs.
-pub fn race_clients() -> usize {
-    RACE_CLIENTS
 }

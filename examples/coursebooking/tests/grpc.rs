@@ -1,7 +1,8 @@
 //! Every style through the gRPC client, against a server in this process over a memory store.
 
 async fn remote_store() -> dcb_grpc::GrpcStore {
-    let url = coursebooking::serve_in_process(dcb::MemoryStore::new()).await.unwrap();
+    let url =
+        dcb_grpc::serve_in_background(dcb::MemoryStore::new(), dcb_grpc::ServerOptions::new()).await.unwrap();
     dcb_grpc::GrpcStore::connect(url).await.unwrap()
 }
 

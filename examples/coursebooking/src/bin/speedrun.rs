@@ -92,7 +92,7 @@ async fn run(options: &Options) -> Result<(), String> {
                 Some(url) => url.clone(),
                 None => {
                     let store = open_file_store(options, std::path::Path::new(&options.dir))?;
-                    coursebooking::serve_in_process(store)
+                    dcb_grpc::serve_in_background(store, dcb_grpc::ServerOptions::new())
                         .await
                         .map_err(|e| format!("cannot start a gRPC server: {e}"))?
                 }
