@@ -92,6 +92,10 @@ struct Entry {
     tagged: Vec<u64>,
     /// Ascending positions of the events of this type.
     typed: Vec<u64>,
+    /// The last of `tagged` and of `typed` (0 when empty), kept in the hash table slot so that a
+    /// condition that matches nothing new, and an insert, never load a posting list from memory.
+    last_tagged: u64,
+    last_typed: u64,
 }
 
 /// Names up to this many bytes are stored inline; the ids of the course-subscriptions example
@@ -162,6 +166,21 @@ impl Names {
     fn name(&self, number: u32) -> &str {
         &self.names[number as usize]
     }
+}
+
+/// Hints the CPU to fetch the cache line at `address` for writing. A hint only: it never faults,
+/// whatever the address, and does nothing on other architectures.
+#[inline]
+fn prefetch_for_write<T>(address: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetchw`/`prefetcht0` read nothing and cannot fault on any address; SSE, which
+    // the intrinsic is marked with, is part of the x86_64 baseline.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 /// Elements per chunk of the log.
@@ -332,10 +351,20 @@ impl State {
                 }
             }
         }
+        // Inserting into a tag's posting list is a store to memory that is likely cold at millions
+        // of tags; asking for it now overlaps that miss with the condition's check.
+        for tag in request.events.iter().flat_map(|event| &event.tags).take(16) {
+            if let Some(entry) = self.names.get(tag) {
+                prefetch_for_write(entry.tagged.as_ptr_range().end);
+            }
+        }
         if let Some(condition) = &request.condition {
             let query = &condition.fail_if_events_match;
             let first = ReadOptions { after: condition.after, limit: Some(1), backwards: false };
-            if let Some(&conflict) = self.scan(query, first).first() {
+            let may_conflict = self.may_match_after(query, condition.after.unwrap_or(0));
+            if let Some(&conflict) =
+                may_conflict.then(|| self.scan(query, first)).as_deref().and_then(<[u64]>::first)
+            {
                 let submitted = ReadOptions { limit: Some(request.events.len() as u32), ..first };
                 let matches: Vec<SequencedEvent> =
                     self.scan(query, submitted).into_iter().map(|p| self.materialise(p)).collect();
@@ -352,13 +381,15 @@ impl State {
             let position = self.log.len as u64 + 1;
             let entry = self.names.entry(&event.event_type);
             entry.typed.push(position);
+            entry.last_typed = position;
             let event_type = entry.number;
             let tags_start = self.tags.len as u64;
             for tag in &event.tags {
                 let entry = self.names.entry(tag);
                 // An event listing a tag twice is indexed once.
-                if entry.tagged.last() != Some(&position) {
+                if entry.last_tagged != position {
                     entry.tagged.push(position);
+                    entry.last_tagged = position;
                 }
                 self.tags.push(entry.number);
             }
@@ -374,9 +405,51 @@ impl State {
         Ok(self.log.len as u64)
     }
 
+    /// Whether an event matching `query` may lie after `after`, judged from the last position of
+    /// each name alone: `false` is certain, `true` needs a scan. For the usual condition, on names
+    /// unchanged since the read, this spares the scan and the cache misses of its posting lists.
+    fn may_match_after(&self, query: &Query, after: u64) -> bool {
+        let head = self.log.len as u64;
+        if after >= head {
+            return false;
+        }
+        query.items.is_empty()
+            || query.items.iter().any(|item| {
+                let last = |name: &String, last: fn(&Entry) -> u64| self.names.get(name).map_or(0, last);
+                // Every tag must be on the event, and one of the types: the newest candidate is
+                // no later than the oldest of the tags' last positions, and the newest type's.
+                let tagged = item.tags.iter().map(|tag| last(tag, |e| e.last_tagged)).min();
+                let typed = item.types.iter().map(|ty| last(ty, |e| e.last_typed)).max();
+                let newest = match (tagged, typed) {
+                    (Some(tagged), Some(typed)) => tagged.min(typed),
+                    (Some(newest), None) | (None, Some(newest)) => newest,
+                    (None, None) => head,
+                };
+                newest > after
+            })
+    }
+
     /// Reads: the matching events in the window and direction of `options`.
     fn read(&self, query: &Query, options: ReadOptions) -> Vec<SequencedEvent> {
-        self.scan(query, options).into_iter().map(|p| self.materialise(p)).collect()
+        let positions = self.scan(query, options);
+        let mut events = Vec::with_capacity(positions.len());
+        for window in positions.chunks(16) {
+            self.touch(window);
+            events.extend(window.iter().map(|&p| self.materialise(p)));
+        }
+        events
+    }
+
+    /// Loads the log entries and tag lists of a few events before they are copied out. The loads
+    /// of each pass are independent of one another, so the CPU overlaps their cache misses; when
+    /// copying, each event's would come one after another, behind the allocations of the copy.
+    fn touch(&self, positions: &[u64]) {
+        let starts = positions.iter().fold(0, |acc, &p| acc ^ self.stored(p).tags_start);
+        let tags = positions.iter().fold(0, |acc, &p| {
+            let stored = self.stored(p);
+            if stored.tags_len > 0 { acc ^ *self.tags.get(stored.tags_start as usize) } else { acc }
+        });
+        std::hint::black_box((starts, tags));
     }
 
     /// The positions of the events matching `query` in the window and direction of `options`.
