@@ -7,7 +7,10 @@
 //! DCB_BENCH_SHARED=1 cargo bench -p dcb-grpc --bench concurrent_appends   # one shared connection
 //! ```
 //!
-//! At the end, the whole store is read by one client (a streamed `Read`), and the rate printed.
+//! At the end, the whole store is read by one client, `DCB_BENCH_READS` times, and the rates
+//! printed: streamed (`GrpcStore::read_batches`, each batch processed as it arrives) and collected
+//! (`EventStore::read`, every event gathered into one vector first). `DCB_BENCH_CLIENTS=0` only reads; `DCB_BENCH_CURRENT_THREAD=1` runs
+//! clients (and the in-process server) on one thread.
 //!
 //! Without `DCB_BENCH_URL` the server runs in this process over a fresh `MemoryStore` (so the
 //! figures measure the protocol path, not durability). Each client has its own connection and
@@ -15,8 +18,12 @@
 
 use std::time::{Duration, Instant};
 
-use dcb::{Event, EventStore, MemoryStore};
+use dcb::{Event, EventStore, MemoryStore, Query, ReadOptions};
 use dcb_grpc::{GrpcStore, ServerOptions};
+
+// As in `dcb-server` and the speedrun: the clients' decoding allocates per event.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|value| value.parse().ok())
@@ -64,10 +71,24 @@ async fn run(url: &str, clients: usize, duration: Duration) -> Run {
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let tag = format!("client-{client}");
+                let query = Query::from(dcb::QueryItem::tags([tag.clone()]));
+                let op = std::env::var("DCB_BENCH_OP").unwrap_or_default();
+                if op == "read" {
+                    let events = (0..10).map(|_| Event::new("Appended", "{}").tagged(tag.clone())).collect();
+                    store.append(events, None).await.expect("append");
+                }
                 while Instant::now() < deadline {
-                    let event = Event::new("Appended", "{}").tagged(tag.clone());
                     let sent = Instant::now();
-                    store.append(vec![event], None).await.expect("append");
+                    match op.as_str() {
+                        "head" => drop(store.head().await.expect("head")),
+                        "read" => {
+                            drop(store.read(&query, ReadOptions::default().limit(10)).await.expect("read"))
+                        }
+                        _ => {
+                            let event = Event::new("Appended", "{}").tagged(tag.clone());
+                            store.append(vec![event], None).await.expect("append");
+                        }
+                    }
                     latencies.push(sent.elapsed());
                 }
                 latencies
@@ -83,7 +104,11 @@ async fn run(url: &str, clients: usize, duration: Duration) -> Run {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = if std::env::var_os("DCB_BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+    };
     runtime.block_on(async {
         let url = match std::env::var("DCB_BENCH_URL") {
             Ok(url) => url,
@@ -93,6 +118,7 @@ fn main() {
         };
         let seconds = Duration::from_secs(env("DCB_BENCH_SECONDS").unwrap_or(5));
         let counts = match env("DCB_BENCH_CLIENTS") {
+            Some(0) => vec![],
             Some(clients) => vec![clients as usize],
             None => vec![1, 256],
         };
@@ -101,14 +127,22 @@ fn main() {
             run(&url, clients, seconds).await.report();
         }
         let store = GrpcStore::connect(url).await.expect("connect");
-        let start = Instant::now();
-        let read = store.read(&dcb::Query::all(), dcb::ReadOptions::default()).await.expect("read");
-        let elapsed = start.elapsed();
-        println!(
-            "streamed read of the whole store: {} events in {:.2} s = {:.0} events/s",
-            read.events.len(),
-            elapsed.as_secs_f64(),
-            read.events.len() as f64 / elapsed.as_secs_f64()
-        );
+        for _ in 0..env("DCB_BENCH_READS").unwrap_or(1) {
+            let start = Instant::now();
+            let mut batches = store.read_batches(&Query::all(), ReadOptions::default()).await.expect("read");
+            let mut streamed = 0;
+            while let Some(batch) = batches.next_batch().await.expect("batch") {
+                streamed += batch.len();
+            }
+            let streaming = start.elapsed();
+            let start = Instant::now();
+            let collected = store.read(&Query::all(), ReadOptions::default()).await.expect("read").events.len();
+            let collecting = start.elapsed();
+            println!(
+                "read of the whole store ({streamed} events): streamed {:.0} events/s, collected into one Vec {:.0} events/s",
+                streamed as f64 / streaming.as_secs_f64(),
+                collected as f64 / collecting.as_secs_f64(),
+            );
+        }
     });
 }

@@ -219,7 +219,31 @@ impl GrpcStore {
         }
     }
 
-    async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+    /// Reads like [`EventStore::read`], but hands the events over in the batches the server
+    /// sends, as they arrive, instead of collecting them all first: a reader of a large store
+    /// holds one batch in memory at a time, and processes the first events while the server
+    /// sends the next. The batch size is [`ClientOptions::batch_size`].
+    ///
+    /// Only the call that starts the read is retried; a stream cut later ends with an error.
+    ///
+    /// ```no_run
+    /// # async fn run(store: dcb_grpc::GrpcStore) -> dcb::Result<()> {
+    /// let mut batches = store.read_batches(&dcb::Query::all(), dcb::ReadOptions::default()).await?;
+    /// let mut count = 0;
+    /// while let Some(batch) = batches.next_batch().await? {
+    ///     count += batch.len();
+    /// }
+    /// println!("{count} events up to head {:?}", batches.head());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_batches(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadBatches> {
+        dcb::limits::validate_query(query)?;
+        let query = query_to_wire(query);
+        self.retrying("read", || self.start_read(query.clone(), options)).await
+    }
+
+    async fn start_read(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadBatches> {
         // The protocol's `start` is inclusive, and for a backward read it is an upper bound: a
         // backward read after a position reads from the top and stops below the position.
         let (start, floor) = if options.backwards {
@@ -236,24 +260,69 @@ impl GrpcStore {
             batch_size: self.shared.options.batch_size,
         };
         let mut client = self.client.clone();
-        let mut stream =
-            client.read(self.request(request, true)).await.map_err(status_to_error)?.into_inner();
+        let stream = client.read(self.request(request, true)).await.map_err(status_to_error)?.into_inner();
+        let last_is_head = options.limit.is_some() && !options.backwards;
+        Ok(ReadBatches { stream, floor, last_is_head, head: None, done: false })
+    }
+
+    async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+        let mut batches = self.start_read(query, options).await?;
         let mut events = Vec::new();
-        let mut head = None;
-        'messages: while let Some(message) = stream.message().await.map_err(status_to_error)? {
-            head = message.head;
-            for event in message.events {
-                let event = sequenced_from_wire(event)?;
-                if floor.is_some_and(|floor| event.position <= floor) {
-                    break 'messages;
-                }
-                events.push(event);
+        while let Some(batch) = batches.next_batch().await? {
+            events.extend(batch);
+        }
+        Ok(ReadResponse { events, head: batches.head() })
+    }
+}
+
+/// The events of one read, in the batches the server sends them: see [`GrpcStore::read_batches`].
+#[derive(Debug)]
+pub struct ReadBatches {
+    stream: tonic::Streaming<proto::ReadResponse>,
+    /// A backward read's `after`: the read ends at the first event at or below it.
+    floor: Option<u64>,
+    /// Whether [`ReadBatches::head`] is the last position received (a forward read with a limit).
+    last_is_head: bool,
+    head: Option<u64>,
+    done: bool,
+}
+
+impl ReadBatches {
+    /// The next batch, in the read's order; `None` once the read is complete. A batch may be
+    /// empty (a read that matches nothing still receives one message, with the head).
+    pub async fn next_batch(&mut self) -> dcb::Result<Option<Vec<dcb::SequencedEvent>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(message) = self.stream.message().await.map_err(status_to_error)? else {
+            self.done = true;
+            return Ok(None);
+        };
+        if !self.last_is_head {
+            self.head = message.head;
+        }
+        let mut events = Vec::with_capacity(message.events.len());
+        for event in message.events {
+            let event = sequenced_from_wire(event)?;
+            if self.floor.is_some_and(|floor| event.position <= floor) {
+                self.done = true;
+                break;
             }
+            events.push(event);
         }
-        if options.limit.is_some() && !options.backwards {
-            head = events.last().map(|event| event.position);
+        if self.last_is_head {
+            self.head = events.last().map(|event| event.position).or(self.head);
         }
-        Ok(ReadResponse { events, head })
+        if events.is_empty() && self.done {
+            // The rest of a backward read lay at or below its `after`.
+            return Ok(None);
+        }
+        Ok(Some(events))
+    }
+
+    /// The head of the events received so far, with the meaning of [`ReadResponse::head`].
+    pub fn head(&self) -> Option<u64> {
+        self.head
     }
 }
 

@@ -29,7 +29,7 @@ mod fuzzing;
 pub mod limits;
 mod server;
 
-pub use client::{ClientOptions, GrpcStore};
+pub use client::{ClientOptions, GrpcStore, ReadBatches};
 pub use server::{ServerOptions, serve, serve_in_background};
 
 /// For the fuzz target in `fuzz/`, not for applications.

@@ -355,6 +355,37 @@ async fn reads_come_in_batches_up_to_the_head_captured_at_the_start() {
 }
 
 #[tokio::test]
+async fn the_client_hands_over_a_read_in_the_servers_batches() {
+    let server = Server::start(MemoryStore::new(), ServerOptions::new()).await;
+    let store =
+        GrpcStore::connect_with(server.url.clone(), ClientOptions::new().batch_size(2)).await.unwrap();
+    let events = (0..5).map(|i| dcb::Event::new("Seeded", "{}").tagged(format!("t{}", i % 2))).collect();
+    store.append(events, None).await.unwrap();
+    let batches_of = async |query: Query, options: ReadOptions| {
+        let mut batches = store.read_batches(&query, options).await.unwrap();
+        let mut positions = Vec::new();
+        while let Some(batch) = batches.next_batch().await.unwrap() {
+            positions.push(batch.iter().map(|e| e.position).collect::<Vec<_>>());
+        }
+        let collected = store.read(&query, options).await.unwrap();
+        assert_eq!(positions.concat(), collected.events.iter().map(|e| e.position).collect::<Vec<_>>());
+        assert_eq!(batches.head(), collected.head, "batched and collected heads differ");
+        (positions, batches.head())
+    };
+    let t0 = Query::from(dcb::QueryItem::tags(["t0"]));
+    assert_eq!(
+        batches_of(Query::all(), ReadOptions::default()).await,
+        (vec![vec![1, 2], vec![3, 4], vec![5]], Some(5))
+    );
+    assert_eq!(batches_of(t0.clone(), ReadOptions::default().limit(2)).await, (vec![vec![1, 3]], Some(3)));
+    let backwards_after_1 = ReadOptions { after: Some(1), limit: None, backwards: true };
+    assert_eq!(batches_of(t0.clone(), backwards_after_1).await, (vec![vec![5, 3]], Some(5)));
+    let nothing = Query::from(dcb::QueryItem::tags(["none"]));
+    assert_eq!(batches_of(nothing, ReadOptions::default()).await, (vec![vec![]], Some(5)));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn large_events_are_split_across_messages_below_four_mebibytes() {
     let store = MemoryStore::new();
     let server = Server::start(store.clone(), ServerOptions::new()).await;

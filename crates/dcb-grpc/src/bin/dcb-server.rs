@@ -13,6 +13,12 @@ use dcb::EventStore;
 use dcb_grpc::ServerOptions;
 use tokio::net::TcpListener;
 
+// Every request and every event read allocates and frees a few small buffers (messages, names,
+// payloads); mimalloc does that markedly faster than the system allocator (malloc and free took a
+// third of the server's time in a streamed read).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "dcb-server", version, about = "Serves a DCB event store over the umadb.v1 gRPC protocol")]
 struct Args {
