@@ -768,8 +768,13 @@ mod tests {
             for query in &queries {
                 for after in 0..=6 {
                     for limit in [1, 2, 100] {
-                        for backwards in [false, true] {
-                            let options = ReadOptions { after: Some(after), limit: Some(limit), backwards };
+                        for (backwards, upto) in [false, true].into_iter().flat_map(|b| [(b, 6), (b, 4)]) {
+                            let options = ReadOptions {
+                                after: Some(after),
+                                before: Some(upto + 1),
+                                limit: Some(limit),
+                                backwards,
+                            };
                             let expected: Vec<u64> = rt
                                 .block_on(memory.read(query, options))
                                 .unwrap()
@@ -777,7 +782,7 @@ mod tests {
                                 .iter()
                                 .map(|e| e.position)
                                 .collect();
-                            let got = index.matching(query, after, 6, limit as usize, backwards);
+                            let got = index.matching(query, after, upto, limit as usize, backwards);
                             assert_eq!(got, expected, "{query:?} {options:?} frozen {}", index.frozen.head);
                         }
                     }

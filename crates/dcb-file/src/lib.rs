@@ -468,18 +468,13 @@ impl EventStore for FileStore {
             let limit = options.limit.map_or(usize::MAX, |l| l as usize);
             let after = options.after.unwrap_or(0);
             index
-                .matching(query, after, durable, limit, options.backwards)
+                .matching(query, after, options.last_considered(durable), limit, options.backwards)
                 .into_iter()
                 .map(|p| (p, index.entry(p)))
                 .collect()
         };
         let events = read_events(shared, &entries)?;
-        let head = if options.limit.is_some() && !options.backwards {
-            events.last().map(|e| e.position)
-        } else {
-            (durable > 0).then_some(durable)
-        };
-        Ok(ReadResponse { events, head })
+        Ok(ReadResponse::new(events, durable, options))
     }
 
     async fn append_request(&self, request: AppendRequest) -> Result<u64> {

@@ -244,12 +244,13 @@ impl GrpcStore {
     }
 
     async fn start_read(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadBatches> {
-        // The protocol's `start` is inclusive, and for a backward read it is an upper bound: a
-        // backward read after a position reads from the top and stops below the position.
-        let (start, floor) = if options.backwards {
-            (None, options.after)
+        // The protocol's `start` is inclusive: a lower bound forwards, an upper bound backwards.
+        // The other bound has no field, so the stream is cut where it passes it: a backward read
+        // at its first event at or below `after`, a forward one at its first at or above `before`.
+        let (start, floor, ceiling) = if options.backwards {
+            (options.before.map(|before| before.saturating_sub(1)), options.after, None)
         } else {
-            (options.after.map(|after| after.saturating_add(1)), None)
+            (options.after.map(|after| after.saturating_add(1)), None, options.before)
         };
         let request = proto::ReadRequest {
             query: Some(query),
@@ -262,7 +263,7 @@ impl GrpcStore {
         let mut client = self.client.clone();
         let stream = client.read(self.request(request, true)).await.map_err(status_to_error)?.into_inner();
         let last_is_head = options.limit.is_some() && !options.backwards;
-        Ok(ReadBatches { stream, floor, last_is_head, head: None, done: false })
+        Ok(ReadBatches { stream, floor, ceiling, options, last_is_head, head: None, done: false })
     }
 
     async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
@@ -281,6 +282,9 @@ pub struct ReadBatches {
     stream: tonic::Streaming<proto::ReadResponse>,
     /// A backward read's `after`: the read ends at the first event at or below it.
     floor: Option<u64>,
+    /// A forward read's `before`: the read ends at the first event at or above it.
+    ceiling: Option<u64>,
+    options: ReadOptions,
     /// Whether [`ReadBatches::head`] is the last position received (a forward read with a limit).
     last_is_head: bool,
     head: Option<u64>,
@@ -299,12 +303,16 @@ impl ReadBatches {
             return Ok(None);
         };
         if !self.last_is_head {
-            self.head = message.head;
+            // The server reports its head; a read that stops at `before` considered less.
+            self.head = message.head.map(|head| self.options.last_considered(head)).filter(|&head| head > 0);
         }
         let mut events = Vec::with_capacity(message.events.len());
         for event in message.events {
             let event = sequenced_from_wire(event)?;
-            if self.floor.is_some_and(|floor| event.position <= floor) {
+            let position = event.position;
+            if self.floor.is_some_and(|floor| position <= floor)
+                || self.ceiling.is_some_and(|c| position >= c)
+            {
                 self.done = true;
                 break;
             }
@@ -314,7 +322,7 @@ impl ReadBatches {
             self.head = events.last().map(|event| event.position).or(self.head);
         }
         if events.is_empty() && self.done {
-            // The rest of a backward read lay at or below its `after`.
+            // The rest of the read lay beyond its `after` or `before`.
             return Ok(None);
         }
         Ok(Some(events))

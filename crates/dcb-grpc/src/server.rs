@@ -507,10 +507,11 @@ fn take_batch(buffer: &mut VecDeque<Wire>, batch: usize) -> Vec<proto::Sequenced
 
 enum ReadState {
     Start,
-    /// Forward pages remain after `after`, up to the captured head.
+    /// Pages remain strictly between `after` and `before`: forwards, `after` moves up to the
+    /// captured head; backwards, `before` moves down.
     Paging {
         after: Option<u64>,
-        captured: u64,
+        before: u64,
         remaining: Option<u64>,
     },
     /// Everything left is in the buffer.
@@ -521,10 +522,10 @@ enum ReadState {
 /// One Read call: pages through the store up to the head captured at its start, and turns the
 /// pages into messages bounded by count and by bytes.
 ///
-/// Mapping to the store contract: a forward `start` is inclusive, so it reads `after = start - 1`.
-/// A backward `start` is the highest position to return (inclusive); the contract has no upper
-/// bound, so the store is read backwards with the limit raised by the number of positions above
-/// `start` (at most that many matches can lie there) and those matches are skipped.
+/// Mapping to the store contract: a forward `start` is inclusive, so it reads `after = start - 1`,
+/// page by page with `before` just above the captured head. A backward `start` is the highest
+/// position to return (inclusive), so it reads from `before = start + 1` (or just above the
+/// captured head) page by page downwards.
 struct Reader<S> {
     store: S,
     query: Query,
@@ -563,9 +564,7 @@ impl<S: EventStore> Reader<S> {
             }
             let step = match self.state {
                 ReadState::Start => self.start().await,
-                ReadState::Paging { after, captured, remaining } => {
-                    self.page(after, captured, remaining).await
-                }
+                ReadState::Paging { after, before, remaining } => self.page(after, before, remaining).await,
                 ReadState::Drained => {
                     self.state = ReadState::Done;
                     if self.sent {
@@ -583,95 +582,54 @@ impl<S: EventStore> Reader<S> {
         }
     }
 
+    /// Captures the head and sets out the window. Every message of a backward read, and of a
+    /// read without a limit, reports the captured head.
     async fn start(&mut self) -> dcb::Result<()> {
-        if self.backwards {
-            let events = self.read_backwards().await?;
-            self.buffer.extend(events.into_iter().map(wire));
-            self.state = ReadState::Drained;
-            return Ok(());
-        }
         let captured = self.store.head().await?;
-        if self.limit.is_none() {
+        if self.limit.is_none() || self.backwards {
             self.head = captured;
         }
-        self.state = match captured {
-            Some(captured) if self.limit != Some(0) => ReadState::Paging {
-                after: self.start.and_then(|start| start.checked_sub(1)),
-                captured,
-                remaining: self.limit.map(u64::from),
-            },
-            _ => ReadState::Drained,
+        let (after, before) = match (self.backwards, captured) {
+            (_, None) => (None, 0),
+            (false, Some(captured)) => (self.start.and_then(|start| start.checked_sub(1)), captured + 1),
+            (true, Some(captured)) => {
+                (None, self.start.map_or(captured, |start| start.min(captured)).saturating_add(1))
+            }
+        };
+        self.state = if before > after.unwrap_or(0) + 1 && self.limit != Some(0) {
+            ReadState::Paging { after, before, remaining: self.limit.map(u64::from) }
+        } else {
+            ReadState::Drained
         };
         Ok(())
     }
 
-    async fn page(&mut self, after: Option<u64>, captured: u64, remaining: Option<u64>) -> dcb::Result<()> {
+    async fn page(&mut self, after: Option<u64>, before: u64, remaining: Option<u64>) -> dcb::Result<()> {
         let limit = remaining.map_or(self.page, |left| left.min(u64::from(self.page)) as u32);
-        let options = ReadOptions { after, limit: Some(limit), backwards: false };
+        let options =
+            ReadOptions { after, before: Some(before), limit: Some(limit), backwards: self.backwards };
         let read = self.store.read(&self.query, options).await?;
         let fetched = read.events.len();
         let mut bytes = 0;
-        let mut past_head = false;
         for event in read.events {
-            if event.position > captured {
-                past_head = true;
-                break;
-            }
             let event = wire(event);
             bytes += event.1;
             self.buffer.push_back(event);
         }
-        let taken = self.buffer.len() as u64;
-        if fetched > 0 {
-            let average = (bytes / fetched.max(1)).max(1);
-            self.page = ((MAX_BATCH_BYTES / average) as u32).clamp(1, self.batch as u32);
+        if let Some(average) = bytes.checked_div(fetched) {
+            self.page = ((MAX_BATCH_BYTES / average.max(1)) as u32).clamp(1, self.batch as u32);
         }
+        let remaining = remaining.map(|left| left - fetched as u64);
         let last = self.buffer.back().map(|(e, _)| e.position);
-        let remaining = remaining.map(|left| left - taken);
-        self.state =
-            if past_head || fetched < limit as usize || remaining == Some(0) || last == Some(captured) {
-                ReadState::Drained
-            } else {
-                ReadState::Paging { after: last.or(after), captured, remaining }
-            };
+        self.state = match last {
+            Some(last) if fetched == limit as usize && remaining != Some(0) => {
+                let (after, before) = if self.backwards { (after, last) } else { (Some(last), before) };
+                ReadState::Paging { after, before, remaining }
+            }
+            _ => ReadState::Drained,
+        };
         Ok(())
     }
-
-    async fn read_backwards(&mut self) -> dcb::Result<Vec<SequencedEvent>> {
-        let Some(start) = self.start else {
-            let read = self.store.read(&self.query, ReadOptions { limit: self.limit, ..backward() }).await?;
-            self.head = read.head;
-            return Ok(read.events);
-        };
-        let mut assumed_head = self.store.head().await?.unwrap_or(0);
-        loop {
-            let above = assumed_head.saturating_sub(start);
-            let limit = match self.limit {
-                None => None,
-                Some(limit) => u32::try_from(u64::from(limit) + above).ok(),
-            };
-            let read = self.store.read(&self.query, ReadOptions { limit, ..backward() }).await?;
-            let fetched = read.events.len();
-            let head = read.head.unwrap_or(0);
-            let mut events: Vec<SequencedEvent> =
-                read.events.into_iter().filter(|event| event.position <= start).collect();
-            if let Some(wanted) = self.limit {
-                events.truncate(wanted as usize);
-                // Appends since the head was taken may have filled the raised limit with events
-                // above `start`: read again with the new head.
-                if head > assumed_head && events.len() < wanted as usize && Some(fetched as u32) == limit {
-                    assumed_head = head;
-                    continue;
-                }
-            }
-            self.head = read.head;
-            return Ok(events);
-        }
-    }
-}
-
-fn backward() -> ReadOptions {
-    ReadOptions { after: None, limit: None, backwards: true }
 }
 
 /// One Subscribe call: the store's subscription, in messages of the events already available

@@ -328,6 +328,15 @@ async fn start_is_inclusive_forwards_and_an_upper_bound_backwards() {
     let odd = proto::Query { items: vec![proto::QueryItem { types: vec!["Odd".into()], tags: vec![] }] };
     let request = proto::ReadRequest { query: Some(odd), ..read_request(Some(5), true, Some(2)) };
     assert_eq!(positions(&read_all(&mut client, request).await), [4, 2], "backward from 5 over a query");
+    for limit in [None, Some(3)] {
+        let request = proto::ReadRequest { batch_size: Some(2), ..read_request(Some(5), true, limit) };
+        let messages = read_all(&mut client, request).await;
+        let sizes: Vec<usize> = messages.iter().map(|m| m.events.len()).collect();
+        let expected: &[u64] = if limit.is_some() { &[5, 4, 3] } else { &[5, 4, 3, 2, 1] };
+        assert_eq!(positions(&messages), expected, "backward from 5 in batches of 2, limit {limit:?}");
+        assert_eq!(sizes, expected.chunks(2).map(<[u64]>::len).collect::<Vec<_>>(), "limit {limit:?}");
+        assert!(messages.iter().all(|m| m.head == Some(6)), "every message reports the captured head");
+    }
     server.stop().await;
 }
 
@@ -378,7 +387,7 @@ async fn the_client_hands_over_a_read_in_the_servers_batches() {
         (vec![vec![1, 2], vec![3, 4], vec![5]], Some(5))
     );
     assert_eq!(batches_of(t0.clone(), ReadOptions::default().limit(2)).await, (vec![vec![1, 3]], Some(3)));
-    let backwards_after_1 = ReadOptions { after: Some(1), limit: None, backwards: true };
+    let backwards_after_1 = ReadOptions::default().after(1).backwards();
     assert_eq!(batches_of(t0.clone(), backwards_after_1).await, (vec![vec![5, 3]], Some(5)));
     let nothing = Query::from(dcb::QueryItem::tags(["none"]));
     assert_eq!(batches_of(nothing, ReadOptions::default()).await, (vec![vec![]], Some(5)));

@@ -14,7 +14,8 @@ pub(crate) enum Term {
     Many(Vec<String>),
 }
 
-/// A statement selecting the positions matching `query` after `$1`, ordered and cut at `$2`.
+/// A statement selecting the positions matching `query` after `$1` and before `$2`, ordered and
+/// cut at `$3`.
 ///
 /// Each item (or each type of a types-only item) is looked up in position order in its index
 /// and cut at the limit, then the union is ordered and cut again, so the cost follows the
@@ -37,7 +38,8 @@ pub(crate) fn candidates(
     let mut branches = Vec::new();
     if query.matches_all() {
         branches.push(format!(
-            "SELECT position FROM {s}.events WHERE position > $1 ORDER BY position {dir} LIMIT $2"
+            "SELECT position FROM {s}.events WHERE position > $1 AND position < $2 \
+             ORDER BY position {dir} LIMIT $3"
         ));
     } else {
         for item in &query.items {
@@ -55,7 +57,7 @@ pub(crate) fn candidates(
                     let p = param(terms, Term::One(ty.clone()));
                     branches.push(format!(
                         "SELECT position FROM {s}.events WHERE type = {p} AND position > $1 \
-                         ORDER BY position {dir} LIMIT $2"
+                         AND position < $2 ORDER BY position {dir} LIMIT $3"
                     ));
                 }
                 continue;
@@ -64,7 +66,7 @@ pub(crate) fn candidates(
             if distinct_tags.len() == 1 && types.is_empty() {
                 branches.push(format!(
                     "SELECT position FROM {s}.event_tags WHERE tag = {first} AND position > $1 \
-                     ORDER BY position {dir} LIMIT $2"
+                     AND position < $2 ORDER BY position {dir} LIMIT $3"
                 ));
                 continue;
             }
@@ -79,8 +81,8 @@ pub(crate) fn candidates(
             }
             branches.push(format!(
                 "SELECT x.position FROM {s}.event_tags x JOIN {s}.events e \
-                 ON e.position = x.position WHERE x.tag = {first} AND x.position > $1{filter} \
-                 ORDER BY x.position {dir} LIMIT $2"
+                 ON e.position = x.position WHERE x.tag = {first} AND x.position > $1 \
+                 AND x.position < $2{filter} ORDER BY x.position {dir} LIMIT $3"
             ));
         }
     }
@@ -89,15 +91,15 @@ pub(crate) fn candidates(
         0 => "SELECT NULL::bigint AS position WHERE false".to_owned(),
         1 => branches.remove(0),
         _ => format!(
-            "SELECT position FROM ({}) u ORDER BY position {dir} LIMIT $2",
+            "SELECT position FROM ({}) u ORDER BY position {dir} LIMIT $3",
             branches.iter().map(|b| format!("({b})")).collect::<Vec<_>>().join(" UNION ")
         ),
     }
 }
 
-/// One SQL statement answering `query` with `$1` as `after` and `$2` as the limit (null for
-/// none): the candidates, the events joined in, and the store head from the same snapshot in
-/// every row (and in the single all-null row when nothing matched).
+/// One SQL statement answering `query` with `$1` as `after`, `$2` as `before` and `$3` as the
+/// limit (null for none): the candidates, the events joined in, and the store head from the same
+/// snapshot in every row (and in the single all-null row when nothing matched).
 ///
 /// The text depends only on the query's shape (how many items, types and tags), so prepared
 /// statements are reused across queries of the same shape.
@@ -105,7 +107,7 @@ pub(crate) fn read_sql(schema: &Schema, query: &Query, backwards: bool) -> (Stri
     let s = &schema.quoted;
     let dir = if backwards { "DESC" } else { "ASC" };
     let mut terms = Vec::new();
-    let candidates = candidates(schema, query, backwards, 2, &mut terms);
+    let candidates = candidates(schema, query, backwards, 3, &mut terms);
     let sql = format!(
         "WITH c AS ({candidates}) \
          SELECT h.head, e.position, e.type, e.data, e.tags, e.uuid, e.meta_keys, e.meta_values \

@@ -128,8 +128,9 @@ impl PostgresStore {
     async fn read_once(&self, query: &Query, options: ReadOptions) -> Result<ReadResponse> {
         let (sql, terms) = read_sql(&self.shared.schema, query, options.backwards);
         let after = options.after.map_or(0, clamp);
+        let before = options.before.map_or(i64::MAX, clamp);
         let limit = options.limit.map(i64::from);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &limit];
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &before, &limit];
         for term in &terms {
             match term {
                 Term::One(value) => params.push(value),
@@ -159,12 +160,7 @@ impl PostgresStore {
                 },
             });
         }
-        let head = if options.limit.is_some() && !options.backwards {
-            events.last().map(|e| e.position)
-        } else {
-            head.map(|h| h as u64)
-        };
-        Ok(ReadResponse { events, head })
+        Ok(ReadResponse::new(events, head.map_or(0, |head| head as u64), options))
     }
 
     /// The head announcer, starting the LISTEN task on first use.
@@ -310,7 +306,7 @@ mod tests {
         for query in &shapes {
             for backwards in [false, true] {
                 let (sql, terms) = read_sql(&store.shared.schema, query, backwards);
-                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&0i64, &Some(10i64)];
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&0i64, &i64::MAX, &Some(10i64)];
                 for term in &terms {
                     match term {
                         Term::One(value) => params.push(value),

@@ -272,12 +272,7 @@ impl EventStore for MemoryStore {
         validate_query(query)?;
         let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
         let events = state.read(query, options);
-        let head = if options.limit.is_some() && !options.backwards {
-            events.last().map(|e| e.position)
-        } else {
-            state.head()
-        };
-        Ok(ReadResponse { events, head })
+        Ok(ReadResponse::new(events, state.log.len as u64, options))
     }
 
     async fn append_request(&self, request: AppendRequest) -> Result<u64> {
@@ -360,7 +355,7 @@ impl State {
         }
         if let Some(condition) = &request.condition {
             let query = &condition.fail_if_events_match;
-            let first = ReadOptions { after: condition.after, limit: Some(1), backwards: false };
+            let first = ReadOptions { after: condition.after, limit: Some(1), ..ReadOptions::default() };
             let may_conflict = self.may_match_after(query, condition.after.unwrap_or(0));
             if let Some(&conflict) =
                 may_conflict.then(|| self.scan(query, first)).as_deref().and_then(<[u64]>::first)
@@ -456,11 +451,11 @@ impl State {
     fn scan(&self, query: &Query, options: ReadOptions) -> Vec<u64> {
         let limit = options.limit.map_or(usize::MAX, |l| l as usize);
         let after = options.after.unwrap_or(0);
-        let head = self.log.len as u64;
-        if limit == 0 || after >= head {
+        let last = options.last_considered(self.log.len as u64);
+        if limit == 0 || after >= last {
             return Vec::new();
         }
-        let window = after + 1..=head;
+        let window = after + 1..=last;
         if query.matches_all() {
             return if options.backwards {
                 window.rev().take(limit).collect()
@@ -470,7 +465,7 @@ impl State {
         }
         let items: Vec<Compiled> =
             query.items.iter().filter_map(|item| Compiled::new(item, &self.names)).collect();
-        let mut merge = Merge::new(self.sources(&items), after, options.backwards);
+        let mut merge = Merge::new(self.sources(&items), after, last, options.backwards);
         let mut found = Vec::new();
         while found.len() < limit {
             let Some(candidates) = merge.next_position() else { break };
@@ -515,7 +510,7 @@ struct Candidates<'a> {
     items: Vec<Option<&'a Compiled<'a>>>,
 }
 
-/// A k-way merge of sources restricted to positions after a bound, in either direction, that
+/// A k-way merge of sources restricted to a window of positions, in either direction, that
 /// yields each position once.
 struct Merge<'a> {
     sources: Vec<Source<'a>>,
@@ -523,18 +518,22 @@ struct Merge<'a> {
     cursors: Vec<usize>,
     /// Per source, the lowest index in the window (backward reads stop there).
     floors: Vec<usize>,
+    /// Per source, one past the highest index in the window (forward reads stop there).
+    ceilings: Vec<usize>,
     /// Ordered so that the next position to yield is the greatest key.
     heap: BinaryHeap<(u64, Reverse<usize>)>,
     backwards: bool,
 }
 
 impl<'a> Merge<'a> {
-    fn new(sources: Vec<Source<'a>>, after: u64, backwards: bool) -> Self {
-        let floors: Vec<usize> =
-            sources.iter().map(|s| s.positions.partition_point(|&p| p <= after)).collect();
-        let cursors =
-            if backwards { sources.iter().map(|s| s.positions.len()).collect() } else { floors.clone() };
-        let mut merge = Merge { sources, cursors, floors, heap: BinaryHeap::new(), backwards };
+    /// Positions after `after` up to `last` (both bounds exclusive of `after`, inclusive of `last`).
+    fn new(sources: Vec<Source<'a>>, after: u64, last: u64, backwards: bool) -> Self {
+        let bound = |bound: u64| -> Vec<usize> {
+            sources.iter().map(|s| s.positions.partition_point(|&p| p <= bound)).collect()
+        };
+        let (floors, ceilings) = (bound(after), bound(last));
+        let cursors = if backwards { ceilings.clone() } else { floors.clone() };
+        let mut merge = Merge { sources, cursors, floors, ceilings, heap: BinaryHeap::new(), backwards };
         for source in 0..merge.sources.len() {
             merge.push_next(source);
         }
@@ -552,7 +551,7 @@ impl<'a> Merge<'a> {
         let next = if self.backwards {
             (cursor > self.floors[source]).then(|| positions[cursor - 1])
         } else {
-            positions.get(cursor).copied()
+            (cursor < self.ceilings[source]).then(|| positions[cursor])
         };
         if let Some(position) = next {
             self.heap.push((self.key(position), Reverse(source)));

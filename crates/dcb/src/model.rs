@@ -225,17 +225,29 @@ impl AppendCondition {
     }
 }
 
-/// How to read: from which position, how many events, in which direction.
+/// How to read: between which positions, how many events, in which direction.
 ///
-/// `after` is exclusive in both directions: only events with a position greater than it are
-/// considered. A forward read returns the oldest matches first; a backward read returns the newest
-/// matches first, so `ReadOptions::default().backwards().limit(1)` reads the latest matching event.
+/// `after` and `before` are exclusive bounds in both directions: only events with a position
+/// greater than `after` and less than `before` are considered. A forward read returns the oldest
+/// matches first; a backward read returns the newest matches first, so
+/// `ReadOptions::default().backwards().limit(1)` reads the latest matching event, and adding
+/// `.before(p)` the latest one before `p` (paging backwards through a store).
 ///
 /// The head reported with the events follows the rules in [`ReadResponse::head`].
+///
+/// ```
+/// use dcb::ReadOptions;
+///
+/// let page = ReadOptions::default().backwards().before(1_000).limit(100);
+/// assert_eq!(page.last_considered(5_000), 999);
+/// assert_eq!(ReadOptions::default().last_considered(5_000), 5_000);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadOptions {
     /// Only events with a position greater than this are returned.
     pub after: Option<u64>,
+    /// Only events with a position less than this are returned.
+    pub before: Option<u64>,
     /// At most this many events are returned.
     pub limit: Option<u32>,
     /// Newest first instead of oldest first.
@@ -246,6 +258,12 @@ impl ReadOptions {
     /// Reads only events after `position` (exclusive).
     pub fn after(mut self, position: u64) -> Self {
         self.after = Some(position);
+        self
+    }
+
+    /// Reads only events before `position` (exclusive).
+    pub fn before(mut self, position: u64) -> Self {
+        self.before = Some(position);
         self
     }
 
@@ -260,6 +278,15 @@ impl ReadOptions {
         self.backwards = true;
         self
     }
+
+    /// The last position of a store with head `head` (0 when empty) that a read with these
+    /// options considers: `head`, or the position just below `before` if that is lower.
+    pub fn last_considered(&self, head: u64) -> u64 {
+        match self.before {
+            Some(before) => head.min(before.saturating_sub(1)),
+            None => head,
+        }
+    }
 }
 
 /// What a read returns: the matching events and the head the reader may condition on.
@@ -271,11 +298,32 @@ pub struct ReadResponse {
     /// condition's `after`:
     ///
     /// - a read without a limit, or a backward read: the position of the last event in the
-    ///   whole store (matching or not), `None` when the store is empty. A backward read returns
-    ///   the newest matches, so nothing after them was left out;
+    ///   whole store (matching or not), or the position just below `before` if that is lower;
+    ///   `None` when that is 0. A backward read returns the newest matches, so nothing after
+    ///   them (below `before`) was left out;
     /// - a forward read with a limit: the position of the last event returned, `None` when
     ///   none was returned (the events after it were not all considered).
     pub head: Option<u64>,
+}
+
+impl ReadResponse {
+    /// The response to a read with `options` that found `events` in a store whose head (the
+    /// position of its last event, 0 when empty) was `store_head`: works out [`ReadResponse::head`].
+    ///
+    /// ```
+    /// use dcb::{ReadOptions, ReadResponse};
+    ///
+    /// let read = ReadResponse::new(Vec::new(), 7, ReadOptions::default().before(5));
+    /// assert_eq!(read.head, Some(4));
+    /// ```
+    pub fn new(events: Vec<SequencedEvent>, store_head: u64, options: ReadOptions) -> Self {
+        let head = if options.limit.is_some() && !options.backwards {
+            events.last().map(|event| event.position)
+        } else {
+            Some(options.last_considered(store_head)).filter(|&head| head > 0)
+        };
+        ReadResponse { events, head }
+    }
 }
 
 /// A consumer's progress through some upstream sequence, recorded atomically with the events the

@@ -42,7 +42,8 @@ pub fn follow<S: EventStore>(
                 return None;
             }
             f.heads.borrow_and_update();
-            let options = ReadOptions { after: f.cursor, limit: Some(CATCH_UP_BATCH), backwards: false };
+            let options =
+                ReadOptions { after: f.cursor, limit: Some(CATCH_UP_BATCH), ..ReadOptions::default() };
             match f.store.read(&f.query, options).await {
                 Err(error) => {
                     f.failed = true;

@@ -175,7 +175,15 @@ impl<S: EventStore> AggregateRecorder for DcbRecorder<S> {
         let query = QueryItem::tags([self.id_tag(aggregate_id)]).into();
         let read = self
             .store
-            .read(&query, ReadOptions { after, limit: options.limit, backwards: options.backwards })
+            .read(
+                &query,
+                ReadOptions {
+                    after,
+                    limit: options.limit,
+                    backwards: options.backwards,
+                    ..ReadOptions::default()
+                },
+            )
             .await?;
         read.events.into_iter().map(|e| self.decode(aggregate_id, e)).collect()
     }

@@ -231,6 +231,40 @@ async fn read_back<S: EventStore>(store: &S, query: &Query, options: ReadOptions
     read(store, query, options).await
 }
 
+/// `before` is exclusive in both directions and combines with `after` and `limit`. It caps the
+/// head: a read that stops below the store's end has considered the store only up to
+/// `before - 1`. Backward reads page through a store by passing the last position seen.
+pub async fn read_before_is_exclusive_and_caps_the_head<S: EventStore>(store: &S) {
+    matrix_events(store).await;
+    let y = tags(&["y"]);
+    let cases = [
+        ("forwards", ReadOptions::default().before(4), vec![2, 3], Some(3)),
+        ("forwards, after and before", ReadOptions::default().after(2).before(6), vec![3, 4], Some(5)),
+        ("forwards, limited", ReadOptions::default().after(2).before(6).limit(1), vec![3], Some(3)),
+        ("backwards", ReadOptions::default().before(6).backwards(), vec![4, 3, 2], Some(5)),
+        ("backwards, limited", ReadOptions::default().before(6).backwards().limit(1), vec![4], Some(5)),
+        ("backwards, after", ReadOptions::default().after(2).before(6).backwards(), vec![4, 3], Some(5)),
+        ("past the end", ReadOptions::default().before(99), vec![2, 3, 4, 6], Some(6)),
+        ("below the first", ReadOptions::default().before(1), vec![], None),
+        ("an empty window", ReadOptions::default().after(3).before(4), vec![], Some(3)),
+    ];
+    for (name, options, expected, head) in cases {
+        let read = read(store, &y, options).await;
+        assert_eq!(positions(&read), expected, "{name}: {options:?}");
+        assert_eq!(read.head, head, "{name}: head of {options:?}");
+    }
+    let mut before = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = ReadOptions { before, limit: Some(2), backwards: true, ..ReadOptions::default() };
+        let page = read(store, &all(), page).await;
+        let Some(last) = page.events.last() else { break };
+        before = Some(last.position);
+        seen.extend(positions(&page));
+    }
+    assert_eq!(seen, [6, 5, 4, 3, 2, 1], "paging backwards two at a time");
+}
+
 /// Reads of every query shape return exactly the matching events (see [`matrix_events`]).
 pub async fn read_matrix<S: EventStore>(store: &S) {
     matrix_events(store).await;
@@ -280,6 +314,12 @@ pub async fn read_matrix<S: EventStore>(store: &S) {
             let expected_window: Vec<u64> = expected.iter().copied().filter(|&p| p > after).take(2).collect();
             assert_eq!(positions(&read), expected_window, "read matrix case {name}, after {after}, limit 2");
         }
+        let mut window: Vec<u64> = expected.iter().copied().filter(|&p| p > 1 && p < 6).collect();
+        let read = store.read(&query, ReadOptions::default().after(1).before(6)).await.unwrap();
+        assert_eq!(positions(&read), window, "read matrix case {name}, after 1, before 6");
+        window.reverse();
+        let read = store.read(&query, ReadOptions::default().after(1).before(6).backwards()).await.unwrap();
+        assert_eq!(positions(&read), window, "read matrix case {name}, after 1, before 6, backwards");
     }
 }
 

@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             read_without_limit_reports_the_store_head,
             read_with_limit_reports_the_last_returned_position,
             backward_reads_return_newest_first_and_the_store_head,
+            read_before_is_exclusive_and_caps_the_head,
             read_matrix,
             condition_matrix,
             failed_condition_writes_nothing,

@@ -48,8 +48,13 @@ impl NaiveModel {
     /// What a store must answer to a read.
     pub fn read(&self, query: &Query, options: ReadOptions) -> ReadResponse {
         let after = options.after.unwrap_or(0);
-        let mut events: Vec<SequencedEvent> =
-            self.events.iter().filter(|e| e.position > after && query.matches(&e.event)).cloned().collect();
+        let before = options.before.unwrap_or(u64::MAX);
+        let mut events: Vec<SequencedEvent> = self
+            .events
+            .iter()
+            .filter(|e| e.position > after && e.position < before && query.matches(&e.event))
+            .cloned()
+            .collect();
         if options.backwards {
             events.reverse();
         }
@@ -59,7 +64,7 @@ impl NaiveModel {
         let head = if options.limit.is_some() && !options.backwards {
             events.last().map(|e| e.position)
         } else {
-            self.events.last().map(|e| e.position)
+            self.events.iter().map(|e| e.position).rfind(|&p| p < before)
         };
         ReadResponse { events, head }
     }
@@ -171,8 +176,14 @@ pub async fn run<S: EventStore>(store: &S, config: ModelConfig) {
                 }
                 5..=8 => {
                     let query = random_query(&mut rng);
+                    let head = model.head().unwrap_or(0);
+                    let after = random_position(&mut rng, head);
+                    let before = rng.chance(30).then(|| {
+                        if rng.chance(50) { rng.below(head + 2) } else { after.unwrap_or(0) + rng.below(8) }
+                    });
                     let options = ReadOptions {
-                        after: random_position(&mut rng, model.head().unwrap_or(0)),
+                        after,
+                        before,
                         limit: rng.chance(50).then(|| rng.below(5) as u32),
                         backwards: rng.chance(30),
                     };
