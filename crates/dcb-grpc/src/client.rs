@@ -247,10 +247,10 @@ impl GrpcStore {
         // The protocol's `start` is inclusive: a lower bound forwards, an upper bound backwards.
         // The other bound has no field, so the stream is cut where it passes it: a backward read
         // at its first event at or below `after`, a forward one at its first at or above `before`.
-        let (start, floor, ceiling) = if options.backwards {
-            (options.before.map(|before| before.saturating_sub(1)), options.after, None)
+        let start = if options.backwards {
+            options.before.map(|before| before.saturating_sub(1))
         } else {
-            (options.after.map(|after| after.saturating_add(1)), None, options.before)
+            options.after.map(|after| after.saturating_add(1))
         };
         let request = proto::ReadRequest {
             query: Some(query),
@@ -262,8 +262,7 @@ impl GrpcStore {
         };
         let mut client = self.client.clone();
         let stream = client.read(self.request(request, true)).await.map_err(status_to_error)?.into_inner();
-        let last_is_head = options.limit.is_some() && !options.backwards;
-        Ok(ReadBatches { stream, floor, ceiling, options, last_is_head, head: None, done: false })
+        Ok(ReadBatches { stream, options, head: None, done: false })
     }
 
     async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
@@ -280,18 +279,27 @@ impl GrpcStore {
 #[derive(Debug)]
 pub struct ReadBatches {
     stream: tonic::Streaming<proto::ReadResponse>,
-    /// A backward read's `after`: the read ends at the first event at or below it.
-    floor: Option<u64>,
-    /// A forward read's `before`: the read ends at the first event at or above it.
-    ceiling: Option<u64>,
     options: ReadOptions,
-    /// Whether [`ReadBatches::head`] is the last position received (a forward read with a limit).
-    last_is_head: bool,
     head: Option<u64>,
     done: bool,
 }
 
 impl ReadBatches {
+    /// Whether `position` lies past the bound the wire could not carry (see `start_read`).
+    fn past_the_window(&self, position: u64) -> bool {
+        if self.options.backwards {
+            self.options.after.is_some_and(|after| position <= after)
+        } else {
+            self.options.before.is_some_and(|before| position >= before)
+        }
+    }
+
+    /// Whether the head is the last position returned (a forward read with a limit) rather than
+    /// the server's.
+    fn last_is_head(&self) -> bool {
+        self.options.limit.is_some() && !self.options.backwards
+    }
+
     /// The next batch, in the read's order; `None` once the read is complete. A batch may be
     /// empty (a read that matches nothing still receives one message, with the head).
     pub async fn next_batch(&mut self) -> dcb::Result<Option<Vec<dcb::SequencedEvent>>> {
@@ -302,23 +310,20 @@ impl ReadBatches {
             self.done = true;
             return Ok(None);
         };
-        if !self.last_is_head {
+        if !self.last_is_head() {
             // The server reports its head; a read that stops at `before` considered less.
             self.head = message.head.map(|head| self.options.last_considered(head)).filter(|&head| head > 0);
         }
         let mut events = Vec::with_capacity(message.events.len());
         for event in message.events {
             let event = sequenced_from_wire(event)?;
-            let position = event.position;
-            if self.floor.is_some_and(|floor| position <= floor)
-                || self.ceiling.is_some_and(|c| position >= c)
-            {
+            if self.past_the_window(event.position) {
                 self.done = true;
                 break;
             }
             events.push(event);
         }
-        if self.last_is_head {
+        if self.last_is_head() {
             self.head = events.last().map(|event| event.position).or(self.head);
         }
         if events.is_empty() && self.done {

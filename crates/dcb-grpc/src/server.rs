@@ -519,6 +519,17 @@ enum ReadState {
     Done,
 }
 
+impl ReadState {
+    /// Paging through the positions strictly between `after` and `before`, if there are any.
+    fn window(after: Option<u64>, before: u64, remaining: Option<u64>) -> ReadState {
+        if before > after.unwrap_or(0) + 1 {
+            ReadState::Paging { after, before, remaining }
+        } else {
+            ReadState::Drained
+        }
+    }
+}
+
 /// One Read call: pages through the store up to the head captured at its start, and turns the
 /// pages into messages bounded by count and by bytes.
 ///
@@ -596,10 +607,10 @@ impl<S: EventStore> Reader<S> {
                 (None, self.start.map_or(captured, |start| start.min(captured)).saturating_add(1))
             }
         };
-        self.state = if before > after.unwrap_or(0) + 1 && self.limit != Some(0) {
-            ReadState::Paging { after, before, remaining: self.limit.map(u64::from) }
-        } else {
+        self.state = if self.limit == Some(0) {
             ReadState::Drained
+        } else {
+            ReadState::window(after, before, self.limit.map(u64::from))
         };
         Ok(())
     }
@@ -624,7 +635,7 @@ impl<S: EventStore> Reader<S> {
         self.state = match last {
             Some(last) if fetched == limit as usize && remaining != Some(0) => {
                 let (after, before) = if self.backwards { (after, last) } else { (Some(last), before) };
-                ReadState::Paging { after, before, remaining }
+                ReadState::window(after, before, remaining)
             }
             _ => ReadState::Drained,
         };

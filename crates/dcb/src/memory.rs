@@ -526,7 +526,7 @@ struct Merge<'a> {
 }
 
 impl<'a> Merge<'a> {
-    /// Positions after `after` up to `last` (both bounds exclusive of `after`, inclusive of `last`).
+    /// Positions greater than `after` and at most `last`.
     fn new(sources: Vec<Source<'a>>, after: u64, last: u64, backwards: bool) -> Self {
         let bound = |bound: u64| -> Vec<usize> {
             sources.iter().map(|s| s.positions.partition_point(|&p| p <= bound)).collect()
