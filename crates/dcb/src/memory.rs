@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::RandomState;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -23,6 +24,9 @@ use crate::model::{
 };
 use crate::store::{EventStore, EventStream};
 use crate::subscription;
+
+mod huge_pages;
+use huge_pages::HugePages;
 
 /// A store that keeps everything in memory, indexed by tag and by type.
 ///
@@ -80,7 +84,7 @@ struct Stored {
 /// there: at millions of names, each pointer not followed is a cache miss saved.
 #[derive(Default)]
 struct Names {
-    entries: HashMap<Name, Entry>,
+    entries: hashbrown::HashMap<Name, Entry, RandomState, HugePages>,
     /// Name by number, as text ready to copy into a read's events.
     names: Vec<Box<str>>,
 }
@@ -183,14 +187,16 @@ fn prefetch_for_write<T>(address: *const T) {
     let _ = address;
 }
 
-/// Elements per chunk of the log.
-const CHUNK: usize = 4096;
+/// Elements of a [`Chunked`]'s first chunk.
+const FIRST_CHUNK: usize = 4096;
 
 /// A vector that grows by whole chunks, so pushing never moves what is already there (a plain
 /// vector would copy the entire log on growth, stalling the writer for milliseconds at millions
-/// of events).
+/// of events). Each chunk is twice the size of the one before, up to the first size of at least a
+/// huge page, which the rest keep: a small store stays small, and a large one lies in memory the
+/// kernel can map with few TLB entries (see [`HugePages`]).
 struct Chunked<T> {
-    chunks: Vec<Vec<T>>,
+    chunks: Vec<allocator_api2::vec::Vec<T, HugePages>>,
     len: usize,
 }
 
@@ -201,16 +207,44 @@ impl<T> Default for Chunked<T> {
 }
 
 impl<T> Chunked<T> {
-    fn push(&mut self, value: T) {
-        if self.len % CHUNK == 0 {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+    /// How many times chunks double before reaching their final size.
+    const DOUBLINGS: u32 = {
+        let mut doublings = 0;
+        while (FIRST_CHUNK << doublings) * size_of::<T>() < huge_pages::HUGE_PAGE {
+            doublings += 1;
         }
-        self.chunks.last_mut().expect("a chunk was just ensured").push(value);
+        doublings
+    };
+    /// Elements in the chunks that grow.
+    const GROWING: usize = FIRST_CHUNK * ((1 << Self::DOUBLINGS) - 1);
+    /// Elements of every later chunk.
+    const LARGEST: usize = FIRST_CHUNK << Self::DOUBLINGS;
+
+    /// The chunk and the offset in it of element `index`.
+    fn locate(index: usize) -> (usize, usize) {
+        if index < Self::GROWING {
+            // Chunk `c` starts at FIRST_CHUNK * (2^c - 1).
+            let chunk = (index / FIRST_CHUNK + 1).ilog2() as usize;
+            (chunk, index - FIRST_CHUNK * ((1 << chunk) - 1))
+        } else {
+            let rest = index - Self::GROWING;
+            (Self::DOUBLINGS as usize + rest / Self::LARGEST, rest % Self::LARGEST)
+        }
+    }
+
+    fn push(&mut self, value: T) {
+        let (chunk, offset) = Self::locate(self.len);
+        if offset == 0 {
+            let capacity = FIRST_CHUNK << chunk.min(Self::DOUBLINGS as usize);
+            self.chunks.push(allocator_api2::vec::Vec::with_capacity_in(capacity, HugePages));
+        }
+        self.chunks[chunk].push(value);
         self.len += 1;
     }
 
     fn get(&self, index: usize) -> &T {
-        &self.chunks[index / CHUNK][index % CHUNK]
+        let (chunk, offset) = Self::locate(index);
+        &self.chunks[chunk][offset]
     }
 }
 
@@ -576,5 +610,25 @@ impl<'a> Merge<'a> {
             self.push_next(source);
         }
         Some(Candidates { position, items })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_double_up_to_a_huge_page_and_every_element_is_found_again() {
+        type Wide = [u64; 10];
+        assert_eq!(Chunked::<Wide>::DOUBLINGS, 3, "4096 x 80 bytes doubles three times to reach 2 MiB");
+        assert_eq!(Chunked::<u32>::LARGEST * size_of::<u32>(), huge_pages::HUGE_PAGE);
+        let mut wide = Chunked::<Wide>::default();
+        let count = Chunked::<Wide>::GROWING + 2 * Chunked::<Wide>::LARGEST + 5;
+        for i in 0..count {
+            wide.push([i as u64; 10]);
+        }
+        assert!((0..count).all(|i| wide.get(i)[0] == i as u64), "an element was not where it was pushed");
+        let capacities: Vec<usize> = wide.chunks.iter().map(|chunk| chunk.capacity()).collect();
+        assert_eq!(capacities, [4096, 8192, 16384, 32768, 32768, 32768]);
     }
 }
