@@ -9,8 +9,9 @@
 //!
 //! At the end, the whole store is read by one client, `DCB_BENCH_READS` times, and the rates
 //! printed: streamed (`GrpcStore::read_batches`, each batch processed as it arrives) and collected
-//! (`EventStore::read`, every event gathered into one vector first). `DCB_BENCH_CLIENTS=0` only reads; `DCB_BENCH_CURRENT_THREAD=1` runs
-//! clients (and the in-process server) on one thread.
+//! (`EventStore::read`, every event gathered into one vector first). `DCB_BENCH_CLIENTS=0` only
+//! reads. `DCB_BENCH_OP=head` or `read` (a tag's 10 events) times those requests instead of
+//! appends; `DCB_BENCH_CURRENT_THREAD=1` runs the clients (and the in-process server) on one thread.
 //!
 //! Without `DCB_BENCH_URL` the server runs in this process over a fresh `MemoryStore` (so the
 //! figures measure the protocol path, not durability). Each client has its own connection and
@@ -31,7 +32,7 @@ fn env(name: &str) -> Option<u64> {
 
 struct Run {
     clients: usize,
-    appends: u64,
+    requests: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
@@ -41,11 +42,11 @@ impl Run {
         self.latencies.sort();
         let at = |q: f64| self.latencies[((self.latencies.len() - 1) as f64 * q) as usize];
         println!(
-            "{:>4} clients: {:>8} appends in {:.1} s = {:>8.0} appends/s; latency p50 {:>7.0} µs, p99 {:>7.0} µs",
+            "{:>4} clients: {:>8} requests in {:.1} s = {:>8.0}/s; latency p50 {:>7.0} µs, p99 {:>7.0} µs",
             self.clients,
-            self.appends,
+            self.requests,
             self.elapsed.as_secs_f64(),
-            self.appends as f64 / self.elapsed.as_secs_f64(),
+            self.requests as f64 / self.elapsed.as_secs_f64(),
             at(0.5).as_secs_f64() * 1e6,
             at(0.99).as_secs_f64() * 1e6,
         );
@@ -100,7 +101,7 @@ async fn run(url: &str, clients: usize, duration: Duration) -> Run {
         latencies.extend(task.await.expect("client task"));
     }
     let elapsed = start.elapsed();
-    Run { clients, appends: latencies.len() as u64, elapsed, latencies }
+    Run { clients, requests: latencies.len() as u64, elapsed, latencies }
 }
 
 fn main() {
