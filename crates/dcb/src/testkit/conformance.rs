@@ -60,7 +60,7 @@ fn assert_integrity(result: crate::Result<u64>, what: &str) {
 /// | 4 | A | y, z |
 /// | 5 | B | (none) |
 /// | 6 | C | x, y, z |
-async fn matrix_events<S: EventStore>(store: &S) {
+pub async fn matrix_events<S: EventStore>(store: &S) {
     let events = [
         event("A", &["x"]),
         event("B", &["x", "y"]),
