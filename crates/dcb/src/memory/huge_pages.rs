@@ -65,3 +65,20 @@ fn advise_huge_pages(block: NonNull<[u8]>) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_block: NonNull<[u8]>) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_blocks_are_aligned_to_huge_pages_and_small_ones_are_left_alone() {
+        let large = Layout::from_size_align(3 * HUGE_PAGE, 8).unwrap();
+        let small = Layout::from_size_align(4096, 8).unwrap();
+        assert_eq!(HugePages::actual(large).align(), HUGE_PAGE);
+        assert_eq!(HugePages::actual(small), small);
+        let mut vector = allocator_api2::vec::Vec::<u64, _>::with_capacity_in(HUGE_PAGE, HugePages);
+        assert_eq!(vector.as_ptr() as usize % HUGE_PAGE, 0, "a large vector starts on a huge page");
+        vector.extend((0..HUGE_PAGE as u64).map(|i| i * 3));
+        assert!(vector.iter().enumerate().all(|(i, &v)| v == i as u64 * 3));
+    }
+}
