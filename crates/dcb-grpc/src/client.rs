@@ -112,8 +112,10 @@ impl ClientOptions {
 /// One HTTP/2 connection is shared by every clone and every call, and re-established when it
 /// drops. Reads, heads and tracking lookups are retried when the server is unavailable; appends
 /// are not, because a failed append may have been recorded (see
-/// [`dcb::EventStore::append_request`]). Requests are checked against [`dcb::limits`] before
-/// they are sent, with the same messages a store gives.
+/// [`dcb::EventStore::append_request`]). A subscription cut by a lost connection subscribes again
+/// after the last event it received, for up to a minute, so its consumer sees neither a gap nor a
+/// repeat. Requests are checked against [`dcb::limits`] before they are sent, with the same
+/// messages a store gives.
 ///
 /// [`serve`]: crate::serve
 #[derive(Clone)]
@@ -390,29 +392,40 @@ impl EventStore for GrpcStore {
 
     async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
         dcb::limits::validate_query(&query)?;
-        let message = proto::SubscribeRequest {
+        let request = proto::SubscribeRequest {
             query: Some(query_to_wire(&query)),
             after,
             batch_size: self.shared.options.batch_size,
         };
-        let stream = self
-            .retrying("subscribe", || {
-                let mut client = self.client.clone();
-                // No deadline: a subscription lives as long as its consumer.
-                let request = self.request(message.clone(), false);
-                async move { client.subscribe(request).await.map_err(status_to_error) }
-            })
-            .await?
-            .into_inner();
-        Ok(Box::pin(futures_util::stream::unfold(
-            Follow { stream, buffer: VecDeque::new(), failed: false },
-            Follow::next,
-        )))
+        let stream = self.retrying("subscribe", || self.open_subscription(request.clone())).await?;
+        let follow = Follow { store: self.clone(), request, stream, buffer: VecDeque::new(), failed: false };
+        Ok(Box::pin(futures_util::stream::unfold(follow, Follow::next)))
     }
 }
 
-/// A subscription's messages, flattened into events.
+impl GrpcStore {
+    async fn open_subscription(
+        &self,
+        message: proto::SubscribeRequest,
+    ) -> dcb::Result<tonic::Streaming<proto::SubscribeResponse>> {
+        let mut client = self.client.clone();
+        // No deadline: a subscription lives as long as its consumer.
+        let request = self.request(message, false);
+        Ok(client.subscribe(request).await.map_err(status_to_error)?.into_inner())
+    }
+}
+
+/// How long a subscription whose connection was lost keeps trying to subscribe again before it
+/// yields the error and ends (as the PostgreSQL store's subscriptions do).
+const SUBSCRIPTION_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A subscription's messages, flattened into events. When the stream fails with a retryable error
+/// (the connection lost, the server restarting), it subscribes again after the last event it
+/// delivered, so that the consumer sees neither a gap nor a repeat.
 struct Follow {
+    store: GrpcStore,
+    /// The request to subscribe again with; its `after` follows the events received.
+    request: proto::SubscribeRequest,
     stream: tonic::Streaming<proto::SubscribeResponse>,
     buffer: VecDeque<dcb::SequencedEvent>,
     failed: bool,
@@ -433,16 +446,42 @@ impl Follow {
                     match message.events.into_iter().map(sequenced_from_wire).collect::<dcb::Result<Vec<_>>>()
                     {
                         Ok(events) => {
+                            if let Some(last) = events.last() {
+                                self.request.after = Some(last.position);
+                            }
                             self.buffer.extend(events);
                             continue;
                         }
                         Err(error) => error,
                     }
                 }
-                Err(status) => status_to_error(status),
+                Err(status) => match self.resubscribe(status_to_error(status)).await {
+                    Ok(()) => continue,
+                    Err(error) => error,
+                },
             };
             self.failed = true;
             return Some((Err(error), self));
         }
+    }
+
+    /// Subscribes again after `error` cut the stream, if the error is retryable, pausing between
+    /// attempts for at most [`SUBSCRIPTION_PATIENCE`]; else, or then, returns the last error.
+    async fn resubscribe(&mut self, mut error: dcb::Error) -> dcb::Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        while error.is_retryable() && started.elapsed() < SUBSCRIPTION_PATIENCE {
+            tracing::debug!(%error, after = ?self.request.after, "subscription cut, subscribing again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            match self.store.open_subscription(self.request.clone()).await {
+                Ok(stream) => {
+                    self.stream = stream;
+                    return Ok(());
+                }
+                Err(next) => error = next,
+            }
+        }
+        Err(error)
     }
 }

@@ -8,6 +8,7 @@ use dcb_grpc::proto::dcb_client::DcbClient;
 use dcb_grpc::proto::error_response::ErrorType;
 use dcb_grpc::proto::{self, ErrorResponse};
 use dcb_grpc::{ClientOptions, GrpcStore, ServerOptions};
+use futures_util::StreamExt;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -452,7 +453,6 @@ async fn a_subscriber_that_does_not_read_never_holds_up_appends() {
         let batch = (0..50).map(|_| dcb::Event::new("Filler", vec![7u8; 1000])).collect();
         writer.append(batch, None).await.unwrap();
     }
-    use futures_util::StreamExt;
     for expected in 1..=10_000 {
         assert_eq!(events.next().await.unwrap().unwrap().position, expected);
     }
@@ -571,4 +571,39 @@ async fn a_health_watch_cannot_keep_a_stopping_server_alive() {
     watch.message().await.unwrap().unwrap();
     server.stop().await;
     drop(watch);
+}
+
+#[tokio::test]
+async fn a_subscription_survives_a_server_restart_without_a_gap_or_a_repeat() {
+    let store = MemoryStore::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let serve = |listener, stop: oneshot::Receiver<()>| {
+        let shutdown = async move {
+            let _ = stop.await;
+        };
+        tokio::spawn(dcb_grpc::serve(store.clone(), listener, ServerOptions::new(), shutdown))
+    };
+    let (stop, stopped) = oneshot::channel();
+    let first = serve(listener, stopped);
+    let client = GrpcStore::connect(format!("http://{address}")).await.unwrap();
+    let mut events = client.subscribe(Query::all(), None).await.unwrap();
+    let next = async |events: &mut EventStream| {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
+        event.expect("an event within 10 s").expect("the stream goes on").expect("no error").position
+    };
+    client.append(vec![dcb::Event::new("Before", "{}")], None).await.unwrap();
+    assert_eq!(next(&mut events).await, 1);
+
+    stop.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    store.append(vec![dcb::Event::new("WhileDown", "{}")], None).await.unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let second = serve(TcpListener::bind(address).await.unwrap(), stopped);
+
+    assert_eq!(next(&mut events).await, 2, "the event appended while the server was down");
+    client.append(vec![dcb::Event::new("After", "{}")], None).await.unwrap();
+    assert_eq!(next(&mut events).await, 3);
+    stop.send(()).unwrap();
+    second.await.unwrap().unwrap();
 }
