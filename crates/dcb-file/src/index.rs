@@ -9,9 +9,9 @@
 //! since (ordinary vectors and hash maps). Every posting list is the frozen list followed by the
 //! delta list, which stays ascending because delta positions all follow frozen ones.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
+use dcb::postings::{self, Positions};
 use dcb::{Query, QueryItem, Uuid};
 
 #[cfg(target_endian = "big")]
@@ -34,21 +34,22 @@ pub(crate) struct Postings<'a> {
     b: &'a [u64],
 }
 
-impl Postings<'_> {
-    fn len(&self) -> usize {
-        self.a.len() + self.b.len()
-    }
-
+impl Positions for Postings<'_> {
     fn get(&self, i: usize) -> u64 {
         if i < self.a.len() { self.a[i] } else { self.b[i - self.a.len()] }
     }
 
-    /// How many positions are at most `bound`.
     fn count_upto(&self, bound: u64) -> usize {
         match self.a.last() {
             Some(&last) if last > bound => self.a.partition_point(|&p| p <= bound),
             _ => self.a.len() + self.b.partition_point(|&p| p <= bound),
         }
+    }
+}
+
+impl Postings<'_> {
+    fn len(&self) -> usize {
+        self.a.len() + self.b.len()
     }
 
     fn contains(&self, position: u64) -> bool {
@@ -303,15 +304,7 @@ impl Index {
             let window = after + 1..=upto;
             return if backwards { window.rev().take(limit).collect() } else { window.take(limit).collect() };
         }
-        let mut merge = Merge::new(self.sources(query), after, upto, backwards);
-        let mut found = Vec::new();
-        while found.len() < limit {
-            match merge.next() {
-                Some(position) => found.push(position),
-                None => break,
-            }
-        }
-        found
+        postings::merge(self.sources(query), after, upto, limit, backwards)
     }
 
     /// Posting lists that together hold every match of `query` (which must not match all), each
@@ -619,7 +612,7 @@ struct Check<'a> {
     index: &'a Index,
 }
 
-impl Check<'_> {
+impl postings::Check for Check<'_> {
     fn passes(&self, position: u64) -> bool {
         if let Some(ids) = &self.type_ids
             && !ids.contains(&self.index.entry(position).type_id)
@@ -630,75 +623,7 @@ impl Check<'_> {
     }
 }
 
-struct Source<'a> {
-    positions: Postings<'a>,
-    check: Option<Check<'a>>,
-}
-
-/// A k-way merge of the sources' candidates that pass their checks, within a window of
-/// positions, in either direction, yielding each position once.
-struct Merge<'a> {
-    sources: Vec<Source<'a>>,
-    /// Per source: the next index to look at (forward), or one past it (backward).
-    cursors: Vec<usize>,
-    /// Per source: the window as a range of indexes.
-    lows: Vec<usize>,
-    highs: Vec<usize>,
-    /// The next position to yield has the greatest key.
-    heap: BinaryHeap<(u64, Reverse<usize>)>,
-    backwards: bool,
-}
-
-impl<'a> Merge<'a> {
-    fn new(sources: Vec<Source<'a>>, after: u64, upto: u64, backwards: bool) -> Self {
-        let lows: Vec<usize> = sources.iter().map(|s| s.positions.count_upto(after)).collect();
-        let highs: Vec<usize> = sources.iter().map(|s| s.positions.count_upto(upto)).collect();
-        let cursors = if backwards { highs.clone() } else { lows.clone() };
-        let mut merge = Merge { sources, cursors, lows, highs, heap: BinaryHeap::new(), backwards };
-        for source in 0..merge.sources.len() {
-            merge.advance(source);
-        }
-        merge
-    }
-
-    /// Moves the source to its next candidate that passes its check and pushes it on the heap.
-    fn advance(&mut self, source: usize) {
-        let Source { positions, check } = &self.sources[source];
-        loop {
-            let cursor = self.cursors[source];
-            let position = if self.backwards {
-                if cursor <= self.lows[source] {
-                    return;
-                }
-                self.cursors[source] -= 1;
-                positions.get(cursor - 1)
-            } else {
-                if cursor >= self.highs[source] {
-                    return;
-                }
-                self.cursors[source] += 1;
-                positions.get(cursor)
-            };
-            if check.as_ref().is_none_or(|c| c.passes(position)) {
-                let key = if self.backwards { position } else { !position };
-                self.heap.push((key, Reverse(source)));
-                return;
-            }
-        }
-    }
-
-    fn next(&mut self) -> Option<u64> {
-        let (key, _) = *self.heap.peek()?;
-        while let Some(&(k, Reverse(source))) = self.heap.peek() {
-            if k != key {
-                break;
-            }
-            self.heap.pop();
-            self.advance(source);
-        }
-        Some(if self.backwards { key } else { !key })
-    }
-}
+type Source<'a> = postings::Source<Postings<'a>, Check<'a>>;
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ mod error;
 pub mod limits;
 mod memory;
 mod model;
+pub mod postings;
 pub mod recorder;
 mod store;
 pub mod subscription;

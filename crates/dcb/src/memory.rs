@@ -8,8 +8,7 @@
 //! check stops at the first match. One read-write lock lets many readers through while one writer
 //! appends; an append is visible whole or not at all, which makes every reported head safe.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::RandomState;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -22,6 +21,7 @@ use crate::limits::{validate_append, validate_query, validate_source};
 use crate::model::{
     AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent, already_appended,
 };
+use crate::postings::{self, Check, Source};
 use crate::store::{EventStore, EventStream};
 use crate::subscription;
 
@@ -499,21 +499,12 @@ impl State {
         }
         let items: Vec<Compiled> =
             query.items.iter().filter_map(|item| Compiled::new(item, &self.names)).collect();
-        let mut merge = Merge::new(self.sources(&items), after, last, options.backwards);
-        let mut found = Vec::new();
-        while found.len() < limit {
-            let Some(candidates) = merge.next_position() else { break };
-            let stored = self.stored(candidates.position);
-            if candidates.items.iter().any(|item| item.is_none_or(|item| item.matches(stored, self))) {
-                found.push(candidates.position);
-            }
-        }
-        found
+        postings::merge(self.sources(&items), after, last, limit, options.backwards)
     }
 
-    /// Posting lists that together hold every candidate for `items`.
-    /// A list paired with `Some(item)` holds candidates that must still be checked against it.
-    fn sources<'a>(&self, items: &'a [Compiled<'a>]) -> Vec<Source<'a>> {
+    /// Posting lists that together hold every candidate for `items`, each with the item its
+    /// candidates must still be checked against, if any.
+    fn sources<'a>(&'a self, items: &'a [Compiled<'a>]) -> Vec<Source<&'a [u64], ItemCheck<'a>>> {
         let mut sources = Vec::new();
         for item in items {
             if item.tags.is_empty() {
@@ -525,91 +516,23 @@ impl State {
             let rarest = item.tags.iter().map(|&(_, positions)| positions).min_by_key(|l| l.len());
             if let Some(rarest) = rarest {
                 let exact = item.types.is_empty() && item.tags.len() == 1;
-                sources.push(Source { positions: rarest, check: (!exact).then_some(item) });
+                let check = (!exact).then_some(ItemCheck { item, state: self });
+                sources.push(Source { positions: rarest, check });
             }
         }
         sources
     }
 }
 
-/// Candidate positions, ascending, and the item each must still be checked against (if any).
-struct Source<'a> {
-    positions: &'a [u64],
-    check: Option<&'a Compiled<'a>>,
+/// A candidate from the rarest tag of an item, to check against the item's other tags and types.
+struct ItemCheck<'a> {
+    item: &'a Compiled<'a>,
+    state: &'a State,
 }
 
-/// The candidates at one position: the check of each source that offered it.
-struct Candidates<'a> {
-    position: u64,
-    items: Vec<Option<&'a Compiled<'a>>>,
-}
-
-/// A k-way merge of sources restricted to a window of positions, in either direction, that
-/// yields each position once.
-struct Merge<'a> {
-    sources: Vec<Source<'a>>,
-    /// Per source, the next index to take (forward) or one past it (backward).
-    cursors: Vec<usize>,
-    /// Per source, the lowest index in the window (backward reads stop there).
-    floors: Vec<usize>,
-    /// Per source, one past the highest index in the window (forward reads stop there).
-    ceilings: Vec<usize>,
-    /// Ordered so that the next position to yield is the greatest key.
-    heap: BinaryHeap<(u64, Reverse<usize>)>,
-    backwards: bool,
-}
-
-impl<'a> Merge<'a> {
-    /// Positions greater than `after` and at most `last`.
-    fn new(sources: Vec<Source<'a>>, after: u64, last: u64, backwards: bool) -> Self {
-        let bound = |bound: u64| -> Vec<usize> {
-            sources.iter().map(|s| s.positions.partition_point(|&p| p <= bound)).collect()
-        };
-        let (floors, ceilings) = (bound(after), bound(last));
-        let cursors = if backwards { ceilings.clone() } else { floors.clone() };
-        let mut merge = Merge { sources, cursors, floors, ceilings, heap: BinaryHeap::new(), backwards };
-        for source in 0..merge.sources.len() {
-            merge.push_next(source);
-        }
-        merge
-    }
-
-    fn key(&self, position: u64) -> u64 {
-        if self.backwards { position } else { !position }
-    }
-
-    /// Puts the source's next position on the heap, if it has one left in the window.
-    fn push_next(&mut self, source: usize) {
-        let positions = self.sources[source].positions;
-        let cursor = self.cursors[source];
-        let next = if self.backwards {
-            (cursor > self.floors[source]).then(|| positions[cursor - 1])
-        } else {
-            (cursor < self.ceilings[source]).then(|| positions[cursor])
-        };
-        if let Some(position) = next {
-            self.heap.push((self.key(position), Reverse(source)));
-        }
-    }
-
-    fn next_position(&mut self) -> Option<Candidates<'a>> {
-        let (key, _) = *self.heap.peek()?;
-        let position = if self.backwards { key } else { !key };
-        let mut items = Vec::new();
-        while let Some(&(k, Reverse(source))) = self.heap.peek() {
-            if k != key {
-                break;
-            }
-            self.heap.pop();
-            items.push(self.sources[source].check);
-            if self.backwards {
-                self.cursors[source] -= 1;
-            } else {
-                self.cursors[source] += 1;
-            }
-            self.push_next(source);
-        }
-        Some(Candidates { position, items })
+impl Check for ItemCheck<'_> {
+    fn passes(&self, position: u64) -> bool {
+        self.item.matches(self.state.stored(position), self.state)
     }
 }
 
