@@ -13,6 +13,7 @@ use std::hash::RandomState;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
+use hashbrown::hash_map::EntryRef;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -159,12 +160,14 @@ impl Names {
 
     /// The entry of `name`, created if it is new.
     fn entry(&mut self, name: &str) -> &mut Entry {
-        if !self.entries.contains_key(name.as_bytes()) {
-            let number = self.names.len() as u32;
-            self.names.push(name.into());
-            self.entries.insert(Name::new(name), Entry { number, ..Entry::default() });
+        match self.entries.entry_ref(name.as_bytes()) {
+            EntryRef::Occupied(entry) => entry.into_mut(),
+            EntryRef::Vacant(entry) => {
+                let number = self.names.len() as u32;
+                self.names.push(name.into());
+                entry.insert_with_key(Name::new(name), Entry { number, ..Entry::default() })
+            }
         }
-        self.entries.get_mut(name.as_bytes()).expect("inserted above if it was missing")
     }
 
     fn name(&self, number: u32) -> &str {
