@@ -233,7 +233,9 @@ pub(crate) fn commit_at(bytes: &[u8]) -> Option<Commit> {
 }
 
 /// Decodes the body of an event record (kind byte included) whose checksum has been verified.
-pub(crate) fn decode_event(body: &[u8]) -> Result<(u64, Event), String> {
+/// `hold` turns the slice of `body` holding the event's data into the event's [`Bytes`]: a copy,
+/// or (when `body` lies in a buffer that is itself `Bytes`) a view of it without one.
+pub(crate) fn decode_event(body: &[u8], hold: impl FnOnce(&[u8]) -> Bytes) -> Result<(u64, Event), String> {
     let malformed = || "event record malformed (checksum valid: written wrong?)".to_string();
     if body.first() != Some(&KIND_EVENT) {
         return Err("not an event record".into());
@@ -260,7 +262,7 @@ pub(crate) fn decode_event(body: &[u8]) -> Result<(u64, Event), String> {
         metadata.insert(key, value);
     }
     let data_len = c.u32().ok_or_else(malformed)?;
-    let data = Bytes::copy_from_slice(c.take(data_len as usize).ok_or_else(malformed)?);
+    let data = hold(c.take(data_len as usize).ok_or_else(malformed)?);
     if !c.bytes.is_empty() {
         return Err(malformed());
     }
@@ -339,7 +341,7 @@ mod tests {
         assert_eq!(total, len);
         let Record::Event { position, body } = record else { panic!("not an event: {record:?}") };
         assert_eq!(position, 42);
-        assert_eq!(decode_event(body).unwrap(), (42, event.clone()));
+        assert_eq!(decode_event(body, Bytes::copy_from_slice).unwrap(), (42, event.clone()));
         assert_eq!(event_keys(body).unwrap(), ("Type".to_string(), vec!["b".into(), "a".into()]));
         for bit in 0..buf.len() * 8 {
             let mut damaged = buf.clone();

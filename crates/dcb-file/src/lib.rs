@@ -58,8 +58,8 @@ use std::thread::JoinHandle;
 
 use dcb::limits::{validate_append, validate_query, validate_source};
 use dcb::{
-    AppendRequest, Error, EventStore, EventStream, Query, ReadOptions, ReadResponse, Result, SequencedEvent,
-    Uuid,
+    AppendRequest, Bytes, Error, EventStore, EventStream, Query, ReadOptions, ReadResponse, Result,
+    SequencedEvent, Uuid,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -379,30 +379,40 @@ pub(crate) fn apply(index: &mut Index, items: Vec<Item>) {
     }
 }
 
-/// Reads the events at `entries` (ascending or descending): from the cache of recently written
-/// records, else from the log, verifying each record's checksum and position. Records that lie back to back in the log
-/// are read with one `pread`.
+/// Reads of more events than this skip the cache of recent records: they are mostly of older
+/// events (a catch-up, a scan), and reading whole runs of the log costs less than one cache
+/// lookup per event.
+const CACHED_READ_MAX: usize = 64;
+
+/// The longest run of adjacent records read with one `pread`. The events of a run share its
+/// buffer (their data are views of it), so this also bounds what one kept event can hold on to.
+const MAX_RUN_BYTES: u64 = 256 << 10;
+
+/// Reads the events at `entries` (ascending or descending): small reads from the cache of
+/// recently written records where they can, the rest from the log, verifying each record's
+/// checksum and position. Records that lie back to back in the log are read with one `pread`
+/// into one buffer, which the events' data then share without a copy.
 pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<Vec<SequencedEvent>> {
-    let mut events: Vec<Option<SequencedEvent>> = vec![None; entries.len()];
-    let mut missing = Vec::new();
+    let mut events = Vec::with_capacity(entries.len());
     // Only positions written since the open, and recently enough, can be cached: older ones skip
     // the lookup (a cold cache line per event, in a large store).
-    let floor = shared.opened_at.max(shared.durable().saturating_sub(cache::CAPACITY as u64));
-    for (i, &(position, entry)) in entries.iter().enumerate() {
-        let cached = if position > floor { shared.cache.get(position) } else { None };
-        match cached {
-            Some(record) => events[i] = Some(decode_at(shared, position, entry.offset, &record)?),
-            None => missing.push((i, position, entry)),
-        }
-    }
-    let mut buf = Vec::new();
+    let cached_above = if entries.len() <= CACHED_READ_MAX {
+        shared.opened_at.max(shared.durable().saturating_sub(cache::CAPACITY as u64))
+    } else {
+        u64::MAX
+    };
     let mut i = 0;
-    while i < missing.len() {
+    while i < entries.len() {
+        let (position, first) = entries[i];
+        if let Some(record) = (position > cached_above).then(|| shared.cache.get(position)).flatten() {
+            events.push(decode_at(shared, position, first.offset, &record, Bytes::copy_from_slice)?);
+            i += 1;
+            continue;
+        }
         // The longest run of records adjacent in the log, in the order asked for.
-        let first = missing[i].2;
         let (mut lo, mut hi, mut j) = (first.offset, first.offset + u64::from(first.len), i + 1);
-        while j < missing.len() && hi - lo < 1 << 20 {
-            let next = missing[j].2;
+        while j < entries.len() && hi - lo < MAX_RUN_BYTES {
+            let next = entries[j].1;
             if next.offset == hi {
                 hi += u64::from(next.len);
             } else if next.offset + u64::from(next.len) == lo {
@@ -412,20 +422,26 @@ pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<V
             }
             j += 1;
         }
-        buf.resize((hi - lo) as usize, 0);
+        let mut buf = vec![0; (hi - lo) as usize];
         shared.log.read_exact_at(&mut buf, lo).map_err(|e| io_error(&shared.log_path, "cannot read", e))?;
-        for &(slot, position, entry) in &missing[i..j] {
+        let run = Bytes::from(buf);
+        for &(position, entry) in &entries[i..j] {
             let start = (entry.offset - lo) as usize;
-            let record = &buf[start..start + entry.len as usize];
-            // Not cached: a store read at random would only churn the cache, and pay for it.
-            events[slot] = Some(decode_at(shared, position, entry.offset, record)?);
+            let record = &run[start..start + entry.len as usize];
+            events.push(decode_at(shared, position, entry.offset, record, |data| run.slice_ref(data))?);
         }
         i = j;
     }
-    Ok(events.into_iter().map(|e| e.expect("every entry was read")).collect())
+    Ok(events)
 }
 
-fn decode_at(shared: &Shared, position: u64, offset: u64, record: &[u8]) -> Result<SequencedEvent> {
+fn decode_at(
+    shared: &Shared,
+    position: u64,
+    offset: u64,
+    record: &[u8],
+    hold: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<SequencedEvent> {
     let path = &shared.log_path;
     let body = match format::parse_record(record) {
         Ok((format::Record::Event { body, .. }, len)) if len == record.len() => body,
@@ -433,7 +449,7 @@ fn decode_at(shared: &Shared, position: u64, offset: u64, record: &[u8]) -> Resu
         Err(format::Invalid::Damaged(why)) => return Err(corruption(path, offset, &why)),
         Err(format::Invalid::Truncated) => return Err(corruption(path, offset, "record length mismatch")),
     };
-    let (recorded, event) = format::decode_event(body).map_err(|why| corruption(path, offset, &why))?;
+    let (recorded, event) = format::decode_event(body, hold).map_err(|why| corruption(path, offset, &why))?;
     if recorded != position {
         return Err(corruption(
             path,

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::Path;
 
-use dcb::{Error, Result};
+use dcb::{Bytes, Error, Result};
 
 use crate::format::{self, COMMIT_RECORD_LEN, Commit, Invalid, MAX_RECORD_BODY, RECORD_HEADER_LEN, Record};
 use crate::io::StorageFile;
@@ -187,7 +187,8 @@ fn read_batch(
                     ));
                 }
                 let (event_type, tags) = if decode_all {
-                    let (_, event) = format::decode_event(body).map_err(|e| corruption(path, offset, &e))?;
+                    let (_, event) = format::decode_event(body, Bytes::copy_from_slice)
+                        .map_err(|e| corruption(path, offset, &e))?;
                     (event.event_type, event.tags)
                 } else {
                     format::event_keys(body).map_err(|e| corruption(path, offset, &e))?

@@ -8,6 +8,7 @@
 
 use std::marker::PhantomData;
 
+use bytes::Buf;
 use prost::Message;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
@@ -87,7 +88,10 @@ impl<U: Message + Default + DecodeFailure> Decoder for WireDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(U::status)
+        // The message as one `Bytes` (no copy): prost then reads fields from a plain slice and
+        // takes `bytes` fields as views of it, both markedly cheaper than through `DecodeBuf`.
+        let message = buf.copy_to_bytes(buf.remaining());
+        U::decode(message).map(Some).map_err(U::status)
     }
 
     fn buffer_settings(&self) -> BufferSettings {
