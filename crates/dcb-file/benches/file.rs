@@ -121,7 +121,7 @@ struct ReadFigures {
     tag_read: Duration,
     /// Tags drawn from a fixed set of 1,000 (the same working set at every size).
     hot_tag_read: Duration,
-    /// Tags of events appended since the store was opened (served from the write cache).
+    /// Tags of events appended since the store was opened (their pages freshly written).
     recent_tag_read: Duration,
     type_read: Duration,
     /// Events per second of a read of the whole store, in pages of [`SCAN_PAGE`].

@@ -1,14 +1,16 @@
 //! The narrow I/O layer every byte of the store goes through.
 //!
 //! The engine never touches `std::fs` for data directly: it asks a [`Storage`] for files and
-//! does positional reads, writes and syncs on them. Tests swap in a storage that fails a write
-//! halfway, fails a sync, or counts what was synced, without the engine knowing.
+//! does positional reads, writes and syncs on them, or maps them into memory for reading. Tests
+//! swap in a storage that fails a write halfway, fails a sync, or counts what was synced, without
+//! the engine knowing.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// A file of the store, shared between the writer and the readers.
 pub(crate) trait StorageFile: Send + Sync {
@@ -22,6 +24,102 @@ pub(crate) trait StorageFile: Send + Sync {
     fn len(&self) -> io::Result<u64>;
     /// Truncates (or extends) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Maps the first `len` bytes of the file for reading (see [`Mapping`]).
+    fn map(&self, len: usize) -> io::Result<Mapping>;
+}
+
+/// A read-only shared mapping of the start of a file.
+///
+/// It may be longer than the file: address space is reserved ahead so that a growing log is not
+/// mapped again at every append. Pages past the file's end must never be touched (the kernel
+/// would raise `SIGBUS`); the store reads only records it has synced, which the file always holds
+/// (it is cut back only past its last synced batch).
+pub(crate) struct Mapping {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory owned by this value until it is dropped; sharing and
+// sending a pointer to it between threads is as safe as sharing a `&[u8]`.
+#[allow(unsafe_code)]
+unsafe impl Send for Mapping {}
+#[allow(unsafe_code)]
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    #[allow(unsafe_code)]
+    fn new(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing, aliasing nothing; the
+        // file is only ever appended to below what readers see (see the type's doc).
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: ptr.cast(), len })
+    }
+
+    /// How many bytes of address space the mapping covers.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes at `offset .. offset + len`, which the caller knows the file holds.
+    #[allow(unsafe_code)]
+    pub(crate) fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "read past the mapping");
+        // SAFETY: in bounds of the mapping (checked above), which lives as long as `self`, and
+        // backed by the file (the caller's guarantee); those bytes are never written again.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }
+    }
+}
+
+impl Drop for Mapping {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; no reference into it outlives `self`.
+        unsafe { libc::munmap(self.ptr.cast_mut().cast(), self.len) };
+    }
+}
+
+/// The least address space a log mapping reserves, and the step it grows by: large enough that
+/// a store is rarely mapped again (address space is plentiful on 64-bit machines), small in unit
+/// tests so that they map again often.
+const MAP_STEP: u64 = if cfg!(test) { 64 << 10 } else { 1 << 30 };
+
+/// A file mapped for reading, mapped again (twice as large) when reads outgrow the mapping.
+/// Readers hold on to the mapping they read from; an outgrown one is unmapped when its last
+/// reader lets go.
+pub(crate) struct GrowingMap {
+    file: Arc<dyn StorageFile>,
+    current: RwLock<Arc<Mapping>>,
+}
+
+impl GrowingMap {
+    /// Maps `file`, which holds `len` bytes.
+    pub(crate) fn new(file: Arc<dyn StorageFile>, len: u64) -> io::Result<GrowingMap> {
+        let mapping = file.map(Self::reserve(len)?)?;
+        Ok(GrowingMap { file, current: RwLock::new(Arc::new(mapping)) })
+    }
+
+    fn reserve(len: u64) -> io::Result<usize> {
+        let reserve = len.saturating_mul(2).max(MAP_STEP).next_multiple_of(MAP_STEP);
+        usize::try_from(reserve).map_err(|_| io::Error::other("the log is too large to map"))
+    }
+
+    /// A mapping that covers the file's first `end` bytes.
+    pub(crate) fn covering(&self, end: u64) -> io::Result<Arc<Mapping>> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if end <= current.len() as u64 {
+            return Ok(current);
+        }
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if end > current.len() as u64 {
+            *current = Arc::new(self.file.map(Self::reserve(end)?)?);
+        }
+        Ok(current.clone())
+    }
 }
 
 /// Opens files and changes directory entries.
@@ -60,6 +158,10 @@ impl StorageFile for StdFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn map(&self, len: usize) -> io::Result<Mapping> {
+        Mapping::new(&self.0, len)
     }
 }
 
@@ -190,6 +292,10 @@ pub(crate) mod fault {
 
         fn set_len(&self, len: u64) -> io::Result<()> {
             self.inner.set_len(len)
+        }
+
+        fn map(&self, len: usize) -> io::Result<Mapping> {
+            self.inner.map(len)
         }
     }
 

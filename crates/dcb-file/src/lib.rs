@@ -8,8 +8,8 @@
 //!   condition against everything before it (earlier appends of the same batch included),
 //!   writes the batch and syncs once for all of them.
 //! - **Readers never wait for the writer**: they answer from an in-memory index of tags and
-//!   types, clamped to the last synced batch, and read event bodies from the log with
-//!   positional reads.
+//!   types, clamped to the last synced batch, and read event bodies through a read-only
+//!   memory mapping of the log (event data are views of it, not copies).
 //! - **Crash-safe**: every record carries a CRC-32C; opening a store cuts a torn tail back to
 //!   the last whole batch, and reports any other damage as [`dcb::Error::Corruption`] with the
 //!   file and offset. An index checkpoint spares replaying the whole log on open.
@@ -41,7 +41,6 @@
 //! # }).unwrap();
 //! ```
 
-mod cache;
 mod format;
 mod index;
 mod io;
@@ -67,7 +66,7 @@ pub use verify::{VerifyReport, verify};
 
 use format::{CHECKPOINT_FILE, CHECKPOINT_TMP, LOCK_FILE, LOG_FILE, LOG_HEADER_LEN, LOG_TMP};
 use index::{Entry, Index};
-use io::{StdStorage, Storage, StorageFile};
+use io::{GrowingMap, Mapping, StdStorage, Storage, StorageFile};
 use scan::{Item, corruption, io_error};
 use writer::{Request, Shared, Writer, checkpoint_corruption};
 
@@ -125,7 +124,7 @@ impl FileStoreOptions {
 /// the store closes when the last handle (subscriptions hold one) is dropped: that drop waits for
 /// the queued appends and writes an index checkpoint, then releases the directory's lock.
 ///
-/// Reads and subscriptions do their (page-cache-fast) positional reads on the calling task;
+/// Reads and subscriptions read the (page-cache-backed) log mapping on the calling task;
 /// appends wait for their batch's sync without blocking a runtime thread.
 ///
 /// An append that fails with [`Error::Io`] was not acknowledged, and the store then refuses
@@ -229,6 +228,7 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
     }
     storage.remove(&dir.join(CHECKPOINT_TMP)).map_err(|e| io_error(dir, "cannot clean up", e))?;
     let head = index.len();
+    let mapped = GrowingMap::new(log.clone(), end.end).map_err(|e| io_error(&log_path, "cannot map", e))?;
     let shared = Arc::new(Shared {
         dir: dir.to_owned(),
         log_path,
@@ -238,8 +238,7 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         durable: AtomicU64::new(head),
         heads: watch::Sender::new(head),
         poisoned: Mutex::new(None),
-        cache: cache::RecordCache::new(),
-        opened_at: head,
+        mapped,
     });
     let writer = Writer {
         shared: shared.clone(),
@@ -379,39 +378,47 @@ pub(crate) fn apply(index: &mut Index, items: Vec<Item>) {
     }
 }
 
-/// Reads of more events than this skip the cache of recent records: they are mostly of older
-/// events (a catch-up, a scan), and reading whole runs of the log costs less than one cache
-/// lookup per event.
-const CACHED_READ_MAX: usize = 64;
+/// The owner of a run of records in the log mapping, so that the events' data can be views of
+/// the mapping, kept mapped for as long as any of them lives.
+struct MappedRun {
+    mapping: Arc<Mapping>,
+    offset: usize,
+    len: usize,
+}
 
-/// The longest run of adjacent records read with one `pread`. The events of a run share its
-/// buffer (their data are views of it), so this also bounds what one kept event can hold on to.
-const MAX_RUN_BYTES: u64 = 256 << 10;
+impl AsRef<[u8]> for MappedRun {
+    fn as_ref(&self) -> &[u8] {
+        self.mapping.bytes(self.offset, self.len)
+    }
+}
 
-/// Reads the events at `entries` (ascending or descending): small reads from the cache of
-/// recently written records where they can, the rest from the log, verifying each record's
-/// checksum and position. Records that lie back to back in the log are read with one `pread`
-/// into one buffer, which the events' data then share without a copy.
+/// Reads of at most this many events touch their records ahead (see [`read_events`]); larger
+/// reads are mostly of runs of adjacent records, which the hardware prefetches by itself.
+const TOUCH_AHEAD_MAX: usize = 64;
+
+/// Reads the events at `entries` (ascending or descending) from the log's mapping, verifying
+/// each record's checksum and position. Records that lie back to back in the log form a run, and
+/// the data of a run's events are views of the mapping, without a copy.
 pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<Vec<SequencedEvent>> {
-    let mut events = Vec::with_capacity(entries.len());
-    // Only positions written since the open, and recently enough, can be cached: older ones skip
-    // the lookup (a cold cache line per event, in a large store).
-    let cached_above = if entries.len() <= CACHED_READ_MAX {
-        shared.opened_at.max(shared.durable().saturating_sub(cache::CAPACITY as u64))
-    } else {
-        u64::MAX
+    let Some(end) = entries.iter().map(|(_, e)| e.offset + u64::from(e.len)).max() else {
+        return Ok(Vec::new());
     };
+    let mapping = shared.mapped.covering(end).map_err(|e| io_error(&shared.log_path, "cannot map", e))?;
+    if entries.len() <= TOUCH_AHEAD_MAX {
+        // In a large store each record is likely a cache (and TLB) miss. Loading the first byte of
+        // every record in a tight loop lets the processor wait for those misses together rather
+        // than one by one, between the decoding of one record and the next.
+        for &(_, entry) in entries {
+            std::hint::black_box(mapping.bytes(entry.offset as usize, 1)[0]);
+        }
+    }
+    let mut events = Vec::with_capacity(entries.len());
     let mut i = 0;
     while i < entries.len() {
-        let (position, first) = entries[i];
-        if let Some(record) = (position > cached_above).then(|| shared.cache.get(position)).flatten() {
-            events.push(decode_at(shared, position, first.offset, &record, Bytes::copy_from_slice)?);
-            i += 1;
-            continue;
-        }
         // The longest run of records adjacent in the log, in the order asked for.
+        let first = entries[i].1;
         let (mut lo, mut hi, mut j) = (first.offset, first.offset + u64::from(first.len), i + 1);
-        while j < entries.len() && hi - lo < MAX_RUN_BYTES {
+        while j < entries.len() {
             let next = entries[j].1;
             if next.offset == hi {
                 hi += u64::from(next.len);
@@ -422,9 +429,8 @@ pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<V
             }
             j += 1;
         }
-        let mut buf = vec![0; (hi - lo) as usize];
-        shared.log.read_exact_at(&mut buf, lo).map_err(|e| io_error(&shared.log_path, "cannot read", e))?;
-        let run = Bytes::from(buf);
+        let run = MappedRun { mapping: mapping.clone(), offset: lo as usize, len: (hi - lo) as usize };
+        let run = Bytes::from_owner(run);
         for &(position, entry) in &entries[i..j] {
             let start = (entry.offset - lo) as usize;
             let record = &run[start..start + entry.len as usize];

@@ -15,10 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use dcb::{AppendRequest, Error, Event, Result, SequencedEvent, Uuid, already_appended};
 use tokio::sync::{oneshot, watch};
 
-use crate::cache::RecordCache;
 use crate::format::{self, CHECKPOINT_FILE, CHECKPOINT_TMP, Commit};
 use crate::index::Index;
-use crate::io::{Storage, StorageFile};
+use crate::io::{GrowingMap, Storage, StorageFile};
 use crate::scan::{corruption, io_error};
 use crate::{SyncMode, read_events};
 
@@ -48,10 +47,8 @@ pub(crate) struct Shared {
     pub(crate) heads: watch::Sender<u64>,
     /// Why the store refuses further writes, once an I/O operation failed.
     pub(crate) poisoned: Mutex<Option<String>>,
-    /// Recently written records.
-    pub(crate) cache: RecordCache,
-    /// The head when the store was opened: the cache holds no position up to it.
-    pub(crate) opened_at: u64,
+    /// The log, mapped for reading.
+    pub(crate) mapped: GrowingMap,
 }
 
 impl Shared {
@@ -223,15 +220,6 @@ impl Writer {
             let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
             assert_eq!(index.len(), last, "the index holds exactly the batch just synced");
             index.tracking.extend(tracking);
-        }
-        {
-            // What was just written is what is most likely read next (subscriptions, decisions).
-            let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
-            for position in durable + 1..=last {
-                let entry = index.entry(position);
-                let start = (entry.offset - batch_start) as usize;
-                self.shared.cache.put(position, &self.buf[start..start + entry.len as usize]);
-            }
         }
         self.shared.durable.store(last, Ordering::Release);
         self.shared.heads.send_replace(last);
