@@ -110,6 +110,9 @@ pub(crate) fn event_to_wire(event: dcb::Event) -> proto::Event {
     }
 }
 
+/// The generated message of an event. The server writes events with `crate::batch` instead; this
+/// is the reference its tests compare with.
+#[cfg(test)]
 pub(crate) fn sequenced_to_wire(event: dcb::SequencedEvent) -> proto::SequencedEvent {
     proto::SequencedEvent {
         position: event.position,

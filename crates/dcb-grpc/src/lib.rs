@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod client;
 mod codec;
 mod convert;

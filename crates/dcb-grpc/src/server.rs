@@ -5,12 +5,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use dcb::{EventStore, EventStream, Query, ReadOptions, SequencedEvent};
+use bytes::BytesMut;
+use dcb::{EventStore, EventStream, Query, ReadOptions};
 use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tonic::codegen::http;
@@ -18,7 +19,9 @@ use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{append_from_wire, error_to_status, query_from_wire, sequenced_to_wire, status};
+use crate::batch::{self, EncodedBatch, Entry};
+use crate::codec::WireCodec;
+use crate::convert::{append_from_wire, error_to_status, query_from_wire, status};
 use crate::limits::{
     DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SHUTDOWN_GRACE,
     MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_IN_FLIGHT_APPENDS, MAX_RESPONSE_BYTES,
@@ -155,9 +158,12 @@ pub async fn serve<S: EventStore>(
     };
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<DcbServer<Service<S>>>().await;
-    let dcb = DcbServer::new(service)
-        .max_decoding_message_size(options.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES))
+    let max_request_bytes = options.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+    let service = Arc::new(service);
+    let generated = DcbServer::from_arc(service.clone())
+        .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let dcb = Routes { generated, service, max_request_bytes };
 
     #[allow(unused_mut)]
     let mut builder = Server::builder().layer(tower::util::MapResponseLayer::new(refuse_oversized));
@@ -378,12 +384,95 @@ fn batch_size(requested: Option<u32>) -> usize {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl<S: EventStore> Dcb for Service<S> {
-    type ReadStream = BoxStream<proto::ReadResponse>;
-    type SubscribeStream = BoxStream<proto::SubscribeResponse>;
+/// The generated service, except that `Read` and `Subscribe` are answered with encoded batches
+/// (see `crate::batch`): the generated routes would need every event built as a generated message
+/// first.
+struct Routes<S> {
+    generated: DcbServer<Service<S>>,
+    service: Arc<Service<S>>,
+    max_request_bytes: usize,
+}
 
-    async fn read(&self, request: Request<proto::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+impl<S> Clone for Routes<S> {
+    fn clone(&self) -> Self {
+        Routes {
+            generated: self.generated.clone(),
+            service: self.service.clone(),
+            max_request_bytes: self.max_request_bytes,
+        }
+    }
+}
+
+impl<S> tonic::server::NamedService for Routes<S> {
+    const NAME: &'static str = crate::proto::dcb_server::SERVICE_NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Routes<S>
+where
+    S: EventStore,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let service = self.service.clone();
+        let max_request_bytes = Some(self.max_request_bytes);
+        match request.uri().path() {
+            "/umadb.v1.DCB/Read" => Box::pin(async move {
+                let mut grpc =
+                    tonic::server::Grpc::new(WireCodec::<EncodedBatch, proto::ReadRequest>::default())
+                        .apply_max_message_size_config(max_request_bytes, Some(MAX_RESPONSE_BYTES));
+                Ok(grpc.server_streaming(ReadRoute(service), request).await)
+            }),
+            "/umadb.v1.DCB/Subscribe" => Box::pin(async move {
+                let mut grpc =
+                    tonic::server::Grpc::new(WireCodec::<EncodedBatch, proto::SubscribeRequest>::default())
+                        .apply_max_message_size_config(max_request_bytes, Some(MAX_RESPONSE_BYTES));
+                Ok(grpc.server_streaming(SubscribeRoute(service), request).await)
+            }),
+            _ => self.generated.call(request),
+        }
+    }
+}
+
+struct ReadRoute<S>(Arc<Service<S>>);
+
+impl<S: EventStore> tonic::server::ServerStreamingService<proto::ReadRequest> for ReadRoute<S> {
+    type Response = EncodedBatch;
+    type ResponseStream = BoxStream<EncodedBatch>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<proto::ReadRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.read_batches(request).await })
+    }
+}
+
+struct SubscribeRoute<S>(Arc<Service<S>>);
+
+impl<S: EventStore> tonic::server::ServerStreamingService<proto::SubscribeRequest> for SubscribeRoute<S> {
+    type Response = EncodedBatch;
+    type ResponseStream = BoxStream<EncodedBatch>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<proto::SubscribeRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.subscribe_batches(request).await })
+    }
+}
+
+impl<S: EventStore> Service<S> {
+    async fn read_batches(
+        &self,
+        request: Request<proto::ReadRequest>,
+    ) -> Result<Response<BoxStream<EncodedBatch>>, Status> {
         self.authorize(&request)?;
         let request = request.into_inner();
         if request.subscribe == Some(true) {
@@ -404,6 +493,7 @@ impl<S: EventStore> Dcb for Service<S> {
             stopping: self.shared.stopping.clone(),
             state: ReadState::Start,
             buffer: VecDeque::new(),
+            encoder: BytesMut::new(),
             head: None,
             // Small at first, until the events' size is known.
             page: (batch as u32).min(64),
@@ -412,10 +502,10 @@ impl<S: EventStore> Dcb for Service<S> {
         Ok(Response::new(Box::pin(futures_util::stream::unfold(reader, Reader::next_message))))
     }
 
-    async fn subscribe(
+    async fn subscribe_batches(
         &self,
         request: Request<proto::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    ) -> Result<Response<BoxStream<EncodedBatch>>, Status> {
         self.authorize(&request)?;
         let request = request.into_inner();
         let query = checked_query(request.query)?;
@@ -423,11 +513,31 @@ impl<S: EventStore> Dcb for Service<S> {
         let subscriber = Subscriber {
             events,
             pending: None,
+            encoder: BytesMut::new(),
             batch: batch_size(request.batch_size),
             stopping: self.shared.stopping.clone(),
             done: false,
         };
         Ok(Response::new(Box::pin(futures_util::stream::unfold(subscriber, Subscriber::next_message))))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: EventStore> Dcb for Service<S> {
+    type ReadStream = BoxStream<proto::ReadResponse>;
+    type SubscribeStream = BoxStream<proto::SubscribeResponse>;
+
+    // `Read` and `Subscribe` never reach these two: `Routes` answers them with encoded batches
+    // (see `crate::batch`), through `Service::read_batches` and `Service::subscribe_batches`.
+    async fn read(&self, _: Request<proto::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        Err(Status::internal("Read is served by the encoded-batch route"))
+    }
+
+    async fn subscribe(
+        &self,
+        _: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::internal("Subscribe is served by the encoded-batch route"))
     }
 
     async fn append(
@@ -478,31 +588,21 @@ impl<S: EventStore> Dcb for Service<S> {
     }
 }
 
-/// An event ready to send, with its encoded size.
-type Wire = (proto::SequencedEvent, usize);
-
-fn wire(event: SequencedEvent) -> Wire {
-    let event = sequenced_to_wire(event);
-    let len = event.encoded_len();
-    (event, len)
-}
-
 /// Takes the next batch from `buffer`: up to `batch` events and [`MAX_BATCH_BYTES`], but always
 /// at least one event (a single event is always far below the message limit).
-fn take_batch(buffer: &mut VecDeque<Wire>, batch: usize) -> Vec<proto::SequencedEvent> {
-    let mut events = Vec::new();
+fn take_batch(buffer: &mut VecDeque<Entry>, batch: usize) -> Vec<Entry> {
+    let mut entries = Vec::new();
     let mut bytes = 0;
-    while events.len() < batch {
+    while entries.len() < batch {
         match buffer.front() {
-            Some((_, len)) if events.is_empty() || bytes + len <= MAX_BATCH_BYTES => {
-                let (event, len) = buffer.pop_front().expect("just seen");
-                bytes += len;
-                events.push(event);
+            Some(entry) if entries.is_empty() || bytes + entry.bytes.len() <= MAX_BATCH_BYTES => {
+                bytes += entry.bytes.len();
+                entries.push(buffer.pop_front().expect("just seen"));
             }
             _ => break,
         }
     }
-    events
+    entries
 }
 
 enum ReadState {
@@ -546,7 +646,9 @@ struct Reader<S> {
     batch: usize,
     stopping: watch::Receiver<bool>,
     state: ReadState,
-    buffer: VecDeque<Wire>,
+    buffer: VecDeque<Entry>,
+    /// Where the events of a page are encoded (the buffered entries share its allocations).
+    encoder: BytesMut,
     /// The head every message reports: fixed for reads without a limit and backward reads, the
     /// last position sent for forward reads with a limit (see `dcb::ReadResponse::head`).
     head: Option<u64>,
@@ -556,7 +658,7 @@ struct Reader<S> {
 }
 
 impl<S: EventStore> Reader<S> {
-    async fn next_message(mut self) -> Option<(Result<proto::ReadResponse, Status>, Self)> {
+    async fn next_message(mut self) -> Option<(Result<EncodedBatch, Status>, Self)> {
         loop {
             if matches!(self.state, ReadState::Done) {
                 return None;
@@ -566,12 +668,12 @@ impl<S: EventStore> Reader<S> {
                 return Some((Err(shutting_down()), self));
             }
             if !self.buffer.is_empty() {
-                let events = take_batch(&mut self.buffer, self.batch);
+                let entries = take_batch(&mut self.buffer, self.batch);
                 if self.limit.is_some() && !self.backwards {
-                    self.head = events.last().map(|e| e.position);
+                    self.head = entries.last().map(|e| e.position);
                 }
                 self.sent = true;
-                return Some((Ok(proto::ReadResponse { events, head: self.head }), self));
+                return Some((Ok(EncodedBatch { entries, head: self.head }), self));
             }
             let step = match self.state {
                 ReadState::Start => self.start().await,
@@ -582,7 +684,7 @@ impl<S: EventStore> Reader<S> {
                         return None;
                     }
                     // Nothing matched: one empty message still tells the client the head.
-                    return Some((Ok(proto::ReadResponse { events: Vec::new(), head: self.head }), self));
+                    return Some((Ok(EncodedBatch { entries: Vec::new(), head: self.head }), self));
                 }
                 ReadState::Done => return None,
             };
@@ -621,17 +723,16 @@ impl<S: EventStore> Reader<S> {
             ReadOptions { after, before: Some(before), limit: Some(limit), backwards: self.backwards };
         let read = self.store.read(&self.query, options).await?;
         let fetched = read.events.len();
-        let mut bytes = 0;
-        for event in read.events {
-            let event = wire(event);
-            bytes += event.1;
-            self.buffer.push_back(event);
+        let bytes = read.events.iter().map(batch::entry_len).sum::<usize>();
+        self.encoder.reserve(bytes);
+        for event in &read.events {
+            self.buffer.push_back(batch::encode_entry(event, &mut self.encoder));
         }
         if let Some(average) = bytes.checked_div(fetched) {
             self.page = ((MAX_BATCH_BYTES / average.max(1)) as u32).clamp(1, self.batch as u32);
         }
         let remaining = remaining.map(|left| left - fetched as u64);
-        let last = self.buffer.back().map(|(e, _)| e.position);
+        let last = self.buffer.back().map(|e| e.position);
         self.state = match last {
             Some(last) if fetched == limit as usize && remaining != Some(0) => {
                 let (after, before) = if self.backwards { (after, last) } else { (Some(last), before) };
@@ -652,14 +753,16 @@ impl<S: EventStore> Reader<S> {
 struct Subscriber {
     events: EventStream,
     /// An item taken from the store that did not fit in the previous message.
-    pending: Option<dcb::Result<Wire>>,
+    pending: Option<dcb::Result<Entry>>,
+    /// Where events are encoded (the entries of a message share its allocations).
+    encoder: BytesMut,
     batch: usize,
     stopping: watch::Receiver<bool>,
     done: bool,
 }
 
 impl Subscriber {
-    async fn next_message(mut self) -> Option<(Result<proto::SubscribeResponse, Status>, Self)> {
+    async fn next_message(mut self) -> Option<(Result<EncodedBatch, Status>, Self)> {
         if self.done {
             return None;
         }
@@ -670,7 +773,9 @@ impl Subscriber {
                     biased;
                     // Also when the sender is gone: the server is past its shutdown signal.
                     _ = self.stopping.wait_for(|stopping| *stopping) => None,
-                    next = self.events.next() => Some(next.map(|item| item.map(wire))),
+                    next = self.events.next() => {
+                        Some(next.map(|item| item.map(|event| batch::encode_entry(&event, &mut self.encoder))))
+                    }
                 };
                 match next {
                     Some(next) => next,
@@ -690,18 +795,18 @@ impl Subscriber {
             }
             Some(Ok(event)) => event,
         };
-        let mut bytes = first.1;
-        let mut events = vec![first.0];
-        while events.len() < self.batch {
+        let mut bytes = first.bytes.len();
+        let mut entries = vec![first];
+        while entries.len() < self.batch {
             match self.events.next().now_or_never() {
                 Some(Some(Ok(event))) => {
-                    let (event, len) = wire(event);
-                    if bytes + len > MAX_BATCH_BYTES {
-                        self.pending = Some(Ok((event, len)));
+                    let entry = batch::encode_entry(&event, &mut self.encoder);
+                    if bytes + entry.bytes.len() > MAX_BATCH_BYTES {
+                        self.pending = Some(Ok(entry));
                         break;
                     }
-                    bytes += len;
-                    events.push(event);
+                    bytes += entry.bytes.len();
+                    entries.push(entry);
                 }
                 Some(Some(Err(error))) => {
                     self.pending = Some(Err(error));
@@ -714,7 +819,7 @@ impl Subscriber {
                 None => break,
             }
         }
-        Some((Ok(proto::SubscribeResponse { events }), self))
+        Some((Ok(EncodedBatch { entries, head: None }), self))
     }
 }
 
@@ -733,14 +838,17 @@ mod tests {
 
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {
-        let big =
-            |position| wire(SequencedEvent { position, event: dcb::Event::new("Big", vec![0u8; 900_000]) });
-        let mut buffer: VecDeque<Wire> = (1..=5).map(big).collect();
+        let mut encoder = BytesMut::new();
+        let mut entries = |size: usize, count: u64| -> VecDeque<Entry> {
+            let event =
+                |position| dcb::SequencedEvent { position, event: dcb::Event::new("E", vec![0u8; size]) };
+            (1..=count).map(|position| batch::encode_entry(&event(position), &mut encoder)).collect()
+        };
+        let mut buffer = entries(900_000, 5);
         let first = take_batch(&mut buffer, 1024);
         assert_eq!(first.len(), 2, "two events of 900 kB fit in a 2 MiB batch, three do not");
-        assert!(first.iter().map(Message::encoded_len).sum::<usize>() <= MAX_BATCH_BYTES);
-        let small = |position| wire(SequencedEvent { position, event: dcb::Event::new("S", "x") });
-        let mut buffer: VecDeque<Wire> = (1..=10).map(small).collect();
+        assert!(first.iter().map(|e| e.bytes.len()).sum::<usize>() <= MAX_BATCH_BYTES);
+        let mut buffer = entries(1, 10);
         assert_eq!(take_batch(&mut buffer, 4).len(), 4);
         assert_eq!(buffer.len(), 6);
     }
