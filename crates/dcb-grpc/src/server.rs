@@ -20,7 +20,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 
 use crate::batch::{self, EncodedBatch, Entry};
-use crate::codec::WireCodec;
+use crate::codec::{DecodeFailure, WireCodec};
 use crate::convert::{append_from_wire, error_to_status, query_from_wire, status};
 use crate::limits::{
     DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SHUTDOWN_GRACE,
@@ -425,21 +425,31 @@ where
         let service = self.service.clone();
         let max_request_bytes = Some(self.max_request_bytes);
         match request.uri().path() {
-            "/umadb.v1.DCB/Read" => Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(WireCodec::<EncodedBatch, proto::ReadRequest>::default())
-                        .apply_max_message_size_config(max_request_bytes, Some(MAX_RESPONSE_BYTES));
-                Ok(grpc.server_streaming(ReadRoute(service), request).await)
-            }),
-            "/umadb.v1.DCB/Subscribe" => Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(WireCodec::<EncodedBatch, proto::SubscribeRequest>::default())
-                        .apply_max_message_size_config(max_request_bytes, Some(MAX_RESPONSE_BYTES));
-                Ok(grpc.server_streaming(SubscribeRoute(service), request).await)
-            }),
+            "/umadb.v1.DCB/Read" => Box::pin(serve_batches(ReadRoute(service), request, max_request_bytes)),
+            "/umadb.v1.DCB/Subscribe" => {
+                Box::pin(serve_batches(SubscribeRoute(service), request, max_request_bytes))
+            }
             _ => self.generated.call(request),
         }
     }
+}
+
+/// Answers one call of `route` (whose requests are `T`s) with a stream of encoded batches.
+async fn serve_batches<T, R, B>(
+    route: R,
+    request: http::Request<B>,
+    max_request_bytes: Option<usize>,
+) -> Result<http::Response<tonic::body::Body>, std::convert::Infallible>
+where
+    T: prost::Message + Default + DecodeFailure + Send + 'static,
+    R: tonic::server::ServerStreamingService<T, Response = EncodedBatch>,
+    R::ResponseStream: Send + 'static,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    let mut grpc = tonic::server::Grpc::new(WireCodec::<EncodedBatch, T>::default())
+        .apply_max_message_size_config(max_request_bytes, Some(MAX_RESPONSE_BYTES));
+    Ok(grpc.server_streaming(route, request).await)
 }
 
 struct ReadRoute<S>(Arc<Service<S>>);
