@@ -62,15 +62,32 @@ fn event_len(event: &dcb::Event) -> usize {
         + event.metadata.iter().map(|(k, v)| delimited_len(METADATA, metadata_entry_len(k, v))).sum::<usize>()
 }
 
-fn sequenced_len(event: &SequencedEvent) -> usize {
+/// Sizes of the `SequencedEvent` message of `event` and of its `Event` message.
+fn sequenced_len(event: &SequencedEvent) -> (usize, usize) {
     let position =
         if event.position == 0 { 0 } else { key_len(POSITION) + encoded_len_varint(event.position) };
-    position + delimited_len(EVENT, event_len(&event.event))
+    let inner = event_len(&event.event);
+    (position + delimited_len(EVENT, inner), inner)
 }
 
 /// The encoded size of `event`'s entry.
-pub(crate) fn entry_len(event: &SequencedEvent) -> usize {
-    delimited_len(EVENTS, sequenced_len(event))
+#[cfg(test)]
+fn entry_len(event: &SequencedEvent) -> usize {
+    delimited_len(EVENTS, sequenced_len(event).0)
+}
+
+/// At least the encoded size of `event`'s entry, found without walking its fields' encodings: for
+/// reserving room for many entries at once.
+pub(crate) fn entry_len_bound(event: &SequencedEvent) -> usize {
+    // Keys and length prefixes of the entry, the position, the event, its type and data (6, 11, 6,
+    // 6 and 6 bytes at most), and a uuid field (38).
+    const FIXED: usize = 80;
+    let e = &event.event;
+    FIXED
+        + e.event_type.len()
+        + e.data.len()
+        + e.tags.iter().map(|tag| tag.len() + 6).sum::<usize>()
+        + e.metadata.iter().map(|(k, v)| k.len() + v.len() + 18).sum::<usize>()
 }
 
 fn put_delimited(tag: u32, bytes: &[u8], buf: &mut BytesMut) {
@@ -89,15 +106,16 @@ fn put_optional(tag: u32, bytes: &[u8], buf: &mut BytesMut) {
 /// off one buffer share its allocation.
 pub(crate) fn encode_entry(event: &SequencedEvent, buf: &mut BytesMut) -> Entry {
     let SequencedEvent { position, event: e } = event;
-    buf.reserve(entry_len(event));
+    let (outer, inner) = sequenced_len(event);
+    buf.reserve(delimited_len(EVENTS, outer));
     encode_key(EVENTS, WireType::LengthDelimited, buf);
-    encode_varint(sequenced_len(event) as u64, buf);
+    encode_varint(outer as u64, buf);
     if *position != 0 {
         encode_key(POSITION, WireType::Varint, buf);
         encode_varint(*position, buf);
     }
     encode_key(EVENT, WireType::LengthDelimited, buf);
-    encode_varint(event_len(e) as u64, buf);
+    encode_varint(inner as u64, buf);
     put_optional(TYPE, e.event_type.as_bytes(), buf);
     for tag in &e.tags {
         put_delimited(TAGS, tag.as_bytes(), buf);
@@ -194,6 +212,7 @@ mod tests {
             let entries: Vec<Entry> = events.iter().map(|e| encode_entry(e, &mut buf)).collect();
             for (event, entry) in events.iter().zip(&entries) {
                 assert_eq!(entry.bytes.len(), entry_len(event));
+                assert!(entry_len_bound(event) >= entry_len(event));
                 assert_eq!(entry.position, event.position);
             }
             let batch = EncodedBatch { entries, head };

@@ -733,10 +733,12 @@ impl<S: EventStore> Reader<S> {
             ReadOptions { after, before: Some(before), limit: Some(limit), backwards: self.backwards };
         let read = self.store.read(&self.query, options).await?;
         let fetched = read.events.len();
-        let bytes = read.events.iter().map(batch::entry_len).sum::<usize>();
-        self.encoder.reserve(bytes);
+        self.encoder.reserve(read.events.iter().map(batch::entry_len_bound).sum());
+        let mut bytes = 0;
         for event in &read.events {
-            self.buffer.push_back(batch::encode_entry(event, &mut self.encoder));
+            let entry = batch::encode_entry(event, &mut self.encoder);
+            bytes += entry.bytes.len();
+            self.buffer.push_back(entry);
         }
         if let Some(average) = bytes.checked_div(fetched) {
             self.page = ((MAX_BATCH_BYTES / average.max(1)) as u32).clamp(1, self.batch as u32);
