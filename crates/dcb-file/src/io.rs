@@ -83,29 +83,6 @@ impl Drop for Mapping {
     }
 }
 
-/// Asks the kernel to back the 2 MiB-aligned part of `buf` with huge pages. Called before `buf`
-/// is first written, its pages are then faulted in as huge ones: a loaded checkpoint (the frozen
-/// index) of a large store is read at random, and with 4 KiB pages nearly every access would also
-/// miss the TLB. A hint only: where the kernel declines (or on systems other than Linux), nothing
-/// changes.
-#[cfg(target_os = "linux")]
-pub(crate) fn advise_huge_pages(buf: &mut [u64]) {
-    const HUGE_PAGE: usize = 2 << 20;
-    let start = (buf.as_mut_ptr() as usize).next_multiple_of(HUGE_PAGE);
-    let end = (buf.as_mut_ptr() as usize + size_of_val(buf)) / HUGE_PAGE * HUGE_PAGE;
-    if end > start {
-        // SAFETY: the range lies inside `buf`, borrowed mutably here; MADV_HUGEPAGE changes how
-        // the memory is backed, never what it holds.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
-        };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn advise_huge_pages(_: &mut [u64]) {}
-
 /// The least address space a log mapping reserves, and the step it grows by: large enough that
 /// a store is rarely mapped again (address space is plentiful on 64-bit machines), small in unit
 /// tests so that they map again often.

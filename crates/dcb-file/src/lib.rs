@@ -325,7 +325,8 @@ pub(crate) fn load_checkpoint(
     }
     // Read straight into words: the checkpoint is used in place (see `index`).
     let mut words = vec![0u64; (len / 8) as usize];
-    io::advise_huge_pages(&mut words);
+    // The frozen index is read at random: huge pages spare most of its TLB misses.
+    dcb::huge_pages::advise_huge_pages(&mut words);
     file.read_exact_at(bytemuck::cast_slice_mut(&mut words), 0)
         .map_err(|e| io_error(&path, "cannot read", e))?;
     let (id, log_end, index) =

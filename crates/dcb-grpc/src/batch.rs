@@ -34,7 +34,7 @@ const VALUE: u32 = 2;
 const UUID_LEN: usize = 36;
 
 /// One encoded entry of the `events` field, and the position of its event.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) position: u64,
     pub(crate) bytes: Bytes,
@@ -136,7 +136,7 @@ pub(crate) fn encode_entry(event: &SequencedEvent, buf: &mut BytesMut) -> Entry 
 /// A `ReadResponse` (with a head) or a `SubscribeResponse` (without) made of encoded entries.
 ///
 /// Encode-only: the server never decodes one, and decoding skips every field.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 pub(crate) struct EncodedBatch {
     pub(crate) entries: Vec<Entry>,
     pub(crate) head: Option<u64>,

@@ -415,10 +415,6 @@ impl GrpcStore {
     }
 }
 
-/// How long a subscription whose connection was lost keeps trying to subscribe again before it
-/// yields the error and ends (as the PostgreSQL store's subscriptions do).
-const SUBSCRIPTION_PATIENCE: Duration = Duration::from_secs(60);
-
 /// A subscription's messages, flattened into events. When the stream fails with a retryable error
 /// (the connection lost, the server restarting), it subscribes again after the last event it
 /// delivered, so that the consumer sees neither a gap nor a repeat.
@@ -465,23 +461,15 @@ impl Follow {
         }
     }
 
-    /// Subscribes again after `error` cut the stream, if the error is retryable, pausing between
-    /// attempts for at most [`SUBSCRIPTION_PATIENCE`]; else, or then, returns the last error.
-    async fn resubscribe(&mut self, mut error: dcb::Error) -> dcb::Result<()> {
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(20);
-        while error.is_retryable() && started.elapsed() < SUBSCRIPTION_PATIENCE {
-            tracing::debug!(%error, after = ?self.request.after, "subscription cut, subscribing again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-            match self.store.open_subscription(self.request.clone()).await {
-                Ok(stream) => {
-                    self.stream = stream;
-                    return Ok(());
-                }
-                Err(next) => error = next,
-            }
+    /// Subscribes again after `error` cut the stream, if the error is retryable, as patiently as
+    /// any subscription (`dcb::subscription::patiently`); else, or then, returns the last error.
+    async fn resubscribe(&mut self, error: dcb::Error) -> dcb::Result<()> {
+        if !error.is_retryable() {
+            return Err(error);
         }
-        Err(error)
+        tracing::debug!(%error, after = ?self.request.after, "subscription cut, subscribing again");
+        let (store, request) = (&self.store, &self.request);
+        self.stream = dcb::subscription::patiently(|| store.open_subscription(request.clone())).await?;
+        Ok(())
     }
 }

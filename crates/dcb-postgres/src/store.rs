@@ -2,7 +2,7 @@
 //! writer, subscriptions fed by a LISTEN connection.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dcb::limits::{validate_append, validate_query, validate_source};
 use dcb::{
@@ -19,10 +19,6 @@ use crate::connect::{Connector, Options, Pool};
 use crate::schema::Schema;
 use crate::sql::{Term, read_sql};
 use crate::writer::{self, Job, clamp};
-
-/// How long a subscription keeps retrying reads while the server is unreachable before it
-/// yields the error and ends.
-const SUBSCRIPTION_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A DCB event store in a schema of a PostgreSQL database.
 ///
@@ -186,17 +182,7 @@ impl EventStore for PostgresStore {
         if !self.patient {
             return self.read_once(query, options).await;
         }
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match self.read_once(query, options).await {
-                Err(error) if error.is_retryable() && started.elapsed() < SUBSCRIPTION_PATIENCE => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                other => return other,
-            }
-        }
+        dcb::subscription::patiently(|| self.read_once(query, options)).await
     }
 
     async fn append_request(&self, request: AppendRequest) -> Result<u64> {

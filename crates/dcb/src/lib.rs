@@ -25,6 +25,7 @@
 //! ```
 
 mod error;
+pub mod huge_pages;
 pub mod limits;
 mod memory;
 mod model;

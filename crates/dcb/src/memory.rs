@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::huge_pages::{self, HugePages};
 use crate::limits::{validate_append, validate_query, validate_source};
 use crate::model::{
     AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent, already_appended,
@@ -25,9 +26,6 @@ use crate::model::{
 use crate::postings::{self, Check, Source};
 use crate::store::{EventStore, EventStream};
 use crate::subscription;
-
-mod huge_pages;
-use huge_pages::HugePages;
 
 /// A store that keeps everything in memory, indexed by tag and by type.
 ///

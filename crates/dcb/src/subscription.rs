@@ -1,14 +1,55 @@
 //! Catch-up-then-live subscriptions for any store that can announce new heads.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::error::Result;
 use crate::model::{Query, ReadOptions, SequencedEvent};
 use crate::store::{EventStore, EventStream};
 
 /// Events read per round trip while a subscription catches up.
 pub const CATCH_UP_BATCH: u32 = 1024;
+
+/// How long a subscription whose store cannot be reached keeps trying before it yields the error
+/// and ends.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `attempt` until it succeeds, fails with an error that is not retryable, or has failed for
+/// [`PATIENCE`], pausing 20 ms after the first failure and twice as long after each next one, up
+/// to a second; returns the last outcome. For the reads and resubscriptions of a subscription,
+/// which must outlive a restarting server rather than end at its first refusal.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let mut failures = 2;
+/// let outcome = dcb::subscription::patiently(|| {
+///     failures -= 1;
+///     let result = if failures >= 0 { Err(dcb::Error::unavailable("restarting", "down")) } else { Ok(7) };
+///     async move { result }
+/// })
+/// .await;
+/// assert_eq!(outcome.unwrap(), 7);
+/// # });
+/// ```
+pub async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match attempt().await {
+            Err(error) if error.is_retryable() && started.elapsed() < PATIENCE => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            outcome => return outcome,
+        }
+    }
+}
 
 /// A subscription built from reads: it reads matching events after its cursor in batches, and
 /// when there are none it waits until `heads` announces a new head, then reads again.

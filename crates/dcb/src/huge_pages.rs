@@ -1,10 +1,13 @@
-//! An allocator that asks the kernel to back large allocations with huge pages.
+//! Huge pages for the large in-memory structures of a store: a building block for stores.
 //!
-//! At a million events the store's name table spans tens of megabytes, and each lookup of a tag
-//! lands on a different 4 KiB page: a TLB miss, and a page walk, on top of the cache miss. Backed
-//! by 2 MiB pages the whole table needs a few dozen TLB entries. Linux grants transparent huge
-//! pages to memory that asks for them (`madvise(MADV_HUGEPAGE)`) even where they are not on for
-//! everything, which is the usual setting; elsewhere this is the global allocator unchanged.
+//! At a million events an index spans tens of megabytes or more, and each lookup lands on a
+//! different 4 KiB page: a TLB miss, and a page walk, on top of the cache miss. Backed by 2 MiB
+//! pages the whole index needs few TLB entries. Linux grants transparent huge pages to memory that
+//! asks for them (`madvise(MADV_HUGEPAGE)`) even where they are not on for everything, which is the
+//! usual setting; elsewhere nothing here changes anything.
+//!
+//! The in-memory store allocates its large structures with an allocator that aligns them to huge
+//! pages and asks for them; the file store asks for them on the index it loads.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -12,12 +15,25 @@ use std::ptr::NonNull;
 use allocator_api2::alloc::{AllocError, Allocator, Global};
 
 /// The size of a huge page, and the threshold above which allocations ask for them.
-pub(super) const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back the huge-page-aligned part of `buf` with huge pages. Called before
+/// `buf` is first written (a fresh zeroed allocation is not yet backed by anything), its pages
+/// are then faulted in as huge ones. A hint: where the kernel declines, nothing changes.
+///
+/// ```
+/// let mut index = vec![0u64; 1 << 20];
+/// dcb::huge_pages::advise_huge_pages(&mut index);
+/// index[12_345] = 7;
+/// ```
+pub fn advise_huge_pages<T>(buf: &mut [T]) {
+    advise_range(buf.as_mut_ptr().cast(), size_of_val(buf));
+}
 
 /// The global allocator, with allocations of at least [`HUGE_PAGE`] bytes aligned to huge pages
 /// and advised to use them.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct HugePages;
+pub(crate) struct HugePages;
 
 impl HugePages {
     /// The layout actually requested from the global allocator for `layout`: huge-page aligned
@@ -41,7 +57,7 @@ unsafe impl Allocator for HugePages {
         let actual = Self::actual(layout);
         let block = Global.allocate(actual)?;
         if actual.size() >= HUGE_PAGE {
-            advise_huge_pages(block);
+            advise_range(block.as_ptr().cast(), block.len());
         }
         Ok(block)
     }
@@ -53,18 +69,24 @@ unsafe impl Allocator for HugePages {
     }
 }
 
+/// `madvise(MADV_HUGEPAGE)` on the whole huge pages within `len` bytes from `start`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn advise_huge_pages(block: NonNull<[u8]>) {
-    // SAFETY: the range is a block just allocated and owned by the caller; `MADV_HUGEPAGE` is a
-    // hint about its backing. Failure (kernels without transparent huge pages) changes nothing.
-    unsafe {
-        libc::madvise(block.as_ptr().cast(), block.len(), libc::MADV_HUGEPAGE);
+fn advise_range(start: *mut u8, len: usize) {
+    let first = (start as usize).next_multiple_of(HUGE_PAGE);
+    let end = (start as usize + len) / HUGE_PAGE * HUGE_PAGE;
+    if end > first {
+        // SAFETY: the range lies inside memory the caller owns; `MADV_HUGEPAGE` is a hint about its
+        // backing that never moves or changes its contents. Failure (kernels without transparent
+        // huge pages) changes nothing.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+        }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_block: NonNull<[u8]>) {}
+fn advise_range(_start: *mut u8, _len: usize) {}
 
 #[cfg(test)]
 mod tests {
