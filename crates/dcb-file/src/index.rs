@@ -2,10 +2,10 @@
 //! each tag and each type. Queries are answered from it without touching the log; only the
 //! events finally returned are read from disk.
 //!
-//! The index has two parts. The *frozen* part is the checkpoint file itself, loaded as one block
+//! The index has two parts. The *frozen* part is the checkpoint file itself, mapped as one block
 //! of 64-bit words and used in place: a table of entries, posting lists, and an open-addressing
-//! hash table of tags. Opening a store therefore costs one read of the checkpoint and a
-//! validation pass, with no per-tag allocation. The *delta* part holds the positions appended
+//! hash table of tags. Opening a store therefore costs a mapping of the checkpoint and one
+//! validation pass over it, with no per-tag allocation. The *delta* part holds the positions appended
 //! since (ordinary vectors and hash maps). Every posting list is the frozen list followed by the
 //! delta list, which stays ascending because delta positions all follow frozen ones.
 
@@ -13,6 +13,8 @@ use std::collections::HashMap;
 
 use dcb::postings::{self, Positions};
 use dcb::{Query, QueryItem, Uuid};
+
+use crate::io::Words;
 
 #[cfg(target_endian = "big")]
 compile_error!("the dcb-file checkpoint is used in place as little-endian words");
@@ -99,7 +101,7 @@ fn tag_hash(seed: u64, bytes: &[u8]) -> u64 {
 /// The checkpoint, used in place. Every reference in it was bounds-checked when it was loaded.
 #[derive(Debug, Default)]
 struct Frozen {
-    words: Vec<u64>,
+    words: Words,
     head: u64,
     seed: u64,
     entries_at: usize,
@@ -401,20 +403,26 @@ impl Index {
         let types: Vec<(u64, Postings<'_>)> = (0..self.type_names.len())
             .map(|id| (add_name(self.type_names[id].as_bytes()), self.type_postings(id as u32)))
             .collect();
-        let mut tags: Vec<(&[u8], u64, Postings<'_>)> = Vec::with_capacity(self.tag_count());
+        let mut tags: Vec<(&[u8], Postings<'_>)> = Vec::with_capacity(self.tag_count());
         for (name, frozen) in self.frozen.tags() {
             let delta = std::str::from_utf8(name).ok().and_then(|t| self.by_tag.get(t));
-            let postings = Postings { a: frozen, b: delta.map_or(&[][..], Vec::as_slice) };
-            tags.push((name, add_name(name), postings));
+            tags.push((name, Postings { a: frozen, b: delta.map_or(&[][..], Vec::as_slice) }));
         }
         for (tag, delta) in &self.by_tag {
             if self.frozen.tag_postings(tag.as_bytes()).is_none() {
-                tags.push((tag.as_bytes(), add_name(tag.as_bytes()), Postings { a: &[], b: delta }));
+                tags.push((tag.as_bytes(), Postings { a: &[], b: delta }));
             }
         }
+        // Tags in the order of their home slots, and their names and lists in the same order: the
+        // table, the lists and the names are then checked in one sequential pass on open.
+        let slot_count = (tags.len() * 2).next_power_of_two().max(2);
+        let seed = Uuid::new_v4().as_u64_pair().0;
+        let home = |name: &[u8]| tag_hash(seed, name) as usize & (slot_count - 1);
+        tags.sort_by_cached_key(|(name, _)| home(name));
+        let tags: Vec<(&[u8], u64, Postings<'_>)> =
+            tags.into_iter().map(|(name, postings)| (name, add_name(name), postings)).collect();
         let tracking: Vec<(u64, u64)> =
             self.tracking.iter().map(|(source, &position)| (add_name(source.as_bytes()), position)).collect();
-        let slot_count = (tags.len() * 2).next_power_of_two().max(2);
         let tag_postings: usize = tags.iter().map(|(_, _, p)| p.len()).sum();
 
         let entries_at = HEADER_WORDS;
@@ -426,7 +434,6 @@ impl Index {
         let names_at = tag_lists_at + tag_postings;
         let crc_at = names_at + names.len().div_ceil(8);
 
-        let seed = Uuid::new_v4().as_u64_pair().0;
         let mut words = Vec::with_capacity(crc_at + 1);
         words.push(u64::from_le_bytes(*CHECKPOINT_MAGIC));
         words.push(CHECKPOINT_VERSION);
@@ -451,7 +458,7 @@ impl Index {
         let mut slots = vec![[EMPTY, 0, 0]; slot_count];
         let mut next_list = tag_lists_at;
         for (name, r, postings) in &tags {
-            let mut slot = tag_hash(seed, name) as usize & (slot_count - 1);
+            let mut slot = home(name);
             while slots[slot][0] != EMPTY {
                 slot = (slot + 1) & (slot_count - 1);
             }
@@ -481,7 +488,7 @@ impl Index {
     /// Loads a checkpoint: the store id, the log offset it covers, and the index, after checking
     /// its checksum and every reference in it. An error says what is wrong (the caller names the
     /// file).
-    pub(crate) fn decode_checkpoint(words: Vec<u64>) -> Result<(Uuid, u64, Index), String> {
+    pub(crate) fn decode_checkpoint(words: Words) -> Result<(Uuid, u64, Index), String> {
         if words.len() <= HEADER_WORDS || words[0] != u64::from_le_bytes(*CHECKPOINT_MAGIC) {
             return Err("not a dcb-file index checkpoint (bad magic or too short)".into());
         }
@@ -655,7 +662,7 @@ mod tests {
             push(&mut index, 0..frozen);
             if frozen > 0 {
                 let words = index.encode_checkpoint(Uuid::from_u128(1), 100 + frozen as u64 * 100);
-                index = Index::decode_checkpoint(words).unwrap().2;
+                index = Index::decode_checkpoint(Words::from(words)).unwrap().2;
             }
             push(&mut index, frozen..6);
             all.push(index);
@@ -725,14 +732,14 @@ mod tests {
         for mut index in samples() {
             index.tracking.insert("src".into(), 9);
             let words = index.encode_checkpoint(Uuid::from_u128(5), 700);
-            let (id, end, decoded) = Index::decode_checkpoint(words.clone()).unwrap();
+            let (id, end, decoded) = Index::decode_checkpoint(Words::from(words.clone())).unwrap();
             assert_eq!((id, end), (Uuid::from_u128(5), 700));
             assert_eq!(decoded.first_difference(&index), None);
             assert_eq!(all_delta.first_difference(&decoded), Some("the tracking positions differ".into()));
             for word in [0, 5, words.len() / 2, words.len() - 2] {
                 let mut damaged = words.clone();
                 damaged[word] ^= 1 << 9;
-                assert!(Index::decode_checkpoint(damaged).is_err(), "damage at word {word} went unnoticed");
+                assert!(Index::decode_checkpoint(Words::from(damaged)).is_err(), "damage at word {word} went unnoticed");
             }
         }
     }
@@ -754,7 +761,7 @@ mod tests {
             index.push(100 + i * 50, 50, "T", &[format!("tag-{}", i % 1700), "common".into()]);
         }
         let words = index.encode_checkpoint(Uuid::from_u128(2), 100 + 5000 * 50);
-        let (_, _, loaded) = Index::decode_checkpoint(words).unwrap();
+        let (_, _, loaded) = Index::decode_checkpoint(Words::from(words)).unwrap();
         assert_eq!(loaded.first_difference(&index), None);
         assert_eq!(loaded.tag_count(), 1701);
         assert_eq!(loaded.matching(&QueryItem::tags(["tag-3"]).into(), 0, 5000, 10, false), [4, 1704, 3404]);

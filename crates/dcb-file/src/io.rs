@@ -28,12 +28,13 @@ pub(crate) trait StorageFile: Send + Sync {
     fn map(&self, len: usize) -> io::Result<Mapping>;
 }
 
-/// A read-only shared mapping of the start of a file.
+/// A read-only shared mapping of the start of a file: of the log, or of a whole index checkpoint.
 ///
 /// It may be longer than the file: address space is reserved ahead so that a growing log is not
 /// mapped again at every append. Pages past the file's end must never be touched (the kernel
 /// would raise `SIGBUS`); the store reads only records it has synced, which the file always holds
-/// (it is cut back only past its last synced batch).
+/// (it is cut back only past its last synced batch). A checkpoint is mapped exactly and never
+/// written again once renamed into place (a newer one replaces the file, not its bytes).
 pub(crate) struct Mapping {
     ptr: *const u8,
     len: usize,
@@ -50,7 +51,7 @@ impl Mapping {
     #[allow(unsafe_code)]
     fn new(file: &File, len: usize) -> io::Result<Mapping> {
         // SAFETY: a fresh mapping at an address of the kernel's choosing, aliasing nothing; the
-        // file is only ever appended to below what readers see (see the type's doc).
+        // bytes readers see are never written again (see the type's doc).
         let ptr = unsafe {
             libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
         };
@@ -80,6 +81,65 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `new` mapped; no reference into it outlives `self`.
         unsafe { libc::munmap(self.ptr.cast_mut().cast(), self.len) };
+    }
+}
+
+/// 64-bit words used in place: a whole file mapped by [`Mapping`], or a vector (built in memory).
+pub(crate) struct Words {
+    // Where `_owner` holds the words; neither a mapping nor a vector's buffer moves with its owner.
+    ptr: *const u64,
+    len: usize,
+    _owner: WordsOwner,
+}
+
+/// What holds the words of a [`Words`]: kept, never read.
+#[allow(dead_code)]
+enum WordsOwner {
+    Vec(Vec<u64>),
+    Mapping(Mapping),
+}
+
+// SAFETY: `Words` is a read-only view of memory it owns, like the `Vec` or `Mapping` it holds.
+#[allow(unsafe_code)]
+unsafe impl Send for Words {}
+#[allow(unsafe_code)]
+unsafe impl Sync for Words {}
+
+impl Words {
+    /// The words of a whole mapped file, whose length must be a multiple of 8 (a mapping starts
+    /// on a page boundary, so they are aligned).
+    pub(crate) fn mapped(mapping: Mapping) -> Words {
+        let words: &[u64] = bytemuck::cast_slice(mapping.bytes(0, mapping.len()));
+        Words { ptr: words.as_ptr(), len: words.len(), _owner: WordsOwner::Mapping(mapping) }
+    }
+}
+
+impl From<Vec<u64>> for Words {
+    fn from(words: Vec<u64>) -> Words {
+        Words { ptr: words.as_ptr(), len: words.len(), _owner: WordsOwner::Vec(words) }
+    }
+}
+
+impl Default for Words {
+    fn default() -> Words {
+        Words::from(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for Words {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} words", self.len)
+    }
+}
+
+impl std::ops::Deref for Words {
+    type Target = [u64];
+
+    #[allow(unsafe_code)]
+    fn deref(&self) -> &[u64] {
+        // SAFETY: `ptr` and `len` describe the words of `_owner`, which lives as long as `self`
+        // and never writes them.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 

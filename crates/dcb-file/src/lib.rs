@@ -66,7 +66,7 @@ pub use verify::{VerifyReport, verify};
 
 use format::{CHECKPOINT_FILE, CHECKPOINT_TMP, LOCK_FILE, LOG_FILE, LOG_HEADER_LEN, LOG_TMP};
 use index::{Entry, Index};
-use io::{GrowingMap, Mapping, StdStorage, Storage, StorageFile};
+use io::{GrowingMap, Mapping, StdStorage, Storage, StorageFile, Words};
 use scan::{Item, corruption, io_error};
 use writer::{Request, Shared, Writer, checkpoint_corruption};
 
@@ -323,12 +323,17 @@ pub(crate) fn load_checkpoint(
     if len % 8 != 0 {
         return Err(checkpoint_corruption(dir, "length is not a whole number of 8-byte words"));
     }
-    // Read straight into words: the checkpoint is used in place (see `index`).
-    let mut words = vec![0u64; (len / 8) as usize];
-    // The frozen index is read at random: huge pages spare most of its TLB misses.
-    dcb::huge_pages::advise_huge_pages(&mut words);
-    file.read_exact_at(bytemuck::cast_slice_mut(&mut words), 0)
-        .map_err(|e| io_error(&path, "cannot read", e))?;
+    // The checkpoint is used in place (see `index`), mapped rather than read: nothing is copied
+    // or allocated, and its pages stay in the page cache, shared with the next open.
+    let words = if len == 0 {
+        Words::from(Vec::new())
+    } else {
+        let size = usize::try_from(len).map_err(|_| checkpoint_corruption(dir, "too large to map"))?;
+        let mapping = file.map(size).map_err(|e| io_error(&path, "cannot map", e))?;
+        // The frozen index is read at random: huge pages spare most of its TLB misses.
+        dcb::huge_pages::advise_huge_pages(mapping.bytes(0, size));
+        Words::mapped(mapping)
+    };
     let (id, log_end, index) =
         Index::decode_checkpoint(words).map_err(|why| checkpoint_corruption(dir, &why))?;
     if id != store_id {

@@ -90,6 +90,33 @@ fn everything_survives_reopening_and_positions_continue() {
 }
 
 #[test]
+fn reads_of_a_mapped_checkpoint_survive_its_replacement() {
+    let dir = TempDir::new("checkpoint-replaced");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    // This store's frozen index is the mapped checkpoint written when the last one closed.
+    let store = FileStore::open(dir.path()).unwrap();
+    let all = datas(&store, &rt, &Query::all()).unwrap();
+    for round in 0..3 {
+        rt.block_on(store.append(vec![Event::new("Later", format!("later {round}")).tagged("b4")], None))
+            .unwrap();
+        // Each checkpoint is a new file renamed over the mapped one.
+        rt.block_on(store.checkpoint()).unwrap();
+        assert_eq!(datas(&store, &rt, &Query::all()).unwrap()[..30], all[..]);
+        let b4 = datas(&store, &rt, &QueryItem::tags(["b4"]).into()).unwrap();
+        assert_eq!(b4.len(), 4 + round);
+        assert_eq!(b4[..3], ["MARKER-04-0", "MARKER-04-1", "MARKER-04-2"]);
+    }
+    drop(store);
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(datas(&store, &rt, &QueryItem::tags(["b4"]).into()).unwrap().len(), 6);
+    drop(store);
+    assert!(dcb_file::verify(dir.path()).unwrap().is_ok());
+}
+
+#[test]
 fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
     let rt = rt();
     // Each way a crash can leave the end of the log: cut short, zero-filled, a hole in the

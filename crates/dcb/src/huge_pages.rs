@@ -7,7 +7,7 @@
 //! usual setting; elsewhere nothing here changes anything.
 //!
 //! The in-memory store allocates its large structures with an allocator that aligns them to huge
-//! pages and asks for them; the file store asks for them on the index it loads.
+//! pages and asks for them; the file store asks for them on the index checkpoint it maps.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -18,16 +18,18 @@ use allocator_api2::alloc::{AllocError, Allocator, Global};
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Asks the kernel to back the huge-page-aligned part of `buf` with huge pages. Called before
-/// `buf` is first written (a fresh zeroed allocation is not yet backed by anything), its pages
-/// are then faulted in as huge ones. A hint: where the kernel declines, nothing changes.
+/// `buf` is first touched (a fresh zeroed allocation, or a file mapping, is not yet backed by
+/// anything), its pages are then faulted in as huge ones: for a file mapping, where the file
+/// system caches the file in pages that large. A hint: where the kernel declines, nothing
+/// changes.
 ///
 /// ```
 /// let mut index = vec![0u64; 1 << 20];
-/// dcb::huge_pages::advise_huge_pages(&mut index);
+/// dcb::huge_pages::advise_huge_pages(&index);
 /// index[12_345] = 7;
 /// ```
-pub fn advise_huge_pages<T>(buf: &mut [T]) {
-    advise_range(buf.as_mut_ptr().cast(), size_of_val(buf));
+pub fn advise_huge_pages<T>(buf: &[T]) {
+    advise_range(buf.as_ptr().cast(), size_of_val(buf));
 }
 
 /// The global allocator, with allocations of at least [`HUGE_PAGE`] bytes aligned to huge pages
@@ -72,7 +74,7 @@ unsafe impl Allocator for HugePages {
 /// `madvise(MADV_HUGEPAGE)` on the whole huge pages within `len` bytes from `start`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn advise_range(start: *mut u8, len: usize) {
+fn advise_range(start: *const u8, len: usize) {
     let first = (start as usize).next_multiple_of(HUGE_PAGE);
     let end = (start as usize + len) / HUGE_PAGE * HUGE_PAGE;
     if end > first {
@@ -86,7 +88,7 @@ fn advise_range(start: *mut u8, len: usize) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_range(_start: *mut u8, _len: usize) {}
+fn advise_range(_start: *const u8, _len: usize) {}
 
 #[cfg(test)]
 mod tests {
