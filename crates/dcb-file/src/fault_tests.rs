@@ -78,6 +78,26 @@ fn a_full_disk_fails_the_append_and_the_store_refuses_writes_until_reopened() {
 }
 
 #[test]
+fn a_disk_too_full_for_the_zeros_written_ahead_fails_no_append() {
+    let dir = Dir::new("no-room-ahead");
+    let rt = runtime();
+    let faults = Faults::new();
+    let store =
+        open_on(&dir.0, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    // Room for the batch, not for the zeros the writer then writes past it.
+    faults.write_budget.store(1000, Ordering::SeqCst);
+    assert_eq!(rt.block_on(store.append(events("ok", 3), None)).unwrap(), 3);
+    faults.write_budget.store(u64::MAX, Ordering::SeqCst);
+    assert_eq!(rt.block_on(store.append(events("more", 2), None)).unwrap(), 5);
+    drop(store);
+    let store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(all(&store, &rt), ["ok-0", "ok-1", "ok-2", "more-0", "more-1"]);
+    drop(store);
+    let report = crate::verify(&dir.0).unwrap();
+    assert!(report.is_ok() && report.torn_tail.is_none(), "{report}");
+}
+
+#[test]
 fn a_failed_sync_is_never_retried() {
     let dir = Dir::new("failed-sync");
     let rt = runtime();

@@ -739,7 +739,10 @@ mod tests {
             for word in [0, 5, words.len() / 2, words.len() - 2] {
                 let mut damaged = words.clone();
                 damaged[word] ^= 1 << 9;
-                assert!(Index::decode_checkpoint(Words::from(damaged)).is_err(), "damage at word {word} went unnoticed");
+                assert!(
+                    Index::decode_checkpoint(Words::from(damaged)).is_err(),
+                    "damage at word {word} went unnoticed"
+                );
             }
         }
     }

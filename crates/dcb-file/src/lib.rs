@@ -220,6 +220,7 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         log.set_len(torn.offset).map_err(|e| io_error(&log_path, "cannot truncate the torn tail of", e))?;
         log.sync_data().map_err(|e| io_error(&log_path, "fdatasync failed on", e))?;
     }
+    let allocated = end.end + end.zeroed;
     debug_assert_eq!(index.len(), end.head);
     let mut checkpointed = start;
     if end.end - start >= options.checkpoint_interval {
@@ -245,6 +246,7 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         storage,
         sync: options.sync,
         end: end.end,
+        allocated,
         checkpointed,
         checkpoint_interval: options.checkpoint_interval,
         buf: Vec::new(),

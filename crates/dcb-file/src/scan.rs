@@ -5,7 +5,8 @@
 //! never acknowledged: discarded) or damage (reported, never skipped). The two are told apart by
 //! what comes after the first bad record: the writer starts a batch only once the previous one is
 //! synced, so a valid commit record of a *later* batch beyond the bad spot proves that the bad
-//! bytes had been synced, and are therefore damage.
+//! bytes had been synced, and are therefore damage. Zeros from the end of the last whole batch to
+//! the end of the file are neither: the writer writes them ahead of the log (see `writer`).
 
 use std::io;
 use std::path::Path;
@@ -40,6 +41,8 @@ pub(crate) struct ScanEnd {
     /// Highest position in a whole batch (the first position minus one when there is none).
     pub(crate) head: u64,
     pub(crate) torn: Option<Torn>,
+    /// Zeros after `end`, to the end of the file: space written ahead, kept for the next batches.
+    pub(crate) zeroed: u64,
 }
 
 pub(crate) fn io_error(path: &Path, what: &str, error: io::Error) -> Error {
@@ -107,7 +110,7 @@ pub(crate) fn scan(
     let mut next_position = first_position;
     loop {
         if batch_start == file_len {
-            return Ok(ScanEnd { end: batch_start, head: next_position - 1, torn: None });
+            return Ok(ScanEnd { end: batch_start, head: next_position - 1, torn: None, zeroed: 0 });
         }
         let (bad_offset, invalid) =
             match read_batch(&mut reader, path, batch_start, next_position, decode_all)? {
@@ -119,6 +122,12 @@ pub(crate) fn scan(
                 }
                 Batch::Bad { offset, invalid } => (offset, invalid),
             };
+        // A batch none of whose bytes reached the file looks the same as space written ahead:
+        // neither holds anything to keep or to cut off.
+        if zeros_to_end(&mut reader, batch_start).map_err(|e| io_error(path, "cannot read", e))? {
+            let zeroed = file_len - batch_start;
+            return Ok(ScanEnd { end: batch_start, head: next_position - 1, torn: None, zeroed });
+        }
         let reason = match invalid {
             Invalid::Truncated => "the batch is cut short by the end of the file".to_string(),
             Invalid::Damaged(why) => {
@@ -141,8 +150,22 @@ pub(crate) fn scan(
             end: batch_start,
             head: next_position - 1,
             torn: Some(Torn { offset: batch_start, bytes: file_len - batch_start, reason }),
+            zeroed: 0,
         });
     }
+}
+
+/// Whether every byte from `from` to the end of the file is zero.
+fn zeros_to_end(reader: &mut Reader<'_>, from: u64) -> io::Result<bool> {
+    let mut offset = from;
+    while offset < reader.file_len {
+        let bytes = reader.bytes(offset, CHUNK)?;
+        if bytes.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        offset += bytes.len() as u64;
+    }
+    Ok(true)
 }
 
 enum Batch {

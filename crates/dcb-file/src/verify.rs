@@ -21,6 +21,9 @@ pub struct VerifyReport {
     pub batches: u64,
     /// Length of the log file.
     pub log_bytes: u64,
+    /// Zeros after the last whole batch, to the end of the log file: space the writer wrote
+    /// ahead for the next batches (not data, not damage).
+    pub zeroed_bytes: u64,
     /// Distinct tags among the events.
     pub tags: usize,
     /// Distinct event types.
@@ -47,7 +50,11 @@ impl VerifyReport {
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "log: {} bytes, {} batches, {} events", self.log_bytes, self.batches, self.events)?;
+        writeln!(
+            f,
+            "log: {} bytes ({} of them zeros written ahead), {} batches, {} events",
+            self.log_bytes, self.zeroed_bytes, self.batches, self.events
+        )?;
         writeln!(f, "index: {} tags, {} types", self.tags, self.types)?;
         match (self.checkpoint_positions, self.checkpoint_found) {
             (Some(positions), _) => {
@@ -127,6 +134,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     });
     match result {
         Ok(end) => {
+            report.zeroed_bytes = end.zeroed;
             if let Some(torn) = end.torn {
                 report.torn_tail =
                     Some(format!("{} bytes at offset {}: {}", torn.bytes, torn.offset, torn.reason));

@@ -119,22 +119,37 @@ fn reads_of_a_mapped_checkpoint_survive_its_replacement() {
 #[test]
 fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
     let rt = rt();
-    // Each way a crash can leave the end of the log: cut short, zero-filled, a hole in the
-    // middle of the last batch (its pages reached the disk out of order).
+    // Each way a crash can leave the end of the log: cut short, a hole in the middle of the last
+    // batch (its pages reached the disk out of order), either followed by zeros written ahead;
+    // and what is no torn tail at all: zeros after the last batch, or in place of all of it.
     type Tear = fn(&mut Vec<u8>, usize);
-    let tears: [(&str, Tear); 4] = [
-        ("cut in the last batch", |log, last| log.truncate(last + 20)),
-        ("cut in the last commit", |log, _| log.truncate(log.len() - 5)),
-        ("zeros after the end", |log, _| log.extend_from_slice(&[0; 4096])),
-        ("a hole in the last batch", |log, last| log[last + 8..last + 40].fill(0)),
+    let tears: [(&str, Tear, u64, bool); 6] = [
+        ("cut in the last batch", |log, last| log.truncate(last + 20), 27, true),
+        ("cut in the last commit", |log, _| log.truncate(log.len() - 5), 27, true),
+        ("a hole in the last batch", |log, last| log[last + 8..last + 40].fill(0), 27, true),
+        (
+            "cut in the last batch, zeros after it",
+            |log, last| {
+                log.truncate(last + 20);
+                log.resize(last + 8192, 0);
+            },
+            27,
+            true,
+        ),
+        ("zeros after the end", |log, _| log.extend_from_slice(&[0; 4096]), 30, false),
+        ("the last batch all zeros", |log, last| log[last..].fill(0), 27, false),
     ];
-    for (what, tear) in tears {
+    for (what, tear, head, torn) in tears {
         let dir = TempDir::new("torn");
         let store = FileStore::open(dir.path()).unwrap();
         fill(&store, &rt);
         drop(store);
         std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+        // The log as the writer left it, without the zeros it wrote ahead.
+        let written = dcb_file::verify(dir.path()).unwrap();
+        assert!(written.zeroed_bytes > 0 && written.torn_tail.is_none(), "{written}");
         let mut bytes = std::fs::read(log(dir.path())).unwrap();
+        bytes.truncate((written.log_bytes - written.zeroed_bytes) as usize);
         // The last batch starts right after the commit record (length 29, kind 3) before it.
         let marker = find(&bytes, b"MARKER-09-0");
         let commit =
@@ -144,15 +159,44 @@ fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
         std::fs::write(log(dir.path()), &bytes).unwrap();
 
         let report = dcb_file::verify(dir.path()).unwrap();
-        assert!(report.is_ok() && report.torn_tail.is_some(), "{what}: {report}");
+        assert!(report.is_ok() && report.torn_tail.is_some() == torn, "{what}: {report}");
         let store = FileStore::open(dir.path()).unwrap();
-        let expected = if what == "zeros after the end" { 30 } else { 27 };
-        assert_eq!(rt.block_on(store.head()).unwrap(), Some(expected), "{what}");
-        assert_eq!(rt.block_on(store.append(vec![Event::new("After", "")], None)).unwrap(), expected + 1);
+        assert_eq!(rt.block_on(store.head()).unwrap(), Some(head), "{what}");
+        assert_eq!(rt.block_on(store.append(vec![Event::new("After", "")], None)).unwrap(), head + 1);
         drop(store);
         let report = dcb_file::verify(dir.path()).unwrap();
         assert!(report.is_ok() && report.torn_tail.is_none(), "{what}: {report}");
+        assert_eq!(report.events, head + 1, "{what}: {report}");
     }
+}
+
+#[test]
+fn the_log_keeps_zeros_written_ahead_of_its_end() {
+    let dir = TempDir::new("zeros-ahead");
+    let rt = rt();
+    let mut appended = 0;
+    for round in 0..3 {
+        let store = FileStore::open(dir.path()).unwrap();
+        // Enough data to renew the zeros written ahead (4 MiB steps) at least once a round.
+        for _ in 0..5 {
+            let events = (0..100).map(|i| Event::new("Big", vec![b'x'; 10_000 + i]).tagged("big")).collect();
+            appended += 100;
+            assert_eq!(rt.block_on(store.append(events, None)).unwrap(), appended);
+        }
+        drop(store);
+        let report = dcb_file::verify(dir.path()).unwrap();
+        assert!(report.is_ok() && report.torn_tail.is_none(), "round {round}: {report}");
+        assert_eq!(report.events, appended, "round {round}: {report}");
+        assert!(report.zeroed_bytes > 0, "round {round}: no zeros ahead: {report}");
+        let data_end = report.log_bytes - report.zeroed_bytes;
+        assert!(data_end > 5_000_000 * (round + 1), "round {round}: {report}");
+    }
+    // Without the checkpoint, the log alone gives the same store back.
+    std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let read = rt.block_on(store.read(&QueryItem::tags(["big"]).into(), ReadOptions::default())).unwrap();
+    assert_eq!(read.events.len() as u64, appended);
+    assert!(read.events.iter().enumerate().all(|(k, e)| e.event.data.len() == 10_000 + k % 100));
 }
 
 #[test]
@@ -220,8 +264,10 @@ fn a_log_cut_below_its_checkpoint_is_corruption() {
     let store = FileStore::open(dir.path()).unwrap();
     fill(&store, &rt);
     drop(store);
+    let written = dcb_file::verify(dir.path()).unwrap();
+    let data_end = (written.log_bytes - written.zeroed_bytes) as usize;
     let bytes = std::fs::read(log(dir.path())).unwrap();
-    std::fs::write(log(dir.path()), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(log(dir.path()), &bytes[..data_end / 2]).unwrap();
     expect_corruption(FileStore::open(dir.path()).map(|_| ()), "events.log");
 }
 
