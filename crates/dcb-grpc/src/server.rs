@@ -123,6 +123,36 @@ pub async fn serve_in_background<S: EventStore>(store: S, options: ServerOptions
     Ok(format!("http://{address}"))
 }
 
+/// A future awaited in place that still runs to its end if whoever awaits it goes away: dropped
+/// unfinished, it moves to a task of its own. (A task for every append from the start would cost
+/// each one a wake-up of another runtime thread.)
+struct RunToEnd<F: Future<Output: Send> + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future<Output: Send> + Send + 'static> RunToEnd<F> {
+    fn new(future: F) -> Self {
+        RunToEnd(Some(Box::pin(future)))
+    }
+}
+
+impl<F: Future<Output: Send> + Send + 'static> Future for RunToEnd<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let future = self.0.as_mut().expect("RunToEnd polled after it finished");
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future<Output: Send> + Send + 'static> Drop for RunToEnd<F> {
+    fn drop(&mut self) {
+        if let (Some(future), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(future);
+        }
+    }
+}
+
 /// Serves `store` over the umadb.v1 protocol (and the standard gRPC health service) on
 /// `listener` until `shutdown` completes.
 ///
@@ -561,17 +591,17 @@ impl<S: EventStore> Dcb for Service<S> {
         let append = checked_append(request.into_inner())?;
         let permit = self.shared.appends.clone().acquire_owned().await.map_err(|_| shutting_down())?;
         let store = self.store.clone();
-        // Spawned so that an append, once started, runs to its end even if the client goes away
-        // (which drops this handler's future) or the server is stopping.
-        let task = tokio::spawn(async move {
+        // An append, once started, runs to its end even if the client goes away (which drops
+        // this handler's future) or the server is stopping.
+        let append = RunToEnd::new(async move {
             let _permit = permit;
             store.append_request(append).await
         });
-        match task.await {
+        match std::panic::AssertUnwindSafe(append).catch_unwind().await {
             Ok(Ok(position)) => Ok(Response::new(proto::AppendResponse { position })),
             Ok(Err(error)) => Err(to_status(error)),
-            Err(panic) => {
-                tracing::error!(error = %panic, "an append task failed");
+            Err(_) => {
+                tracing::error!("an append panicked");
                 Err(status(ErrorType::Internal, "the append failed inside the server"))
             }
         }
