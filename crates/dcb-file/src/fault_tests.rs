@@ -87,6 +87,8 @@ fn a_disk_too_full_for_the_zeros_written_ahead_fails_no_append() {
     // Room for the batch, not for the zeros the writer then writes past it.
     faults.write_budget.store(1000, Ordering::SeqCst);
     assert_eq!(rt.block_on(store.append(events("ok", 3), None)).unwrap(), 3);
+    let log_len = std::fs::metadata(dir.0.join("events.log")).unwrap().len();
+    assert!(log_len < crate::writer::ZERO_AHEAD, "the zeros were written after all ({log_len} bytes)");
     faults.write_budget.store(u64::MAX, Ordering::SeqCst);
     assert_eq!(rt.block_on(store.append(events("more", 2), None)).unwrap(), 5);
     drop(store);

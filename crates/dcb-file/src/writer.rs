@@ -31,7 +31,7 @@ pub(crate) const MAX_BATCH_APPENDS: usize = 4096;
 pub(crate) const MAX_BATCH_BYTES: usize = 16 << 20;
 /// The zeros written ahead of the log's end are renewed in steps of this size (small in unit
 /// tests, so that they are renewed often).
-const ZERO_AHEAD: u64 = if cfg!(test) { 4 << 10 } else { 4 << 20 };
+pub(crate) const ZERO_AHEAD: u64 = if cfg!(test) { 4 << 10 } else { 4 << 20 };
 
 /// What the writer thread is asked to do.
 pub(crate) enum Request {
