@@ -138,10 +138,13 @@ impl<F: Future<Output: Send> + Send + 'static> Future for RunToEnd<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let future = self.0.as_mut().expect("RunToEnd polled after it finished");
-        let output = std::task::ready!(future.as_mut().poll(cx));
-        self.0 = None;
-        Poll::Ready(output)
+        // Taken out while polled, so that a future that panics is dropped, not spawned again.
+        let mut future = self.0.take().expect("RunToEnd polled after it finished");
+        let poll = future.as_mut().poll(cx);
+        if poll.is_pending() {
+            self.0 = Some(future);
+        }
+        poll
     }
 }
 

@@ -511,6 +511,41 @@ async fn shutdown_ends_subscriptions_and_finishes_in_flight_appends() {
     assert_eq!(store.inner.head().await.unwrap(), Some(1));
 }
 
+/// A store whose appends of events of type `Boom` panic.
+#[derive(Clone)]
+struct PanickyStore(MemoryStore);
+
+impl EventStore for PanickyStore {
+    async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+        self.0.read(query, options).await
+    }
+    async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
+        assert!(request.events.iter().all(|e| e.event_type != "Boom"), "the store fell over");
+        self.0.append_request(request).await
+    }
+    async fn head(&self) -> dcb::Result<Option<u64>> {
+        self.0.head().await
+    }
+    async fn tracking_position(&self, source: &str) -> dcb::Result<Option<u64>> {
+        self.0.tracking_position(source).await
+    }
+    async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
+        self.0.subscribe(query, after).await
+    }
+}
+
+#[tokio::test]
+async fn an_append_that_panics_in_the_store_is_an_internal_error_and_the_server_goes_on() {
+    let server = Server::start(PanickyStore(MemoryStore::new()), ServerOptions::new()).await;
+    let mut client = server.raw().await;
+    let failed = client.append(append(vec![event("Boom", &[])])).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Internal, "{failed:?}");
+    let fine = client.append(append(vec![event("Fine", &[])])).await.unwrap().into_inner();
+    assert_eq!(fine.position, 1);
+    // The panicked append gave its slot back: shutdown does not wait for it.
+    server.stop().await;
+}
+
 #[cfg(feature = "tls")]
 #[tokio::test]
 async fn the_client_store_talks_tls_with_a_key() {
