@@ -29,9 +29,12 @@ use crate::{SyncMode, read_events};
 pub(crate) const MAX_BATCH_APPENDS: usize = 4096;
 /// A batch stops taking appends once its buffer is this large (one append may exceed it alone).
 pub(crate) const MAX_BATCH_BYTES: usize = 16 << 20;
-/// The zeros written ahead of the log's end are renewed in steps of this size (small in unit
-/// tests, so that they are renewed often).
+/// The zeros written ahead of the log's end are renewed in steps of an eighth of the log, from
+/// `MIN_ZERO_AHEAD` to this size: large enough to be renewed seldom, small enough that a small
+/// store neither carries megabytes of zeros nor checks them on every open. (Small in unit tests,
+/// so that they are renewed often.)
 pub(crate) const ZERO_AHEAD: u64 = if cfg!(test) { 4 << 10 } else { 4 << 20 };
+const MIN_ZERO_AHEAD: u64 = if cfg!(test) { 4 << 10 } else { 64 << 10 };
 
 /// What the writer thread is asked to do.
 pub(crate) enum Request {
@@ -322,11 +325,13 @@ impl Writer {
     }
 }
 
-/// Writes zeros from `from` to the next multiple of [`ZERO_AHEAD`] past one step beyond it;
-/// returns the log's length after. Failing is harmless (say, a disk too full for the zeros): the
-/// next batches then extend the file themselves, and this is tried again past them.
+/// Writes zeros from `from`, the end of the log, to the next multiple of a step past one step
+/// beyond it (see [`ZERO_AHEAD`]); returns the log's length after. Failing is harmless (say, a
+/// disk too full for the zeros): the next batches then extend the file themselves, and this is
+/// tried again past them.
 fn zero_ahead(log: &dyn StorageFile, from: u64) -> u64 {
-    let to = (from + ZERO_AHEAD).next_multiple_of(ZERO_AHEAD);
+    let step = (from / 8).next_power_of_two().clamp(MIN_ZERO_AHEAD, ZERO_AHEAD);
+    let to = (from + step).next_multiple_of(step);
     match log.write_all_at(&vec![0; (to - from) as usize], from) {
         Ok(()) => to,
         Err(_) => log.len().unwrap_or(from),
