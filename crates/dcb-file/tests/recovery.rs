@@ -177,7 +177,7 @@ fn the_log_keeps_zeros_written_ahead_of_its_end() {
     let mut appended = 0;
     for round in 0..3 {
         let store = FileStore::open(dir.path()).unwrap();
-        // Enough data to renew the zeros written ahead (4 MiB steps) at least once a round.
+        // Enough data to renew the zeros written ahead (in steps of up to 4 MiB) at least once a round.
         for _ in 0..5 {
             let events = (0..100).map(|i| Event::new("Big", vec![b'x'; 10_000 + i]).tagged("big")).collect();
             appended += 100;
