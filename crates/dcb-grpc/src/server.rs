@@ -458,9 +458,18 @@ where
         let service = self.service.clone();
         let max_request_bytes = Some(self.max_request_bytes);
         match request.uri().path() {
-            "/umadb.v1.DCB/Read" => Box::pin(serve_batches(ReadRoute(service), request, max_request_bytes)),
+            "/umadb.v1.DCB/Read" => {
+                let route: BatchRoute<S, proto::ReadRequest> = BatchRoute(service, |service, request| {
+                    Box::pin(async move { service.read_batches(request).await })
+                });
+                Box::pin(serve_batches(route, request, max_request_bytes))
+            }
             "/umadb.v1.DCB/Subscribe" => {
-                Box::pin(serve_batches(SubscribeRoute(service), request, max_request_bytes))
+                let route: BatchRoute<S, proto::SubscribeRequest> =
+                    BatchRoute(service, |service, request| {
+                        Box::pin(async move { service.subscribe_batches(request).await })
+                    });
+                Box::pin(serve_batches(route, request, max_request_bytes))
             }
             _ => self.generated.call(request),
         }
@@ -485,29 +494,20 @@ where
     Ok(grpc.server_streaming(route, request).await)
 }
 
-struct ReadRoute<S>(Arc<Service<S>>);
+/// The answer of one streamed method: a request of type `T` in, encoded batches out.
+type Answer<S, T> =
+    fn(Arc<Service<S>>, Request<T>) -> tonic::codegen::BoxFuture<Response<BoxStream<EncodedBatch>>, Status>;
 
-impl<S: EventStore> tonic::server::ServerStreamingService<proto::ReadRequest> for ReadRoute<S> {
+/// `Read` or `Subscribe` as a streaming service of encoded batches.
+struct BatchRoute<S, T>(Arc<Service<S>>, Answer<S, T>);
+
+impl<S: EventStore, T: Send + 'static> tonic::server::ServerStreamingService<T> for BatchRoute<S, T> {
     type Response = EncodedBatch;
     type ResponseStream = BoxStream<EncodedBatch>;
     type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
 
-    fn call(&mut self, request: Request<proto::ReadRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.read_batches(request).await })
-    }
-}
-
-struct SubscribeRoute<S>(Arc<Service<S>>);
-
-impl<S: EventStore> tonic::server::ServerStreamingService<proto::SubscribeRequest> for SubscribeRoute<S> {
-    type Response = EncodedBatch;
-    type ResponseStream = BoxStream<EncodedBatch>;
-    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<proto::SubscribeRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.subscribe_batches(request).await })
+    fn call(&mut self, request: Request<T>) -> Self::Future {
+        (self.1)(self.0.clone(), request)
     }
 }
 
