@@ -6,9 +6,12 @@
 //! installs the pinned `umadb` version into it, which needs `python3` and access to PyPI; later
 //! runs reuse it. `DCB_SKIP_INTEROP=1` skips the test on machines without either.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use common::{ServerProcess, run};
 
 /// The version the script was written against.
 const UMADB: &str = "umadb==0.7.8";
@@ -21,11 +24,6 @@ fn manifest_dir() -> PathBuf {
 fn target_dir() -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_dcb-server"));
     server.parent().and_then(Path::parent).expect("the binary lies in target/<profile>/").to_path_buf()
-}
-
-fn run(command: &mut Command) {
-    let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
 }
 
 /// The virtualenv's python, with `umadb` installed.
@@ -44,52 +42,6 @@ fn python() -> PathBuf {
         run(Command::new(&python).args(["-m", "pip", "install", "--quiet", UMADB]));
     }
     python
-}
-
-/// A running `dcb-server`, stopped with SIGTERM when dropped (killed if that fails).
-struct ServerProcess {
-    child: Child,
-    address: String,
-}
-
-impl ServerProcess {
-    fn start(extra: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dcb-server"))
-            .args(["--listen", "127.0.0.1:0", "--store", "mem"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("DCB_API_KEY")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dcb-server starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let address = loop {
-            let line = lines.next().expect("dcb-server exited before serving").unwrap();
-            eprintln!("{line}");
-            if let Some((_, address)) = line.split_once("address=") {
-                break address.trim().to_owned();
-            }
-        };
-        // Keep draining the log so that the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| eprintln!("{line}")));
-        ServerProcess { child, address }
-    }
-
-    /// Stops the server as an operator would, and checks that it exits cleanly.
-    fn terminate(mut self) {
-        run(Command::new("kill").arg("-TERM").arg(self.child.id().to_string()));
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "dcb-server exited with {status} on SIGTERM");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn run_script(python: &Path, args: &[&str]) {
@@ -111,13 +63,17 @@ fn the_umadb_python_client_works_against_dcb_server() {
     }
     let python = python();
 
-    let plain = ServerProcess::start(&[]);
+    let plain = ServerProcess::start(&["--listen", "127.0.0.1:0", "--store", "mem"]);
     run_script(&python, &[&format!("http://{}", plain.address)]);
     plain.terminate();
 
     let certs = manifest_dir().join("tests/interop/certs");
     let (cert, key, ca) = (certs.join("server.pem"), certs.join("server.key"), certs.join("ca.pem"));
     let secured = ServerProcess::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "mem",
         "--api-key",
         "interop-key",
         "--tls-cert",
