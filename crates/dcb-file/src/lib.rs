@@ -547,3 +547,5 @@ pub(crate) fn open_on(dir: &Path, options: FileStoreOptions, storage: Arc<dyn St
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod power_loss_tests;

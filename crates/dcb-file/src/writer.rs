@@ -98,8 +98,23 @@ pub(crate) struct Writer {
     pub(crate) buf: Vec<u8>,
 }
 
-/// An acknowledgement held back until its batch is synced.
-type Deferred = (oneshot::Sender<Result<u64>>, u64);
+/// An answer held back until its batch is synced: a position, or a refusal that rests on appends
+/// of the batch (told only if they become durable: a refusal for an event that a failed sync then
+/// lost would be a refusal for nothing).
+type Deferred = (oneshot::Sender<Result<u64>>, Result<u64>);
+
+/// Why [`Writer::check`] refuses an append.
+struct Refusal {
+    error: Error,
+    /// Whether it rests on appends of the current batch, not yet synced.
+    on_unsynced: bool,
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Refusal {
+        Refusal { error, on_unsynced: false }
+    }
+}
 
 impl Writer {
     pub(crate) fn run(mut self, requests: Receiver<Request>) {
@@ -177,12 +192,16 @@ impl Writer {
         while self.buf.len() < MAX_BATCH_BYTES {
             let Some((request, reply)) = appends.next() else { break };
             match self.check(&request, durable, &tracking, &pending) {
-                Err(error) => {
+                Err(Refusal { error, on_unsynced: false }) => {
                     let _ = reply.send(Err(error));
                     continue;
                 }
+                Err(Refusal { error, on_unsynced: true }) => {
+                    deferred.push((reply, Err(error)));
+                    continue;
+                }
                 Ok(Some(original)) => {
-                    deferred.push((reply, original));
+                    deferred.push((reply, Ok(original)));
                     continue;
                 }
                 Ok(None) => {}
@@ -204,13 +223,13 @@ impl Writer {
                 tracking.insert(t.source.clone(), t.position);
             }
             pending.extend(request.events);
-            deferred.push((reply, last));
+            deferred.push((reply, Ok(last)));
         }
         if pending.is_empty() {
-            // Nothing to write: the acknowledgements only name positions already durable.
-            for (reply, position) in deferred {
-                debug_assert!(position <= durable);
-                let _ = reply.send(Ok(position));
+            // Nothing to write: the answers rest only on what is already durable.
+            for (reply, answer) in deferred {
+                debug_assert!(answer.as_ref().is_ok_and(|&position| position <= durable));
+                let _ = reply.send(answer);
             }
             return;
         }
@@ -236,9 +255,12 @@ impl Writer {
         }
         self.shared.durable.store(last, Ordering::Release);
         self.shared.heads.send_replace(last);
-        for (reply, position) in deferred {
-            debug_assert!(position <= last);
-            let _ = reply.send(Ok(position));
+        for (reply, answer) in deferred {
+            debug_assert!(
+                answer.as_ref().is_err_and(|e| matches!(e, Error::Integrity(_)))
+                    || answer.as_ref().is_ok_and(|&p| p <= last)
+            );
+            let _ = reply.send(answer);
         }
     }
 
@@ -259,25 +281,28 @@ impl Writer {
     }
 
     /// Checks an append against everything committed before it, including the earlier appends
-    /// of this batch (already in the index, above `durable`). `Ok(Some(p))` recognises a retry
-    /// of an append that got position `p`; `Ok(None)` accepts it.
+    /// of this batch (already in the index, above `durable`, and their tracking in `tracking`).
+    /// `Ok(Some(p))` recognises a retry of an append that got position `p`; `Ok(None)` accepts it.
     fn check(
         &self,
         request: &AppendRequest,
         durable: u64,
         tracking: &HashMap<String, u64>,
         pending: &[Event],
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<u64>, Refusal> {
         let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(t) = &request.tracking {
+            // `index.tracking` holds durable positions only; the batch's own come first.
             let recorded = tracking.get(&t.source).or_else(|| index.tracking.get(&t.source));
             if let Some(&recorded) = recorded
                 && t.position <= recorded
             {
-                return Err(Error::Integrity(format!(
+                let error = Error::Integrity(format!(
                     "tracking position {} for source {:?} does not exceed the recorded {recorded}",
                     t.position, t.source
-                )));
+                ));
+                let durable_refusal = index.tracking.get(&t.source).is_some_and(|&r| t.position <= r);
+                return Err(Refusal { error, on_unsynced: !durable_refusal });
             }
         }
         let Some(condition) = &request.condition else { return Ok(None) };
@@ -303,9 +328,10 @@ impl Writer {
                 return Ok(Some(original));
             }
         }
-        Err(Error::Integrity(format!(
+        let error = Error::Integrity(format!(
             "an event matching the append condition was recorded after position {after} (at {conflict})"
-        )))
+        ));
+        Err(Refusal { error, on_unsynced: conflict > durable })
     }
 
     /// Writes the index as of `end` to a new checkpoint file and renames it into place.
