@@ -1,10 +1,14 @@
-//! Interoperability with a client nobody here wrote: the `umadb` Python package from PyPI runs
-//! `tests/interop/umadb_client.py` against the `dcb-server` binary, once over plain HTTP and once
-//! over TLS with an API key (the Python client sends a key only over TLS).
+//! Interoperability with clients nobody here wrote, against the `dcb-server` binary:
+//!
+//! - the `umadb` Python package from PyPI runs `tests/interop/umadb_client.py`, once over plain
+//!   HTTP and once over TLS with an API key (the Python client sends a key only over TLS);
+//! - the Python `eventsourcing` library, through its UmaDB persistence module
+//!   (`eventsourcing-umadb`), runs its own recorder test cases and two small applications
+//!   (`tests/interop/eventsourcing_library.py`), each test against a fresh server.
 //!
 //! The first run creates a virtualenv under `target/interop-venv` (`python3 -m venv`) and
-//! installs the pinned `umadb` version into it, which needs `python3` and access to PyPI; later
-//! runs reuse it. `DCB_SKIP_INTEROP=1` skips the test on machines without either.
+//! installs the pinned packages into it, which needs `python3` and access to PyPI; later runs
+//! reuse it. `DCB_SKIP_INTEROP=1` skips the tests on machines without either.
 
 mod common;
 
@@ -13,8 +17,16 @@ use std::process::Command;
 
 use common::{ServerProcess, run};
 
-/// The version the script was written against.
-const UMADB: &str = "umadb==0.7.8";
+/// The versions the scripts were written against (the library's extras pinned too).
+const PACKAGES: [&str; 7] = [
+    "umadb==0.7.8",
+    "eventsourcing==10.0.0a7",
+    "eventsourcing-umadb==0.4.4",
+    "pydantic==2.14.4",
+    "msgspec==0.22.0",
+    "pycryptodome==4.4.0",
+    "typing_extensions==4.16.0",
+];
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,45 +38,51 @@ fn target_dir() -> PathBuf {
     server.parent().and_then(Path::parent).expect("the binary lies in target/<profile>/").to_path_buf()
 }
 
-/// The virtualenv's python, with `umadb` installed.
+/// The virtualenv's python, with [`PACKAGES`] installed.
 fn python() -> PathBuf {
     let venv = target_dir().join("interop-venv");
     let python = venv.join("bin").join("python");
-    let installed = Command::new(&python)
-        .args(["-c", "import importlib.metadata as m; print(m.version('umadb'))"])
-        .output()
-        .is_ok_and(|out| {
-            let version = String::from_utf8_lossy(&out.stdout);
-            out.status.success() && UMADB.strip_prefix("umadb==") == Some(version.trim())
-        });
+    let check = "import importlib.metadata as m, sys\n\
+                 sys.exit(any(m.version(n) != v for n, v in (p.split('==') for p in sys.argv[1:])))";
+    let installed =
+        Command::new(&python).args(["-c", check]).args(PACKAGES).status().is_ok_and(|s| s.success());
     if !installed {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", UMADB]));
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(PACKAGES));
     }
     python
 }
 
-fn run_script(python: &Path, args: &[&str]) {
-    let script = manifest_dir().join("tests/interop/umadb_client.py");
+/// Runs `tests/interop/SCRIPT` with `args`, which must print `success`.
+fn run_script(python: &Path, script: &str, args: &[&str], success: &str) {
+    let script = manifest_dir().join("tests/interop").join(script);
     let output = Command::new(python).arg(&script).args(args).output().expect("python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.status.success() && stdout.contains("interop OK"),
-        "the umadb client failed against dcb-server:\n{stdout}\n{}",
+        output.status.success() && stdout.contains(success),
+        "{} failed against dcb-server:\n{stdout}\n{}",
+        script.display(),
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
+fn skipped() -> bool {
+    let skip = std::env::var_os("DCB_SKIP_INTEROP").is_some();
+    if skip {
+        eprintln!("DCB_SKIP_INTEROP is set: skipping the interop test");
+    }
+    skip
+}
+
 #[test]
 fn the_umadb_python_client_works_against_dcb_server() {
-    if std::env::var_os("DCB_SKIP_INTEROP").is_some() {
-        eprintln!("DCB_SKIP_INTEROP is set: skipping the umadb interop test");
+    if skipped() {
         return;
     }
     let python = python();
 
     let plain = ServerProcess::start(&["--listen", "127.0.0.1:0", "--store", "mem"]);
-    run_script(&python, &[&format!("http://{}", plain.address)]);
+    run_script(&python, "umadb_client.py", &[&format!("http://{}", plain.address)], "interop OK");
     plain.terminate();
 
     let certs = manifest_dir().join("tests/interop/certs");
@@ -82,6 +100,17 @@ fn the_umadb_python_client_works_against_dcb_server() {
         key.to_str().unwrap(),
     ]);
     let port = secured.address.rsplit(':').next().unwrap();
-    run_script(&python, &[&format!("https://localhost:{port}"), "interop-key", ca.to_str().unwrap()]);
+    let args = [&format!("https://localhost:{port}"), "interop-key", ca.to_str().unwrap()];
+    run_script(&python, "umadb_client.py", &args, "interop OK");
     secured.terminate();
+}
+
+#[test]
+fn the_python_eventsourcing_library_passes_its_recorder_tests_against_dcb_server() {
+    if skipped() {
+        return;
+    }
+    let python = python();
+    let server = env!("CARGO_BIN_EXE_dcb-server");
+    run_script(&python, "eventsourcing_library.py", &[server], "eventsourcing interop OK");
 }

@@ -265,7 +265,8 @@ BEGIN
                 -- A retry of an append that already succeeded: its events, recognised by their
                 -- uuids, are exactly the first matches after `after`.
                 submitted := e_uuid[ev + 1 : ev + cnt];
-                IF array_position(submitted, NULL) IS NULL THEN
+                IF array_position(submitted, NULL) IS NULL
+                   AND array_position(submitted, '00000000-0000-0000-0000-000000000000'::uuid) IS NULL THEN
                     matches := @S.first_matches(a_after[a], cnt, a_item_off[a],
                                                 a_item_off[a] + a_items[a], i_type_off, i_types,
                                                 i_tag_off, i_tags, q_types, q_tags);

@@ -378,15 +378,28 @@ impl AppendRequest {
 /// after `after` are exactly the submitted events (recognised by their uuids, in order).
 ///
 /// Call it when a condition fails, with the first `submitted.len()` events matching the
-/// condition's query after its `after`. Every submitted event must carry a uuid; otherwise the
-/// failure is a genuine conflict.
+/// condition's query after its `after`. Every submitted event must carry a uuid other than the
+/// nil one; otherwise the failure is a genuine conflict. The nil uuid identifies nothing: clients
+/// send it for "no uuid" (the Python `eventsourcing` library does by default), so two different
+/// appends carrying it must not be taken for one (the second would be told it succeeded).
+///
+/// ```
+/// use dcb::{Event, SequencedEvent, Uuid, already_appended};
+///
+/// let sent = Event::new("Joined", "{}").with_uuid(Uuid::from_u128(7));
+/// let recorded = [SequencedEvent { position: 12, event: sent.clone() }];
+/// assert_eq!(already_appended(&[sent], &recorded), Some(12));
+///
+/// let anonymous = Event::new("Joined", "{}").with_uuid(Uuid::nil());
+/// let recorded = [SequencedEvent { position: 13, event: anonymous.clone() }];
+/// assert_eq!(already_appended(&[anonymous], &recorded), None);
+/// ```
 pub fn already_appended(submitted: &[Event], first_matches: &[SequencedEvent]) -> Option<u64> {
     if submitted.is_empty() || first_matches.len() != submitted.len() {
         return None;
     }
-    let same = submitted
-        .iter()
-        .zip(first_matches)
-        .all(|(event, recorded)| event.uuid.is_some() && event.uuid == recorded.event.uuid);
+    let same = submitted.iter().zip(first_matches).all(|(event, recorded)| {
+        event.uuid.is_some_and(|uuid| !uuid.is_nil()) && event.uuid == recorded.event.uuid
+    });
     if same { first_matches.last().map(|e| e.position) } else { None }
 }

@@ -398,7 +398,8 @@ pub async fn retried_append_with_uuids_returns_the_original_position<S: EventSto
 }
 
 /// A conflict is an integrity error when the matching events are not the submitted ones, or when
-/// the submitted events carry no uuids.
+/// the submitted events carry no uuids, or the nil uuid (which identifies nothing: a second
+/// append carrying it is another append, not a retry).
 pub async fn conflict_with_other_uuids_is_an_integrity_error<S: EventStore>(store: &S) {
     let condition = AppendCondition::new(tags(&["course-1"]), None);
     let recorded = event("Joined", &["course-1"]).with_uuid(Uuid::from_u128(1));
@@ -407,7 +408,12 @@ pub async fn conflict_with_other_uuids_is_an_integrity_error<S: EventStore>(stor
     assert_integrity(store.append(vec![other], Some(condition.clone())).await, "other uuid");
     let same_type_no_uuid = event("Joined", &["course-1"]);
     assert_integrity(store.append(vec![same_type_no_uuid], Some(condition)).await, "no uuid");
-    assert_eq!(store.head().await.unwrap(), Some(1));
+
+    let condition = AppendCondition::new(tags(&["course-2"]), None);
+    let nil = || event("Joined", &["course-2"]).with_uuid(Uuid::nil());
+    store.append(vec![nil()], Some(condition.clone())).await.unwrap();
+    assert_integrity(store.append(vec![nil()], Some(condition)).await, "nil uuid");
+    assert_eq!(store.head().await.unwrap(), Some(2));
 }
 
 /// Tracking info is recorded with the events, per source, and read back as the last position.
