@@ -540,7 +540,7 @@ impl Index {
         let check_name = |r: u64| ((r >> 16) as usize + (r & 0xFFFF) as usize <= names_bytes).then_some(r);
         let check_list = |at: usize, region: std::ops::Range<usize>| -> Result<(), String> {
             let (start, count) = (frozen.words[at] as usize, frozen.words[at + 1] as usize);
-            if start < region.start || count > region.end.saturating_sub(start) {
+            if start < region.start || start > region.end || count > region.end - start {
                 return Err(malformed("posting list out of its region"));
             }
             let list = &frozen.words[start..start + count];
@@ -555,13 +555,15 @@ impl Index {
         let mut previous_end = crate::format::LOG_HEADER_LEN;
         for p in 1..=n as u64 {
             let entry = frozen.entry(p);
+            let end = entry.offset.checked_add(u64::from(entry.len));
             if entry.offset < previous_end
                 || entry.type_id as usize >= type_count
                 || (entry.len as usize) < crate::format::RECORD_HEADER_LEN
+                || end.is_none()
             {
                 return Err(malformed(&format!("entry of position {p}")));
             }
-            previous_end = entry.offset + u64::from(entry.len);
+            previous_end = end.unwrap_or(u64::MAX);
         }
         if previous_end > log_end {
             return Err(malformed("entries beyond the log offset covered"));
@@ -744,6 +746,31 @@ mod tests {
                     "damage at word {word} went unnoticed"
                 );
             }
+        }
+    }
+
+    /// A checkpoint written wrong (its checksum valid) is refused, never followed out of bounds.
+    #[test]
+    fn checkpoints_with_impossible_references_are_refused() {
+        let index = samples().pop().unwrap();
+        let words = index.encode_checkpoint(Uuid::from_u128(5), 700);
+        let n = words[5] as usize;
+        let types_at = HEADER_WORDS + 2 * n;
+        let damages: [&[(usize, u64)]; 2] = [
+            // The first type's posting list: empty, but starting past the end of the file.
+            &[(types_at + 1, u64::MAX), (types_at + 2, 0)],
+            // The last entry: a record whose end overflows.
+            &[(HEADER_WORDS + 2 * (n - 1), u64::MAX - 4)],
+        ];
+        for damage in damages {
+            let mut damaged = words.clone();
+            for &(at, value) in damage {
+                damaged[at] = value;
+            }
+            let crc_at = damaged.len() - 1;
+            damaged[crc_at] = u64::from(crc32c::crc32c(bytemuck::cast_slice(&damaged[..crc_at])));
+            let refused = Index::decode_checkpoint(Words::from(damaged));
+            assert!(refused.is_err_and(|why| why.contains("malformed")), "{damage:?} was accepted");
         }
     }
 

@@ -194,9 +194,6 @@ fn writer_gone() -> Error {
 fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Result<FileStore> {
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the store directory", e))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage.sync_dir(parent).map_err(|e| io_error(parent, "cannot sync the directory", e))?;
-        }
     }
     let lock = lock_dir(dir)?;
     let log_path = dir.join(LOG_FILE);
@@ -207,6 +204,13 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         }
         create_log(&*storage, dir)?;
     }
+    // A crash (of this process or an earlier one) right after the directory or the log was
+    // created, or a checkpoint renamed, may have left that name not yet durable: a power failure
+    // could still unlink the log with every append synced into it. Sync both directories first.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        storage.sync_dir(parent).map_err(|e| io_error(parent, "cannot sync the directory", e))?;
+    }
+    storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
     let log = storage.open(&log_path, false).map_err(|e| io_error(&log_path, "cannot open", e))?;
     let store_id = read_log_header(&*log, &log_path)?;
     let (mut index, start) = load_checkpoint(&*storage, &*log, dir, store_id)?;
@@ -215,11 +219,14 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         Ok(())
     })?;
     if let Some(torn) = &end.torn {
-        // The batch a crash interrupted was never acknowledged: cut it off, durably, before
-        // anything new is written after it.
+        // The batch a crash interrupted was never acknowledged: cut it off before anything new is
+        // written after it (made durable by the sync below).
         log.set_len(torn.offset).map_err(|e| io_error(&log_path, "cannot truncate the torn tail of", e))?;
-        log.sync_data().map_err(|e| io_error(&log_path, "fdatasync failed on", e))?;
     }
+    // What the scan found may be in the page cache only: a killed process leaves its last batch
+    // written but not synced. Sync it before serving it, answering a retry of it, or checkpointing
+    // it, so that nothing read from this log can still be lost to a power failure.
+    log.sync_data().map_err(|e| io_error(&log_path, "fdatasync failed on", e))?;
     let allocated = end.end + end.zeroed;
     debug_assert_eq!(index.len(), end.head);
     let mut checkpointed = start;

@@ -128,24 +128,24 @@ pub(crate) fn scan(
             let zeroed = file_len - batch_start;
             return Ok(ScanEnd { end: batch_start, head: next_position - 1, torn: None, zeroed });
         }
-        let reason = match invalid {
-            Invalid::Truncated => "the batch is cut short by the end of the file".to_string(),
-            Invalid::Damaged(why) => {
-                if let Some(later) = later_commit(file, file_len, bad_offset, batch_start)
-                    .map_err(|e| io_error(path, "cannot read", e))?
-                {
-                    return Err(corruption(
-                        path,
-                        bad_offset,
-                        &format!(
-                            "{why}, and a later batch (committed at offset {later}) follows, so this \
-                             is damage to synced data, not a torn write"
-                        ),
-                    ));
-                }
-                format!("{why} at offset {bad_offset}")
-            }
+        let why = match invalid {
+            // A damaged length field can also make a record reach past the end of the file.
+            Invalid::Truncated => "a record reaches past the end of the file".to_string(),
+            Invalid::Damaged(why) => why,
         };
+        if let Some(later) = later_commit(file, file_len, bad_offset, batch_start)
+            .map_err(|e| io_error(path, "cannot read", e))?
+        {
+            return Err(corruption(
+                path,
+                bad_offset,
+                &format!(
+                    "{why}, and a later batch (committed at offset {later}) follows, so this is \
+                     damage to synced data, not a torn write"
+                ),
+            ));
+        }
+        let reason = format!("{why} at offset {bad_offset}");
         return Ok(ScanEnd {
             end: batch_start,
             head: next_position - 1,

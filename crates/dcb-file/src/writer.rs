@@ -249,11 +249,13 @@ impl Writer {
         }
         self.end = batch_start + self.buf.len() as u64;
         {
+            // Under the index lock, the events first: whoever sees the new tracking positions
+            // (read under that lock) also sees the events recorded with them.
             let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
             assert_eq!(index.len(), last, "the index holds exactly the batch just synced");
+            self.shared.durable.store(last, Ordering::Release);
             index.tracking.extend(tracking);
         }
-        self.shared.durable.store(last, Ordering::Release);
         self.shared.heads.send_replace(last);
         for (reply, answer) in deferred {
             debug_assert!(
@@ -336,6 +338,12 @@ impl Writer {
 
     /// Writes the index as of `end` to a new checkpoint file and renames it into place.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        if self.sync == SyncMode::NotSynced {
+            // A checkpoint must never cover log bytes that a power failure could take back (the
+            // store would then not open); in this mode the batches were not synced yet.
+            let path = &self.shared.log_path;
+            self.shared.log.sync_data().map_err(|e| io_error(path, "fdatasync failed on", e))?;
+        }
         let result = write_checkpoint(
             &*self.storage,
             &self.shared.dir,

@@ -215,6 +215,33 @@ fn a_corrupted_byte_in_the_middle_of_the_log_is_reported_at_open_without_a_check
     assert!(!report.is_ok(), "verify missed the damage: {report}");
 }
 
+/// A damaged length field that makes a record in the middle reach past the end of the file looks
+/// like a batch cut short, but synced batches follow it: damage, not a torn tail to cut off.
+#[test]
+fn a_damaged_length_reaching_past_the_end_is_damage_not_a_torn_tail() {
+    let dir = TempDir::new("corrupt-length");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    let path = log(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Walk to the fifth record: each is a 4-byte body length, a 4-byte checksum, then the body.
+    let mut offset = 32;
+    for _ in 0..4 {
+        offset += 8 + u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+    }
+    let past_the_end = (bytes.len() - offset) as u32;
+    bytes[offset..offset + 4].copy_from_slice(&past_the_end.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let message = expect_corruption(FileStore::open(dir.path()).map(|_| ()), "events.log");
+    assert!(message.contains("later batch"), "{message}");
+    let report = dcb_file::verify(dir.path()).unwrap();
+    assert!(!report.is_ok(), "verify took the damage for a torn tail: {report}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log was changed");
+}
+
 #[test]
 fn a_corrupted_event_is_never_served() {
     let dir = TempDir::new("corrupt-read");
