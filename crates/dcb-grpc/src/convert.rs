@@ -78,19 +78,32 @@ pub(crate) fn invalid(message: impl Into<String>) -> dcb::Error {
     dcb::Error::InvalidArgument(message.into())
 }
 
+/// `text` quoted for an error message, cut after 64 characters: the fields checked here are not
+/// bounded yet (the limits come later), and a message never echoes more of a request than that.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
 pub(crate) fn event_from_wire(event: proto::Event) -> dcb::Result<dcb::Event> {
     let uuid = if event.uuid.is_empty() {
         None
     } else {
         let parsed = dcb::Uuid::try_parse(&event.uuid).map_err(|_| {
-            invalid(format!("event {:?} has an invalid uuid {:?}", event.event_type, event.uuid))
+            invalid(format!(
+                "event {} has an invalid uuid {}",
+                excerpt(&event.event_type),
+                excerpt(&event.uuid)
+            ))
         })?;
         Some(parsed)
     };
     let mut metadata = BTreeMap::new();
     for entry in event.metadata {
         if metadata.insert(entry.key, entry.value).is_some() {
-            return Err(invalid(format!("event {:?} repeats a metadata key", event.event_type)));
+            return Err(invalid(format!("event {} repeats a metadata key", excerpt(&event.event_type))));
         }
     }
     Ok(dcb::Event { event_type: event.event_type, data: event.data, tags: event.tags, uuid, metadata })
@@ -176,6 +189,24 @@ pub(crate) fn append_to_wire(request: dcb::AppendRequest) -> proto::AppendReques
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal quotes at most a short excerpt of the fields it could not accept.
+    #[test]
+    fn refusals_of_unchecked_fields_quote_an_excerpt_only() {
+        let event = proto::Event {
+            event_type: "T".repeat(1 << 20),
+            uuid: "not a uuid".repeat(1 << 16),
+            ..proto::Event::default()
+        };
+        let error = event_from_wire(event).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, dcb::Error::InvalidArgument(_)) && message.len() < 400,
+            "{} bytes",
+            message.len()
+        );
+        assert!(message.contains(&format!("{:?}…", "T".repeat(64))), "{message}");
+    }
 
     #[test]
     fn events_survive_the_wire_both_ways() {

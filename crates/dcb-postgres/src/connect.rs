@@ -147,13 +147,19 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    /// A connection whose driving half runs on its own task.
+    /// A connection whose driving half runs on its own task, in READ COMMITTED whatever the
+    /// database or the URL sets as the default: the batch functions take a lock, then check
+    /// conditions and versions by statements that each need a snapshot taken after it.
     pub(crate) async fn connect(&self) -> Result<Client> {
         let (client, connection) = self.connect_raw().await?;
         tokio::spawn(async move {
             // The error, if any, reaches the client's next call as a closed connection.
             let _ = connection.await;
         });
+        client
+            .batch_execute("SET default_transaction_isolation = 'read committed'")
+            .await
+            .map_err(|e| self.error("setting up a connection", e))?;
         Ok(client)
     }
 

@@ -17,12 +17,41 @@ use crate::schema::Schema;
 
 /// Appends queued before callers wait for room.
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
-/// Most appends in one batch.
-const MAX_BATCH_APPENDS: usize = 512;
-/// Most events in one batch (a single larger append still goes alone).
-const MAX_BATCH_EVENTS: usize = 20_000;
-/// Most event data bytes in one batch (likewise).
-const MAX_BATCH_BYTES: usize = 16 << 20;
+/// The bounds of one group commit: the jobs, the events, and the bytes of their types, data,
+/// tags and metadata (PostgreSQL refuses a message over 1 GiB, and a batch is one message). A
+/// job that would take a batch past a bound waits for the next one; a single larger job goes
+/// alone.
+pub(crate) struct BatchBounds {
+    pub(crate) jobs: usize,
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
+
+const BOUNDS: BatchBounds = BatchBounds { jobs: 512, events: 20_000, bytes: 16 << 20 };
+
+/// Whatever is queued on `jobs` after `first`, within `bounds` (`size` gives a job's events and
+/// bytes). The first job that does not fit is left in `held`, to start the next batch.
+pub(crate) fn take_batch<J>(
+    first: J,
+    jobs: &mut mpsc::Receiver<J>,
+    held: &mut Option<J>,
+    bounds: &BatchBounds,
+    size: impl Fn(&J) -> (usize, usize),
+) -> Vec<J> {
+    let (mut events, mut bytes) = size(&first);
+    let mut batch = vec![first];
+    while batch.len() < bounds.jobs {
+        let Ok(job) = jobs.try_recv() else { break };
+        let (more_events, more_bytes) = size(&job);
+        if events + more_events > bounds.events || bytes + more_bytes > bounds.bytes {
+            *held = Some(job);
+            break;
+        }
+        (events, bytes) = (events + more_events, bytes + more_bytes);
+        batch.push(job);
+    }
+    batch
+}
 
 /// An append waiting for its batch, and where its outcome goes.
 pub(crate) struct Job {
@@ -41,20 +70,18 @@ pub(crate) async fn run(
         "SELECT @S.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
     );
-    while let Some(first) = jobs.recv().await {
-        let mut events = first.request.events.len();
-        let mut bytes = data_bytes(&first.request);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_APPENDS && events < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    events += job.request.events.len();
-                    bytes += data_bytes(&job.request);
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+    let mut held = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let batch = take_batch(first, &mut jobs, &mut held, &BOUNDS, |job: &Job| {
+            (job.request.events.len(), request_bytes(&job.request))
+        });
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             conn = None;
             match connect(&connector).await {
@@ -110,8 +137,18 @@ pub(crate) async fn connect(connector: &Connector) -> Result<Conn> {
     Ok(Conn::new(client))
 }
 
-fn data_bytes(request: &AppendRequest) -> usize {
-    request.events.iter().map(|e| e.data.len()).sum()
+/// What an append weighs in a batch's message: its events' types, data, tags and metadata.
+fn request_bytes(request: &AppendRequest) -> usize {
+    request
+        .events
+        .iter()
+        .map(|e| {
+            e.event_type.len()
+                + e.data.len()
+                + e.tags.iter().map(String::len).sum::<usize>()
+                + e.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        })
+        .sum()
 }
 
 /// Gives every append of a failed batch the same failure.
@@ -293,5 +330,32 @@ impl<'a> Arrays<'a> {
             &self.m_key,
             &self.m_value,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs are taken while they fit; the first that would pass a bound starts the next batch,
+    /// and a job larger than the bounds goes alone.
+    #[test]
+    fn batches_end_before_the_job_that_would_pass_a_bound() {
+        let (sender, mut jobs) = mpsc::channel(8);
+        for job in [(1, 10), (1, 10), (1, 85), (1, 5), (30, 1), (1, 1)] {
+            sender.try_send(job).unwrap();
+        }
+        let bounds = BatchBounds { jobs: 8, events: 20, bytes: 100 };
+        let size = |job: &(usize, usize)| *job;
+        let mut held = None;
+        let first = jobs.try_recv().unwrap();
+        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(1, 10), (1, 10)]);
+        let first = held.take().unwrap();
+        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(1, 85), (1, 5)]);
+        let first = held.take().unwrap();
+        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(30, 1)]);
+        let first = held.take().unwrap();
+        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(1, 1)]);
+        assert!(held.is_none());
     }
 }

@@ -15,7 +15,22 @@ mod recorder {
 /// the database (the macro's race shares one store, so its appends meet in the group commit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn race_between_separately_connected_stores() {
-    let options = common::fresh_options().await;
+    race_between_sixteen_stores(common::fresh_options().await).await;
+}
+
+/// The same race where the sessions' default isolation is SERIALIZABLE (set in the URL, as a
+/// database or role setting would): the stores still append in READ COMMITTED, which their
+/// lock-then-check batches need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn race_whatever_the_default_isolation() {
+    let url = common::url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}options=-c%20default_transaction_isolation%3Dserializable");
+    let schema = common::fresh_schema().await;
+    race_between_sixteen_stores(dcb_postgres::Options::new(url, schema).read_connections(1)).await;
+}
+
+async fn race_between_sixteen_stores(options: dcb_postgres::Options) {
     let mut handles = Vec::new();
     for _ in 0..16 {
         handles.push(dcb_postgres::PostgresStore::open(options.clone()).await.expect("open"));
