@@ -25,6 +25,15 @@ const DEFAULT_READ_CONNECTIONS: usize = 2;
 /// How long a connection attempt may take when the URL does not say.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// TCP keepalives, unless the URL sets them: idle time, then probes and their interval. A server
+/// that vanished without closing the connection (a crashed host, a dropped route) is noticed in
+/// about a minute instead of the system's two hours; until then a LISTEN connection would leave
+/// subscriptions silent, and an append would wait.
+const KEEPALIVE: (Duration, Duration, u32) = (Duration::from_secs(30), Duration::from_secs(10), 3);
+
+/// The driver's own keepalive idle time, which stands for "not set".
+const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Where a store lives and how it connects.
 ///
 /// ```
@@ -116,6 +125,16 @@ impl Options {
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        let (idle, interval, retries) = KEEPALIVE;
+        if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
+            config.keepalives_idle(idle);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(interval);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(retries);
         }
         Ok(Connector { config: Arc::new(config), redacted: Arc::from(redacted) })
     }
@@ -276,6 +295,22 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keepalives notice a vanished server within about a minute, unless the URL says otherwise.
+    #[test]
+    fn keepalives_default_to_a_minute_and_the_url_wins() {
+        let config = |url: &str| Options::new(url, "s").connector().unwrap().config;
+        let default = config("postgres://u@h/db");
+        assert!(default.get_keepalives());
+        assert_eq!(default.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(default.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(default.get_keepalives_retries(), Some(3));
+        let chosen =
+            config("postgres://u@h/db?keepalives_idle=600&keepalives_interval=5&keepalives_retries=9");
+        assert_eq!(chosen.get_keepalives_idle(), Duration::from_secs(600));
+        assert_eq!(chosen.get_keepalives_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(chosen.get_keepalives_retries(), Some(9));
+    }
 
     #[test]
     fn passwords_are_removed_from_urls() {
