@@ -4,6 +4,7 @@
 
 use std::ops::Deref;
 
+use dcb::limits::MAX_QUERY_ITEMS;
 use dcb::{AppendCondition, Event, EventStore, Query, QueryItem};
 
 use crate::codec::{self, DomainEvent, IntoEvents};
@@ -346,26 +347,28 @@ impl<S: EventStore> Objects<S> {
         Ok(object)
     }
 
-    /// The objects `ids`, in order, with one read; [`Error::NotFound`] for the first id that has
-    /// no event. Each can then be saved on its own.
+    /// The objects `ids`, in order, with one read per [`MAX_QUERY_ITEMS`] ids (the largest query
+    /// a store takes); [`Error::NotFound`] for the first id that has no event. Each can then be
+    /// saved on its own.
     pub async fn get_many<T: Object>(&self, ids: &[&str]) -> Result<Vec<Tagged<T>>> {
-        // An empty query would read the whole store.
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut objects: Vec<Tagged<T>> = ids.iter().map(|id| Tagged::new(*id)).collect();
-        let query = Query::new(ids.iter().map(|id| QueryItem::tags([*id])));
-        let head = read_each(&self.store, &query, |event, stored| {
-            for object in objects.iter_mut().filter(|o| stored.has_tag(&o.id)) {
-                object.fold_recorded(&event);
+        let mut objects = Vec::with_capacity(ids.len());
+        // Never an empty query, which would read the whole store.
+        for chunk in ids.chunks(MAX_QUERY_ITEMS) {
+            let mut part: Vec<Tagged<T>> = chunk.iter().map(|id| Tagged::new(*id)).collect();
+            let query = Query::new(chunk.iter().map(|id| QueryItem::tags([*id])));
+            let head = read_each(&self.store, &query, |event, stored| {
+                for object in part.iter_mut().filter(|o| stored.has_tag(&o.id)) {
+                    object.fold_recorded(&event);
+                }
+            })
+            .await?;
+            for object in &mut part {
+                if object.is_new() {
+                    return Err(Error::not_found(&object.id));
+                }
+                object.seen = head;
             }
-        })
-        .await?;
-        for object in &mut objects {
-            if object.is_new() {
-                return Err(Error::not_found(&object.id));
-            }
-            object.seen = head;
+            objects.extend(part);
         }
         Ok(objects)
     }

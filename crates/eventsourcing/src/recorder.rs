@@ -14,9 +14,11 @@ const VERSION_MARK: char = '@';
 ///
 /// The uniqueness rule on (aggregate id, version) is the append condition: an insert fails if any
 /// of its version tags is already recorded. That needs no read before the append, and is one
-/// indexed look-up per aggregate in the store.
+/// indexed look-up per version in the store. (An insert of more events than a query may name,
+/// [`MAX_QUERY_ITEMS`], reads its aggregates first and appends on condition that none of them
+/// changed; it may span at most that many aggregates.)
 ///
-/// Aggregate ids must not start with `@`. With a prefix ([`DcbRecorder::with_prefix`]) several
+/// Aggregate ids, and the prefix if there is one, must not start with `@`. With a prefix ([`DcbRecorder::with_prefix`]) several
 /// recorders share one store (the events of an aggregate, its snapshots): the tags become
 /// `{prefix}{id}` and `@{version}:{prefix}{id}`.
 ///
@@ -77,6 +79,40 @@ impl<S: EventStore> DcbRecorder<S> {
         format!("{VERSION_MARK}{version}:{}{id}", self.prefix)
     }
 
+    /// The condition of an insert with too many versions to name in one query: read what its
+    /// aggregates hold, refuse a version already there, and append on condition that none of
+    /// them changed since the read. (One read more than a small insert, for a rare case.)
+    async fn large_insert_condition(&self, events: &[AggregateEvent]) -> dcb::Result<AppendCondition> {
+        let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() > MAX_QUERY_ITEMS {
+            return Err(dcb::Error::invalid(format!(
+                "an insert of more than {MAX_QUERY_ITEMS} events may span at most {MAX_QUERY_ITEMS} \
+                 aggregates on a DCB store (this one spans {}): split it",
+                ids.len()
+            )));
+        }
+        let query = Query::new(ids.iter().map(|id| QueryItem::tags([self.id_tag(id)])));
+        let read = self.store.read(&query, ReadOptions::default()).await?;
+        let new: HashSet<(&str, u64)> = events.iter().map(|e| (e.aggregate_id.as_str(), e.version)).collect();
+        for stored in read.events {
+            let id = ids
+                .iter()
+                .find(|id| stored.event.tags.contains(&self.id_tag(id)))
+                .copied()
+                .unwrap_or_default();
+            let recorded = self.decode(id, stored)?;
+            if new.contains(&(id, recorded.version)) {
+                return Err(dcb::Error::Integrity(format!(
+                    "version {} of aggregate {id:?} is already recorded",
+                    recorded.version
+                )));
+            }
+        }
+        Ok(AppendCondition::new(query, read.head))
+    }
+
     fn decode(&self, id: &str, stored: dcb::SequencedEvent) -> dcb::Result<AggregateEvent> {
         let event = stored.event;
         let version = event
@@ -106,10 +142,11 @@ impl<S: EventStore> AggregateRecorder for DcbRecorder<S> {
         // two events) are checked pairwise, to spare them a hash set.
         let mut seen = HashSet::new();
         for (index, event) in events.iter().enumerate() {
-            if event.aggregate_id.starts_with(VERSION_MARK) {
+            // With an empty prefix the id, else the prefix, must not look like a version tag.
+            if self.id_tag(&event.aggregate_id).starts_with(VERSION_MARK) {
                 return Err(dcb::Error::invalid(format!(
-                    "aggregate id {:?} starts with {VERSION_MARK:?}, which marks version tags",
-                    event.aggregate_id
+                    "aggregate id tag {:?} starts with {VERSION_MARK:?}, which marks version tags",
+                    self.id_tag(&event.aggregate_id)
                 )));
             }
             let repeated = if events.len() <= 16 {
@@ -126,19 +163,12 @@ impl<S: EventStore> AggregateRecorder for DcbRecorder<S> {
                 )));
             }
         }
-        let items: Vec<QueryItem> = if events.len() <= MAX_QUERY_ITEMS {
-            events.iter().map(|e| QueryItem::tags([self.version_tag(&e.aggregate_id, e.version)])).collect()
+        let condition = if events.len() <= MAX_QUERY_ITEMS {
+            let items =
+                events.iter().map(|e| QueryItem::tags([self.version_tag(&e.aggregate_id, e.version)]));
+            AppendCondition::new(Query::new(items), None)
         } else {
-            // Too many versions to name each: condition on each aggregate's first new version.
-            // Versions are recorded contiguously, so if any later one exists, so does that one.
-            let mut first: Vec<(&str, u64)> = Vec::new();
-            for e in &events {
-                match first.iter_mut().find(|(id, _)| *id == e.aggregate_id) {
-                    Some((_, v)) => *v = (*v).min(e.version),
-                    None => first.push((&e.aggregate_id, e.version)),
-                }
-            }
-            first.into_iter().map(|(id, v)| QueryItem::tags([self.version_tag(id, v)])).collect()
+            self.large_insert_condition(&events).await?
         };
         let stored = events
             .into_iter()
@@ -149,7 +179,6 @@ impl<S: EventStore> AggregateRecorder for DcbRecorder<S> {
                 event
             })
             .collect();
-        let condition = AppendCondition::new(Query::new(items), None);
         self.store.append(stored, Some(condition)).await
     }
 
@@ -230,6 +259,19 @@ mod tests {
         let recorder = DcbRecorder::new(MemoryStore::new());
         let error = recorder.insert_events(events("@1:a", 1..=1)).await.unwrap_err();
         assert!(matches!(error, dcb::Error::InvalidArgument(_)), "{error:?}");
+        let marked_prefix = DcbRecorder::with_prefix(MemoryStore::new(), "@snapshots:");
+        let error = marked_prefix.insert_events(events("a", 1..=1)).await.unwrap_err();
+        assert!(matches!(error, dcb::Error::InvalidArgument(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn large_inserts_span_at_most_one_query_of_aggregates() {
+        let recorder = DcbRecorder::new(MemoryStore::new());
+        let ids: Vec<String> = (0..=dcb::limits::MAX_QUERY_ITEMS).map(|i| format!("agg-{i}")).collect();
+        let wide: Vec<_> = ids.iter().flat_map(|id| events(id, 1..=1)).collect();
+        let error = recorder.insert_events(wide).await.unwrap_err();
+        assert!(matches!(&error, dcb::Error::InvalidArgument(m) if m.contains("split it")), "{error:?}");
+        assert_eq!(recorder.count().await.unwrap(), 0);
     }
 
     #[tokio::test]

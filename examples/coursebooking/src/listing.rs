@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use dcb::limits::MAX_QUERY_ITEMS;
 use dcb::{EventStore, Query, QueryItem};
 use eventsourcing::Dcb;
 
@@ -33,29 +34,32 @@ async fn joined<S: EventStore>(
     Ok(exists.then_some(ids))
 }
 
-/// The current names of `ids`, in the same order, from one read of their naming events.
+/// The current names of `ids`, in the same order, from one read of their naming events per
+/// [`MAX_QUERY_ITEMS`] ids (the largest query a store takes).
 async fn names<S: EventStore>(
     dcb: &Dcb<S>,
     ids: Vec<String>,
     naming: &[&str],
 ) -> Result<Vec<String>, EnrolmentError> {
-    // An empty query would read the whole store.
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    let mut names = HashMap::new();
+    // Never an empty query, which would read the whole store.
+    for chunk in ids.chunks(MAX_QUERY_ITEMS) {
+        let query = Query::new(
+            chunk.iter().map(|id| QueryItem::types(naming.iter().copied()).and_tags([id.as_str()])),
+        );
+        let read = dcb
+            .read(query, |names: &mut HashMap<String, String>, event: &Event| match event {
+                Event::StudentRegistered { student_id: id, name, .. }
+                | Event::CourseRegistered { course_id: id, name, .. }
+                | Event::CourseRenamed { course_id: id, name } => {
+                    names.insert(id.clone(), name.clone());
+                }
+                _ => {}
+            })
+            .await?;
+        names.extend(read.state);
     }
-    let query =
-        Query::new(ids.iter().map(|id| QueryItem::types(naming.iter().copied()).and_tags([id.as_str()])));
-    let read = dcb
-        .read(query, |names: &mut HashMap<String, String>, event: &Event| match event {
-            Event::StudentRegistered { student_id: id, name, .. }
-            | Event::CourseRegistered { course_id: id, name, .. }
-            | Event::CourseRenamed { course_id: id, name } => {
-                names.insert(id.clone(), name.clone());
-            }
-            _ => {}
-        })
-        .await?;
-    Ok(ids.into_iter().map(|id| read.state.get(&id).cloned().unwrap_or_default()).collect())
+    Ok(ids.into_iter().map(|id| names.get(&id).cloned().unwrap_or_default()).collect())
 }
 
 /// Names of the course's students, in join order.

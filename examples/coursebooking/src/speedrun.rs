@@ -170,9 +170,9 @@ impl Outcome {
     }
 
     /// Wall time per operation, in microseconds (the inverse of the rate, so with several clients
-    /// it is not the latency of one operation).
-    pub fn us_per_op(&self) -> f64 {
-        1e6 / self.ops_per_sec()
+    /// it is not the latency of one operation); none when no operation completed.
+    pub fn us_per_op(&self) -> Option<f64> {
+        (self.ops > 0).then(|| 1e6 / self.ops_per_sec())
     }
 }
 
@@ -246,8 +246,7 @@ pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Ou
 /// `[H:MM:SSs]  iterations  ops  μs/op  ops/s`, the rate being that of `window`.
 pub fn progress_line(elapsed: Duration, iterations: u64, ops: u64, window: &Outcome) -> String {
     let secs = elapsed.as_secs();
-    let (rate, per_op) =
-        if window.ops == 0 { (0.0, 0.0) } else { (window.ops_per_sec(), window.us_per_op()) };
+    let (rate, per_op) = (window.ops_per_sec(), window.us_per_op().unwrap_or(0.0));
     format!(
         "[{}:{:02}:{:02}s] {iterations:>9} iterations {ops:>9} ops {per_op:>8.0} μs/op {rate:>8.0} ops/s",
         secs / 3600,
@@ -269,22 +268,28 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// The final JSON line.
+/// `value` with `decimals` decimals, or `null` when there is none.
+fn json_number(value: Option<f64>, decimals: usize) -> String {
+    value.filter(|v| v.is_finite()).map_or_else(|| "null".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// The final JSON line (`us_per_op` and `floor_ratio` are `null` when no operation completed).
 pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor_us: Option<f64>) -> String {
     let mut json = format!(
-        "{{\"mode\":\"{}\",\"seconds\":{:.3},\"clients\":{},\"iterations\":{},\"ops\":{},\"ops_per_sec\":{:.1},\"us_per_op\":{:.2},\"events_start\":{},\"events_end\":{}",
+        "{{\"mode\":\"{}\",\"seconds\":{:.3},\"clients\":{},\"iterations\":{},\"ops\":{},\"ops_per_sec\":{:.1},\"us_per_op\":{},\"events_start\":{},\"events_end\":{}",
         options.mode(),
         outcome.elapsed.as_secs_f64(),
         options.clients,
         outcome.iterations,
         outcome.ops,
         outcome.ops_per_sec(),
-        outcome.us_per_op(),
+        json_number(outcome.us_per_op(), 2),
         events.0,
         events.1,
     );
     if let Some(floor) = floor_us {
-        let _ = write!(json, ",\"floor_us\":{floor:.2},\"floor_ratio\":{:.3}", outcome.us_per_op() / floor);
+        let ratio = json_number(outcome.us_per_op().map(|us| us / floor), 3);
+        let _ = write!(json, ",\"floor_us\":{floor:.2},\"floor_ratio\":{ratio}");
     }
     json.push('}');
     json
@@ -348,5 +353,23 @@ mod tests {
         assert_eq!(line, "[0:01:01s]        25 iterations      3000 ops      333 μs/op     3000 ops/s");
         assert_eq!(thousands(5_568_325), "5,568,325");
         assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn the_json_line_holds_every_key_and_only_numbers_or_null() {
+        let options = parse(&["dcb-file", "5", "--json", "--floor"]).unwrap();
+        let done = Outcome { elapsed: Duration::from_secs(2), iterations: 1, ops: 400 };
+        let line = json_line(&options, &done, (10, 130), Some(2500.0));
+        assert_eq!(
+            line,
+            "{\"mode\":\"dcb-file\",\"seconds\":2.000,\"clients\":1,\"iterations\":1,\"ops\":400,\
+             \"ops_per_sec\":200.0,\"us_per_op\":5000.00,\"events_start\":10,\"events_end\":130,\
+             \"floor_us\":2500.00,\"floor_ratio\":2.000}"
+        );
+        // A run too short for one operation has no time per operation (not "inf", which is not JSON).
+        let nothing = Outcome { elapsed: Duration::from_millis(10), iterations: 0, ops: 0 };
+        let line = json_line(&options, &nothing, (10, 10), Some(2500.0));
+        assert!(line.contains("\"us_per_op\":null") && line.contains("\"floor_ratio\":null"), "{line}");
+        assert!(!line.contains("inf") && !line.contains("NaN"), "{line}");
     }
 }

@@ -124,6 +124,29 @@ pub async fn leaving_a_course_frees_a_place<E: Enrolment>(app: &E) {
     assert_refused(invalid, |e| matches!(e, EnrolmentError::Invalid(_)), "a student who may join no course");
 }
 
+/// More ids than one query may name, for [`listings_longer_than_one_query`].
+pub const CROWD: usize = dcb::limits::MAX_QUERY_ITEMS + 76;
+
+/// A course with [`CROWD`] students and a student in [`CROWD`] courses are listed whole, in join
+/// order (the listings read names in several queries when one cannot hold them all).
+pub async fn listings_longer_than_one_query<E: Enrolment>(app: &E) {
+    let course = app.register_course("Lecture", CROWD as u32).await.unwrap();
+    let keen = app.register_student("Keen", CROWD as u32).await.unwrap();
+    let (mut students, mut courses) = (Vec::new(), Vec::new());
+    for i in 0..CROWD {
+        let name = format!("Student {i}");
+        let student = app.register_student(&name, 1).await.unwrap();
+        app.join_course(&student, &course).await.unwrap();
+        students.push(name);
+        let name = format!("Course {i}");
+        let other = app.register_course(&name, 1).await.unwrap();
+        app.join_course(&keen, &other).await.unwrap();
+        courses.push(name);
+    }
+    assert_eq!(app.list_students_for_course(&course).await.unwrap(), students);
+    assert_eq!(app.list_courses_for_student(&keen).await.unwrap(), courses);
+}
+
 /// Courses and places, students and limits, for the race.
 const RACE_COURSES: usize = 3;
 const RACE_PLACES: u32 = 4;

@@ -48,6 +48,28 @@ pub async fn a_recorded_version_fails_the_whole_insert<R: AggregateRecorder>(rec
     assert_eq!(recorder.count().await.unwrap(), 3);
 }
 
+/// Inserts too large to name each version in one query (more than
+/// [`MAX_QUERY_ITEMS`](crate::limits::MAX_QUERY_ITEMS) events) keep the rule: one that holds a
+/// recorded version fails whole, even when that version is not the aggregate's lowest new one;
+/// one that holds none succeeds.
+pub async fn large_inserts_keep_the_version_rule<R: AggregateRecorder>(recorder: &R) {
+    let many = crate::limits::MAX_QUERY_ITEMS as u64 + 6;
+    recorder.insert_events(vec![aggregate_event("a", 7, "Changed")]).await.unwrap();
+    let clashing: Vec<_> = (4..4 + many).map(|v| aggregate_event("a", v, "Changed")).collect();
+    match recorder.insert_events(clashing).await {
+        Err(Error::Integrity(_)) => {}
+        other => panic!("expected an integrity error, got {other:?}"),
+    }
+    assert_eq!(recorder.count().await.unwrap(), 1, "part of a failed insert was written");
+    let fresh: Vec<_> = (8..8 + many)
+        .map(|v| aggregate_event("a", v, "Changed"))
+        .chain((1..=3).map(|v| aggregate_event("b", v, "Changed")))
+        .collect();
+    assert_eq!(recorder.insert_events(fresh).await.unwrap(), 1 + many + 3);
+    let a = recorder.select_events("a", ReadOptions::default()).await.unwrap();
+    assert_eq!(versions(&a), (7..8 + many).collect::<Vec<_>>());
+}
+
 /// Empty inserts, empty ids or types and version 0 are refused, writing nothing.
 pub async fn invalid_inserts_are_refused<R: AggregateRecorder>(recorder: &R) {
     let bad = [
@@ -137,6 +159,7 @@ macro_rules! recorder_conformance_tests {
         $crate::recorder_conformance_tests!(@each $make;
             inserted_events_are_selected_by_aggregate,
             a_recorded_version_fails_the_whole_insert,
+            large_inserts_keep_the_version_rule,
             invalid_inserts_are_refused,
             racing_writers_each_version_once,
             a_conflicting_insert_fails_alone,

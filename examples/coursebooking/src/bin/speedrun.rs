@@ -55,6 +55,9 @@ async fn run(options: &Options) -> Result<(), String> {
     println!();
     match options.store.as_str() {
         "mem" => {
+            if options.floor {
+                eprintln!("--floor: an in-memory store makes nothing durable, so it has no floor to measure");
+            }
             let description = "in memory".to_owned();
             let store = dcb::MemoryStore::new();
             let recorder = dcb::recorder::MemoryRecorder::new();
@@ -88,10 +91,21 @@ async fn run(options: &Options) -> Result<(), String> {
             run_style(options, &description, vec![store], vec![recorder], floor).await
         }
         "grpc" => {
+            let mut floor = None;
             let url = match &options.server {
-                Some(url) => url.clone(),
+                Some(url) => {
+                    if options.floor {
+                        eprintln!(
+                            "--floor: the server's store is out of reach here, so no floor is measured"
+                        );
+                    }
+                    url.clone()
+                }
                 None => {
-                    let store = open_file_store(options, std::path::Path::new(&options.dir))?;
+                    // The server in this process serves a file store: the floor is that store's.
+                    let dir = std::path::Path::new(&options.dir);
+                    floor = measure_file_floor(options, dir)?;
+                    let store = open_file_store(options, dir)?;
                     dcb_grpc::serve_in_background(store, dcb_grpc::ServerOptions::new())
                         .await
                         .map_err(|e| format!("cannot start a gRPC server: {e}"))?
@@ -111,7 +125,7 @@ async fn run(options: &Options) -> Result<(), String> {
                     format!("gRPC server in this process at {url}, over the file store in {}", options.dir)
                 }
             };
-            run_style(options, &description, stores, recorders, None).await
+            run_style(options, &description, stores, recorders, floor).await
         }
         other => Err(format!("the {other:?} store is not available in this build yet")),
     }
@@ -272,16 +286,18 @@ where
         thousands(end_count),
         thousands(end_count.saturating_sub(start_count))
     );
-    let per_op = outcome.us_per_op();
     print!(
-        "Result: {} ops in {:.1}s, {:.0} ops/s, {per_op:.1} μs/op",
+        "Result: {} ops in {:.1}s, {:.0} ops/s",
         thousands(outcome.ops),
         outcome.elapsed.as_secs_f64(),
         outcome.ops_per_sec()
     );
-    match floor {
-        Some(floor) => println!(", {:.2}x the floor", per_op / (floor.as_secs_f64() * 1e6)),
-        None => println!(),
+    match (outcome.us_per_op(), floor) {
+        (Some(per_op), Some(floor)) => {
+            println!(", {per_op:.1} μs/op, {:.2}x the floor", per_op / (floor.as_secs_f64() * 1e6))
+        }
+        (Some(per_op), None) => println!(", {per_op:.1} μs/op"),
+        (None, _) => println!(" (no operation completed: run longer)"),
     }
     if options.json {
         let floor_us = floor.map(|f| f.as_secs_f64() * 1e6);
