@@ -3,7 +3,9 @@
 //! The stored event type is the serde name of the enum variant (or of the struct), and the
 //! stored data is the JSON of the variant's content alone. Names are pinned with
 //! `#[serde(rename = "...")]` so that renaming a Rust variant never renames stored history, and
-//! an older stored form is converted on read by [`DomainEvent::upcast`].
+//! an older stored form is converted on read by [`DomainEvent::upcast`]. A unit variant marked
+//! `#[serde(other)]` catches the event types an enum does not know (a unit variant's stored data
+//! is read as JSON and ignored), so that readers can skip events newer code added.
 //!
 //! Events go straight between the value and its JSON bytes, without an intermediate
 //! `serde_json::Value`, because mapping sits on every command's hot path.
@@ -612,10 +614,12 @@ impl<'de> de::VariantAccess<'de> for Stored<'de> {
 
     fn unit_variant(self) -> Result<(), Message> {
         // Unit variants are stored as `null`; empty data is accepted for events written by hand.
+        // Other data is ignored (it must still be JSON): that is what lets a `#[serde(other)]`
+        // variant stand for event types with content that the enum does not know.
         if self.data.is_empty() {
             return Ok(());
         }
-        self.json(|de| <() as de::Deserialize>::deserialize(de))
+        self.json(|de| <de::IgnoredAny as de::Deserialize>::deserialize(de)).map(|_| ())
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Message> {
@@ -713,6 +717,25 @@ mod tests {
                 other => panic!("{event_type}: expected a mapping error, got {other:?}"),
             }
         }
+    }
+
+    /// A `#[serde(other)]` variant catches unknown event types whatever their data; data that is
+    /// not JSON is still a mapping error.
+    #[test]
+    fn an_other_variant_catches_unknown_types() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        enum Known {
+            Seen {
+                a: u32,
+            },
+            #[serde(other)]
+            Unknown,
+        }
+        impl DomainEvent for Known {}
+        assert_eq!(decode::<Known>("Seen", br#"{"a":1}"#).unwrap(), Known::Seen { a: 1 });
+        assert_eq!(decode::<Known>("Added.later", br#"{"a":1,"b":[2]}"#).unwrap(), Known::Unknown);
+        assert_eq!(decode::<Known>("Added.later", b"").unwrap(), Known::Unknown);
+        assert!(matches!(decode::<Known>("Added.later", b"{not json"), Err(Error::Mapping { .. })));
     }
 
     #[test]
