@@ -18,7 +18,10 @@ pub(crate) const LOG_TMP: &str = "events.log.tmp";
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"DCBFLOG1";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version new logs are written in; version 1 logs are still read and appended to.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The first version whose record checksums are sealed with the store id (see [`Seal`]).
+const SEALED_SINCE: u32 = 2;
 /// Magic, version, store id, crc.
 pub(crate) const LOG_HEADER_LEN: u64 = 8 + 4 + 16 + 4;
 
@@ -35,6 +38,20 @@ pub(crate) const COMMIT_RECORD_LEN: usize = RECORD_HEADER_LEN + COMMIT_BODY_LEN;
 /// allocate gigabytes.
 pub(crate) const MAX_RECORD_BODY: usize = 2 << 20;
 
+/// What every record checksum of a log starts from: the checksum of the store id (version 2), or
+/// nothing (version 1). The store id is in no event and in no answer to a client, so the bytes a
+/// client puts in its events can never pass for a record of this log: a commit record inside an
+/// event's data would otherwise make a torn batch look like damage followed by a later batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seal(u32);
+
+impl Seal {
+    /// The seal of records written in `version` for the store `store_id`.
+    pub(crate) fn of(version: u32, store_id: Uuid) -> Seal {
+        Seal(if version >= SEALED_SINCE { crc32c::crc32c(store_id.as_bytes()) } else { 0 })
+    }
+}
+
 /// The log header: which store the log belongs to, so a checkpoint from another store is refused.
 pub(crate) fn encode_log_header(store_id: Uuid) -> Vec<u8> {
     let mut header = Vec::with_capacity(LOG_HEADER_LEN as usize);
@@ -47,8 +64,8 @@ pub(crate) fn encode_log_header(store_id: Uuid) -> Vec<u8> {
     header
 }
 
-/// The store id of a valid header, or what is wrong with it.
-pub(crate) fn decode_log_header(header: &[u8]) -> Result<Uuid, String> {
+/// The store id of a valid header and the seal of its records, or what is wrong with it.
+pub(crate) fn decode_log_header(header: &[u8]) -> Result<(Uuid, Seal), String> {
     if header.len() != LOG_HEADER_LEN as usize || &header[..8] != LOG_MAGIC {
         return Err("not a dcb-file log (bad magic)".into());
     }
@@ -57,16 +74,17 @@ pub(crate) fn decode_log_header(header: &[u8]) -> Result<Uuid, String> {
         return Err("log header checksum mismatch".into());
     }
     let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
-        return Err(format!("log format version {version}, this build reads {FORMAT_VERSION}"));
+    if !(1..=FORMAT_VERSION).contains(&version) {
+        return Err(format!("log format version {version}, this build reads 1 to {FORMAT_VERSION}"));
     }
-    Ok(Uuid::from_bytes(header[12..28].try_into().unwrap()))
+    let store_id = Uuid::from_bytes(header[12..28].try_into().unwrap());
+    Ok((store_id, Seal::of(version, store_id)))
 }
 
 /// The checksum of a record: over its length field and its body, so that a damaged length is
-/// caught as surely as damaged contents.
-pub(crate) fn record_crc(len: u32, body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body)
+/// caught as surely as damaged contents, starting from the log's seal.
+pub(crate) fn record_crc(seal: Seal, len: u32, body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c_append(seal.0, &len.to_le_bytes()), body)
 }
 
 /// Starts a record in `buf`; returns where it starts, for [`finish_record`].
@@ -78,11 +96,11 @@ fn begin_record(buf: &mut Vec<u8>, kind: u8) -> usize {
 }
 
 /// Fills in the length and crc of the record started at `start`.
-fn finish_record(buf: &mut [u8], start: usize) {
+fn finish_record(buf: &mut [u8], start: usize, seal: Seal) {
     let body_len = buf.len() - start - RECORD_HEADER_LEN;
     assert!(body_len <= MAX_RECORD_BODY, "record of {body_len} bytes exceeds the format's limit");
     let len = body_len as u32;
-    let crc = record_crc(len, &buf[start + RECORD_HEADER_LEN..]);
+    let crc = record_crc(seal, len, &buf[start + RECORD_HEADER_LEN..]);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -95,7 +113,7 @@ fn put_str16(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends an event record for `event` at `position`; returns the record's total length.
-pub(crate) fn encode_event(buf: &mut Vec<u8>, position: u64, event: &Event) -> usize {
+pub(crate) fn encode_event(buf: &mut Vec<u8>, seal: Seal, position: u64, event: &Event) -> usize {
     let start = begin_record(buf, KIND_EVENT);
     buf.extend_from_slice(&position.to_le_bytes());
     put_str16(buf, &event.event_type);
@@ -118,16 +136,16 @@ pub(crate) fn encode_event(buf: &mut Vec<u8>, position: u64, event: &Event) -> u
     }
     buf.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
     buf.extend_from_slice(&event.data);
-    finish_record(buf, start);
+    finish_record(buf, start, seal);
     buf.len() - start
 }
 
 /// Appends a tracking record: `source` has advanced to `position`.
-pub(crate) fn encode_tracking(buf: &mut Vec<u8>, source: &str, position: u64) {
+pub(crate) fn encode_tracking(buf: &mut Vec<u8>, seal: Seal, source: &str, position: u64) {
     let start = begin_record(buf, KIND_TRACKING);
     buf.extend_from_slice(&position.to_le_bytes());
     put_str16(buf, source);
-    finish_record(buf, start);
+    finish_record(buf, start, seal);
 }
 
 /// The commit record that ends a batch: the batch is whole when this record is valid and the
@@ -142,14 +160,14 @@ pub(crate) struct Commit {
     pub(crate) records: u32,
 }
 
-pub(crate) fn encode_commit(buf: &mut Vec<u8>, commit: Commit) {
+pub(crate) fn encode_commit(buf: &mut Vec<u8>, seal: Seal, commit: Commit) {
     debug_assert!(commit.first >= 1 && commit.first <= commit.last);
     let start = begin_record(buf, KIND_COMMIT);
     buf.extend_from_slice(&commit.batch_start.to_le_bytes());
     buf.extend_from_slice(&commit.first.to_le_bytes());
     buf.extend_from_slice(&commit.last.to_le_bytes());
     buf.extend_from_slice(&commit.records.to_le_bytes());
-    finish_record(buf, start);
+    finish_record(buf, start, seal);
     debug_assert_eq!(buf.len() - start, COMMIT_RECORD_LEN);
 }
 
@@ -171,7 +189,7 @@ pub(crate) enum Invalid {
 }
 
 /// Parses the record at the start of `bytes`; returns it and its total length.
-pub(crate) fn parse_record(bytes: &[u8]) -> Result<(Record<'_>, usize), Invalid> {
+pub(crate) fn parse_record(bytes: &[u8], seal: Seal) -> Result<(Record<'_>, usize), Invalid> {
     if bytes.len() < RECORD_HEADER_LEN {
         return Err(Invalid::Truncated);
     }
@@ -185,7 +203,7 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Result<(Record<'_>, usize), Invalid>
         return Err(Invalid::Truncated);
     }
     let body = &bytes[RECORD_HEADER_LEN..total];
-    if record_crc(len, body) != crc {
+    if record_crc(seal, len, body) != crc {
         return Err(Invalid::Damaged("record checksum mismatch".into()));
     }
     let mut cursor = Cursor { bytes: &body[1..] };
@@ -219,14 +237,14 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Result<(Record<'_>, usize), Invalid>
 
 /// Whether a valid commit record starts at `bytes`, and which: a cheap test first (length and
 /// kind), so that a scan for commits over a long stretch of bytes rarely computes a checksum.
-pub(crate) fn commit_at(bytes: &[u8]) -> Option<Commit> {
+pub(crate) fn commit_at(bytes: &[u8], seal: Seal) -> Option<Commit> {
     if bytes.len() < COMMIT_RECORD_LEN
         || u32::from_le_bytes(bytes[..4].try_into().unwrap()) != COMMIT_BODY_LEN as u32
         || bytes[RECORD_HEADER_LEN] != KIND_COMMIT
     {
         return None;
     }
-    match parse_record(&bytes[..COMMIT_RECORD_LEN]) {
+    match parse_record(&bytes[..COMMIT_RECORD_LEN], seal) {
         Ok((Record::Commit(commit), _)) => Some(commit),
         _ => None,
     }
@@ -334,10 +352,11 @@ mod tests {
             .with_tags(["b", "a"])
             .with_uuid(Uuid::from_u128(7))
             .with_metadata("k", "v");
+        let seal = Seal::of(FORMAT_VERSION, Uuid::from_u128(3));
         let mut buf = Vec::new();
-        let len = encode_event(&mut buf, 42, &event);
+        let len = encode_event(&mut buf, seal, 42, &event);
         assert_eq!(len, buf.len());
-        let (record, total) = parse_record(&buf).unwrap();
+        let (record, total) = parse_record(&buf, seal).unwrap();
         assert_eq!(total, len);
         let Record::Event { position, body } = record else { panic!("not an event: {record:?}") };
         assert_eq!(position, 42);
@@ -346,29 +365,54 @@ mod tests {
         for bit in 0..buf.len() * 8 {
             let mut damaged = buf.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(parse_record(&damaged).is_err(), "flipped bit {bit} went unnoticed");
+            assert!(parse_record(&damaged, seal).is_err(), "flipped bit {bit} went unnoticed");
         }
-        assert_eq!(parse_record(&buf[..len - 1]).unwrap_err(), Invalid::Truncated);
+        assert_eq!(parse_record(&buf[..len - 1], seal).unwrap_err(), Invalid::Truncated);
     }
 
     #[test]
     fn commit_records_are_found_by_the_cheap_test() {
+        let seal = Seal::of(FORMAT_VERSION, Uuid::from_u128(3));
         let commit = Commit { batch_start: 32, first: 1, last: 3, records: 4 };
         let mut buf = Vec::new();
-        encode_commit(&mut buf, commit);
-        assert_eq!(commit_at(&buf), Some(commit));
-        assert_eq!(commit_at(&[0; COMMIT_RECORD_LEN]), None);
+        encode_commit(&mut buf, seal, commit);
+        assert_eq!(commit_at(&buf, seal), Some(commit));
+        assert_eq!(commit_at(&[0; COMMIT_RECORD_LEN], seal), None);
         buf[12] ^= 1;
-        assert_eq!(commit_at(&buf), None);
+        assert_eq!(commit_at(&buf, seal), None);
+    }
+
+    /// Records are valid only in a log of their own store (since version 2): whoever does not
+    /// know the store id cannot write bytes that pass for them.
+    #[test]
+    fn records_are_sealed_with_their_store() {
+        let (ours, theirs) =
+            (Seal::of(FORMAT_VERSION, Uuid::from_u128(3)), Seal::of(FORMAT_VERSION, Uuid::from_u128(4)));
+        let unsealed = Seal::of(1, Uuid::from_u128(3));
+        let commit = Commit { batch_start: 32, first: 1, last: 3, records: 4 };
+        for (written, read, valid) in
+            [(ours, theirs, false), (unsealed, ours, false), (unsealed, unsealed, true)]
+        {
+            let mut buf = Vec::new();
+            encode_commit(&mut buf, written, commit);
+            assert_eq!(commit_at(&buf, read).is_some(), valid, "{written:?} read as {read:?}");
+        }
     }
 
     #[test]
-    fn log_headers_name_their_store() {
+    fn log_headers_name_their_store_and_seal() {
         let id = Uuid::from_u128(99);
         let header = encode_log_header(id);
-        assert_eq!(decode_log_header(&header).unwrap(), id);
+        assert_eq!(decode_log_header(&header).unwrap(), (id, Seal::of(FORMAT_VERSION, id)));
         let mut damaged = header.clone();
         damaged[20] ^= 4;
         assert!(decode_log_header(&damaged).is_err());
+        // A version 1 header (checksum fixed up) reads with the unsealed checksums of that version.
+        let mut old = header.clone();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&old[..28]);
+        old[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_log_header(&old).unwrap(), (id, Seal::of(1, id)));
+        assert_ne!(Seal::of(1, id), Seal::of(FORMAT_VERSION, id));
     }
 }

@@ -64,7 +64,7 @@ use tokio::sync::{oneshot, watch};
 
 pub use verify::{VerifyReport, verify};
 
-use format::{CHECKPOINT_FILE, CHECKPOINT_TMP, LOCK_FILE, LOG_FILE, LOG_HEADER_LEN, LOG_TMP};
+use format::{CHECKPOINT_FILE, CHECKPOINT_TMP, LOCK_FILE, LOG_FILE, LOG_HEADER_LEN, LOG_TMP, Seal};
 use index::{Entry, Index};
 use io::{GrowingMap, Mapping, StdStorage, Storage, StorageFile, Words};
 use scan::{Item, corruption, io_error};
@@ -212,9 +212,9 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
     }
     storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
     let log = storage.open(&log_path, false).map_err(|e| io_error(&log_path, "cannot open", e))?;
-    let store_id = read_log_header(&*log, &log_path)?;
-    let (mut index, start) = load_checkpoint(&*storage, &*log, dir, store_id)?;
-    let end = scan::scan(&*log, &log_path, start, index.len() + 1, false, |_, items| {
+    let (store_id, seal) = read_log_header(&*log, &log_path)?;
+    let (mut index, start) = load_checkpoint(&*storage, &*log, dir, store_id, seal)?;
+    let end = scan::scan(&*log, &log_path, seal, start, index.len() + 1, false, |_, items| {
         apply(&mut index, items);
         Ok(())
     })?;
@@ -242,6 +242,7 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         log_path,
         log,
         store_id,
+        seal,
         index: RwLock::new(index),
         durable: AtomicU64::new(head),
         heads: watch::Sender::new(head),
@@ -307,7 +308,8 @@ fn create_log(storage: &dyn Storage, dir: &Path) -> Result<()> {
     storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))
 }
 
-pub(crate) fn read_log_header(log: &dyn StorageFile, path: &Path) -> Result<Uuid> {
+/// The store id and the seal of the log's records.
+pub(crate) fn read_log_header(log: &dyn StorageFile, path: &Path) -> Result<(Uuid, Seal)> {
     let mut header = [0u8; LOG_HEADER_LEN as usize];
     log.read_exact_at(&mut header, 0).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => corruption(path, 0, "the log is shorter than its header"),
@@ -322,6 +324,7 @@ pub(crate) fn load_checkpoint(
     log: &dyn StorageFile,
     dir: &Path,
     store_id: Uuid,
+    seal: Seal,
 ) -> Result<(Index, u64)> {
     let path = dir.join(CHECKPOINT_FILE);
     if !path.exists() {
@@ -366,7 +369,7 @@ pub(crate) fn load_checkpoint(
             Some(at) => {
                 let mut commit = [0u8; format::COMMIT_RECORD_LEN];
                 log.read_exact_at(&mut commit, at).map_err(|e| io_error(&log_path, "cannot read", e))?;
-                format::commit_at(&commit).is_some_and(|c| c.last == index.len())
+                format::commit_at(&commit, seal).is_some_and(|c| c.last == index.len())
             }
             None => false,
         }
@@ -465,7 +468,7 @@ fn decode_at(
     hold: impl FnOnce(&[u8]) -> Bytes,
 ) -> Result<SequencedEvent> {
     let path = &shared.log_path;
-    let body = match format::parse_record(record) {
+    let body = match format::parse_record(record, shared.seal) {
         Ok((format::Record::Event { body, .. }, len)) if len == record.len() => body,
         Ok(_) => return Err(corruption(path, offset, "the index points at a record that is not an event")),
         Err(format::Invalid::Damaged(why)) => return Err(corruption(path, offset, &why)),
@@ -556,3 +559,45 @@ pub(crate) fn open_on(dir: &Path, options: FileStoreOptions, storage: Arc<dyn St
 mod fault_tests;
 #[cfg(test)]
 mod power_loss_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{Commit, FORMAT_VERSION, encode_commit, encode_event, encode_log_header};
+    use dcb::Event;
+
+    /// A log of format version 1 (record checksums not sealed with the store id) opens, reads,
+    /// takes appends in its own version, reopens, and verifies.
+    #[test]
+    fn a_version_1_log_is_read_and_appended_to_in_its_own_version() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("dcb-file-v1-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = Uuid::from_u128(0x1e9);
+        let mut log = encode_log_header(id);
+        log[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&log[..28]);
+        log[28..32].copy_from_slice(&crc.to_le_bytes());
+        let seal = Seal::of(1, id);
+        let batch_start = log.len() as u64;
+        encode_event(&mut log, seal, 1, &Event::new("Old", "one").tagged("t"));
+        encode_commit(&mut log, seal, Commit { batch_start, first: 1, last: 1, records: 1 });
+        std::fs::write(dir.join(LOG_FILE), &log).unwrap();
+
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let store = FileStore::open(&dir).unwrap();
+        assert_eq!(rt.block_on(store.append(vec![Event::new("New", "two").tagged("t")], None)).unwrap(), 2);
+        drop(store);
+        let written = std::fs::read(dir.join(LOG_FILE)).unwrap();
+        assert_eq!(format::decode_log_header(&written[..32]).unwrap(), (id, seal), "the version changed");
+        let store = FileStore::open(&dir).unwrap();
+        let read = rt.block_on(store.read(&Query::all(), ReadOptions::default())).unwrap();
+        let datas: Vec<_> = read.events.iter().map(|e| e.event.data.to_vec()).collect();
+        assert_eq!(datas, [b"one".to_vec(), b"two".to_vec()]);
+        drop(store);
+        let report = verify(&dir).unwrap();
+        assert!(report.is_ok() && report.events == 2, "{report}");
+        assert_ne!(seal, Seal::of(FORMAT_VERSION, id));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -13,7 +13,9 @@ use std::path::Path;
 
 use dcb::{Bytes, Error, Result};
 
-use crate::format::{self, COMMIT_RECORD_LEN, Commit, Invalid, MAX_RECORD_BODY, RECORD_HEADER_LEN, Record};
+use crate::format::{
+    self, COMMIT_RECORD_LEN, Commit, Invalid, MAX_RECORD_BODY, RECORD_HEADER_LEN, Record, Seal,
+};
 use crate::io::StorageFile;
 
 /// One record of a whole batch, as the index needs it.
@@ -92,6 +94,7 @@ impl<'a> Reader<'a> {
 pub(crate) fn scan(
     file: &dyn StorageFile,
     path: &Path,
+    seal: Seal,
     start: u64,
     first_position: u64,
     decode_all: bool,
@@ -113,7 +116,7 @@ pub(crate) fn scan(
             return Ok(ScanEnd { end: batch_start, head: next_position - 1, torn: None, zeroed: 0 });
         }
         let (bad_offset, invalid) =
-            match read_batch(&mut reader, path, batch_start, next_position, decode_all)? {
+            match read_batch(&mut reader, path, seal, batch_start, next_position, decode_all)? {
                 Batch::Whole { end, items, next } => {
                     on_batch(end, items)?;
                     batch_start = end;
@@ -133,7 +136,7 @@ pub(crate) fn scan(
             Invalid::Truncated => "a record reaches past the end of the file".to_string(),
             Invalid::Damaged(why) => why,
         };
-        if let Some(later) = later_commit(file, file_len, bad_offset, batch_start)
+        if let Some(later) = later_commit(file, seal, file_len, bad_offset, batch_start)
             .map_err(|e| io_error(path, "cannot read", e))?
         {
             return Err(corruption(
@@ -176,6 +179,7 @@ enum Batch {
 fn read_batch(
     reader: &mut Reader<'_>,
     path: &Path,
+    seal: Seal,
     batch_start: u64,
     first: u64,
     decode_all: bool,
@@ -194,7 +198,7 @@ fn read_batch(
             None => RECORD_HEADER_LEN,
         };
         let bytes = reader.bytes(offset, want).map_err(|e| io_error(path, "cannot read", e))?;
-        let (record, len) = match format::parse_record(bytes) {
+        let (record, len) = match format::parse_record(bytes, seal) {
             Ok(parsed) => parsed,
             Err(invalid) => return Ok(Batch::Bad { offset, invalid }),
         };
@@ -241,6 +245,7 @@ fn read_batch(
 /// any order before a sync), but never a later batch's commit.
 fn later_commit(
     file: &dyn StorageFile,
+    seal: Seal,
     file_len: u64,
     from: u64,
     batch_start: u64,
@@ -252,7 +257,7 @@ fn later_commit(
         buf.resize(len, 0);
         file.read_exact_at(&mut buf, chunk_start)?;
         for i in 0..=len - COMMIT_RECORD_LEN {
-            if let Some(commit) = format::commit_at(&buf[i..])
+            if let Some(commit) = format::commit_at(&buf[i..], seal)
                 && commit.batch_start != batch_start
             {
                 return Ok(Some(chunk_start + i as u64));

@@ -98,14 +98,14 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         log_bytes: log.len().map_err(|e| io_error(&log_path, "cannot read the length of", e))?,
         ..VerifyReport::default()
     };
-    let store_id = match crate::read_log_header(&*log, &log_path) {
-        Ok(id) => id,
+    let (store_id, seal) = match crate::read_log_header(&*log, &log_path) {
+        Ok(header) => header,
         Err(error) => {
             report.problems.push(error.to_string());
             return Ok(report);
         }
     };
-    let checkpoint = match crate::load_checkpoint(&storage, &*log, dir, store_id) {
+    let checkpoint = match crate::load_checkpoint(&storage, &*log, dir, store_id, seal) {
         Ok((index, end)) if dir.join(CHECKPOINT_FILE).exists() => Some((index, end)),
         Ok(_) => None,
         Err(error) => {
@@ -116,7 +116,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     report.checkpoint_found = dir.join(CHECKPOINT_FILE).exists();
     let mut index = Index::default();
     let mut compared = checkpoint.as_ref().is_some_and(|(_, end)| *end == LOG_HEADER_LEN);
-    let result = scan::scan(&*log, &log_path, LOG_HEADER_LEN, 1, true, |end, items| {
+    let result = scan::scan(&*log, &log_path, seal, LOG_HEADER_LEN, 1, true, |end, items| {
         crate::apply(&mut index, items);
         report.batches += 1;
         if let Some((checkpointed, checkpoint_end)) = &checkpoint

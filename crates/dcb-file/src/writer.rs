@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use dcb::{AppendRequest, Error, Event, Result, SequencedEvent, Uuid, already_appended};
 use tokio::sync::{oneshot, watch};
 
-use crate::format::{self, CHECKPOINT_FILE, CHECKPOINT_TMP, Commit};
+use crate::format::{self, CHECKPOINT_FILE, CHECKPOINT_TMP, Commit, Seal};
 use crate::index::Index;
 use crate::io::{GrowingMap, Storage, StorageFile};
 use crate::scan::{corruption, io_error};
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) log_path: PathBuf,
     pub(crate) log: Arc<dyn StorageFile>,
     pub(crate) store_id: Uuid,
+    /// What every record checksum of the log starts from.
+    pub(crate) seal: Seal,
     /// Holds positions up to the writer's pending batch; readers clamp to `durable`.
     pub(crate) index: RwLock<Index>,
     /// The highest position that is synced (published after the sync, so a reader that sees it
@@ -211,14 +213,14 @@ impl Writer {
                 for event in &request.events {
                     let offset = batch_start + self.buf.len() as u64;
                     let position = index.len() + 1;
-                    let len = format::encode_event(&mut self.buf, position, event);
+                    let len = format::encode_event(&mut self.buf, self.shared.seal, position, event);
                     index.push(offset, len as u32, &event.event_type, &event.tags);
                 }
                 index.len()
             };
             records += request.events.len() as u32;
             if let Some(t) = &request.tracking {
-                format::encode_tracking(&mut self.buf, &t.source, t.position);
+                format::encode_tracking(&mut self.buf, self.shared.seal, &t.source, t.position);
                 records += 1;
                 tracking.insert(t.source.clone(), t.position);
             }
@@ -234,7 +236,11 @@ impl Writer {
             return;
         }
         let last = durable + pending.len() as u64;
-        format::encode_commit(&mut self.buf, Commit { batch_start, first: durable + 1, last, records });
+        format::encode_commit(
+            &mut self.buf,
+            self.shared.seal,
+            Commit { batch_start, first: durable + 1, last, records },
+        );
         if let Err(error) = self.write_and_sync(batch_start) {
             // Positions above `durable` were never published; forget them so that nothing can
             // ever serve them, and refuse further writes (a failed sync is never retried).

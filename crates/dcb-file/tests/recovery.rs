@@ -242,6 +242,45 @@ fn a_damaged_length_reaching_past_the_end_is_damage_not_a_torn_tail() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log was changed");
 }
 
+/// A client can put in its event data the bytes of a commit record of some other batch, checksum
+/// and all (the unsealed checksum of format version 1). In a batch a crash tore, those bytes must
+/// not pass for a later batch's commit, which would make the torn tail look like damage and keep
+/// the store from opening: record checksums are sealed with the store id, which clients never see.
+#[test]
+fn a_commit_record_inside_event_data_never_passes_for_a_later_batch() {
+    let dir = TempDir::new("fake-commit");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    // A commit record (body: kind 3, batch start, first and last position, record count).
+    let mut fake = Vec::new();
+    fake.extend_from_slice(&29u32.to_le_bytes());
+    fake.extend_from_slice(&[0; 4]);
+    fake.push(3);
+    for word in [1u64 << 40, 1_000, 1_000] {
+        fake.extend_from_slice(&word.to_le_bytes());
+    }
+    fake.extend_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&fake[..4]), &fake[8..]);
+    fake[4..8].copy_from_slice(&crc.to_le_bytes());
+    let crafted = Event::new("Crafted", [b"padding ".repeat(4), fake].concat()).tagged("client");
+    rt.block_on(store.append(vec![crafted], None)).unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    // Tear the last batch as a crash can: its first bytes never reached the disk.
+    let path = log(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last_batch = find(&bytes, b"MARKER-09-2");
+    let last_batch =
+        last_batch + bytes[last_batch..].windows(4).position(|w| w == [29, 0, 0, 0]).unwrap() + 29 + 8;
+    bytes[last_batch..last_batch + 8].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = FileStore::open(dir.path()).expect("a torn tail, not damage");
+    assert_eq!(datas(&store, &rt, &Query::all()).unwrap().len(), 30);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last_batch as u64, "the torn batch was cut off");
+}
+
 #[test]
 fn a_corrupted_event_is_never_served() {
     let dir = TempDir::new("corrupt-read");
