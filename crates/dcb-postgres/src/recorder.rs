@@ -56,8 +56,9 @@ impl PostgresRecorder {
         let schema = options.parsed_schema()?;
         let connector = options.connector()?;
         let client = connector.connect().await?;
-        client
-            .batch_execute(&schema.recorder_migration())
+        schema
+            .recorder_migration()
+            .run(&client)
             .await
             .map_err(|e| connector.error("creating the recorder schema", e))?;
         drop(client);

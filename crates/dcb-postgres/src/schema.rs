@@ -68,22 +68,79 @@ impl Schema {
             .replace("@CHANNEL", &self.channel)
     }
 
-    /// The whole migration of the event store, as one transaction.
-    pub(crate) fn store_migration(&self) -> String {
-        format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} COMMIT;",
-            self.sql(&STORE_SCHEMA.replace("@FLUSH", &flush()))
-        )
+    /// The migration of the event store.
+    pub(crate) fn store_migration(&self) -> Migration {
+        Migration {
+            part: "store",
+            functions_table: self.sql(FUNCTIONS_TABLE),
+            tables: self.sql(STORE_TABLES),
+            functions: self.sql(&STORE_FUNCTIONS.replace("@FLUSH", &flush())),
+        }
     }
 
-    /// The whole migration of the aggregate recorder, as one transaction.
-    pub(crate) fn recorder_migration(&self) -> String {
-        format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} COMMIT;",
-            self.sql(RECORDER_SCHEMA)
-        )
+    /// The migration of the aggregate recorder.
+    pub(crate) fn recorder_migration(&self) -> Migration {
+        Migration {
+            part: "recorder",
+            functions_table: self.sql(FUNCTIONS_TABLE),
+            tables: self.sql(RECORDER_TABLES),
+            functions: self.sql(RECORDER_FUNCTIONS),
+        }
     }
 }
+
+/// What a store or recorder needs in its schema: tables and indexes (`IF NOT EXISTS`, run on every
+/// open) and functions, created again only when their text changed since the last migration of
+/// the schema (its digest is kept in `dcb_functions`). Dropping and creating them on every open
+/// would disturb the appends that other processes run at that moment.
+pub(crate) struct Migration {
+    part: &'static str,
+    /// The table of digests, qualified with the schema.
+    functions_table: String,
+    tables: String,
+    functions: String,
+}
+
+impl Migration {
+    /// Runs the migration in one transaction, under a database-wide lock so that processes
+    /// opening at once take turns. On failure the transaction is rolled back, leaving `client`
+    /// usable.
+    pub(crate) async fn run(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let result = self.run_in_transaction(client).await;
+        if result.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn run_in_transaction(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let digest = format!("{:016x}", lock_key(self.part, &self.functions));
+        let table = &self.functions_table;
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} \
+                 CREATE TABLE IF NOT EXISTS {table} (part text PRIMARY KEY, digest text NOT NULL);",
+                self.tables
+            ))
+            .await?;
+        let recorded = client
+            .query_opt(&format!("SELECT digest FROM {table} WHERE part = $1"), &[&self.part])
+            .await?
+            .map(|row| row.get::<_, String>(0));
+        if recorded.as_deref() != Some(digest.as_str()) {
+            client.batch_execute(&self.functions).await?;
+            let record = format!(
+                "INSERT INTO {table} (part, digest) VALUES ($1, $2) \
+                 ON CONFLICT (part) DO UPDATE SET digest = EXCLUDED.digest"
+            );
+            client.execute(&record, &[&self.part, &digest]).await?;
+        }
+        client.batch_execute("COMMIT").await
+    }
+}
+
+/// The digest of the functions each part of a schema last created.
+const FUNCTIONS_TABLE: &str = "@S.dcb_functions";
 
 /// FNV-1a over a purpose and the schema name: stable across processes and releases, unlike
 /// `hashtext`, which PostgreSQL does not promise to keep.
@@ -96,16 +153,17 @@ fn lock_key(purpose: &str, schema: &str) -> i64 {
     hash as i64
 }
 
-/// Tables, indexes and functions of the event store.
+/// Tables and indexes of the event store (its functions are in [`STORE_FUNCTIONS`]).
 ///
 /// - `events`: one row per event, keyed by its position. Tags are kept as an array in their
 ///   given order (they must round-trip unchanged); metadata as two parallel arrays.
 /// - `event_tags`: the tag index, one row per (tag, position), a plain B-tree.
 /// - `events_type_position`: the type index.
 /// - `tracking`: the last position recorded per source.
-/// - `first_matches`: positions of the first events matching a condition after a position.
-/// - `append_batch`: the whole of group commit, one call per batch.
-const STORE_SCHEMA: &str = r#"
+///
+/// The functions: `first_matches`, positions of the first events matching a condition after a
+/// position; `append_batch`, the whole of group commit, one call per batch.
+const STORE_TABLES: &str = r#"
 CREATE SCHEMA IF NOT EXISTS @S;
 CREATE TABLE IF NOT EXISTS @S.events (
     position bigint PRIMARY KEY,
@@ -126,9 +184,12 @@ CREATE TABLE IF NOT EXISTS @S.tracking (
     source text PRIMARY KEY,
     position bigint NOT NULL
 );
+"#;
 
--- Functions are dropped and created again on every open, under the migration lock, so that a
--- changed signature never leaves an old overload behind to make calls ambiguous.
+/// The functions of the event store (see [`STORE_TABLES`]).
+const STORE_FUNCTIONS: &str = r#"
+-- When the functions change they are dropped and created again, under the migration lock, so
+-- that a changed signature never leaves an old overload behind to make calls ambiguous.
 DO $drop$
 DECLARE f regprocedure;
 BEGIN
@@ -392,7 +453,7 @@ const FLUSH: &str = r#"
 
 /// Tables and functions of the aggregate recorder: a table keyed by (aggregate id, version),
 /// whose primary key is the whole concurrency rule, and a gapless notification id per event.
-const RECORDER_SCHEMA: &str = r#"
+const RECORDER_TABLES: &str = r#"
 CREATE SCHEMA IF NOT EXISTS @S;
 CREATE TABLE IF NOT EXISTS @S.aggregate_events (
     aggregate_id text NOT NULL,
@@ -402,7 +463,10 @@ CREATE TABLE IF NOT EXISTS @S.aggregate_events (
     data bytea NOT NULL,
     PRIMARY KEY (aggregate_id, version)
 );
+"#;
 
+/// The function of the aggregate recorder (see [`RECORDER_TABLES`]).
+const RECORDER_FUNCTIONS: &str = r#"
 -- Inserts the queued inserts of one group commit, each in its own subtransaction, so that an
 -- insert repeating a recorded version (a unique violation) fails alone and writes nothing, while
 -- the others commit together. `p_counts` gives each insert's number of events, in array order.

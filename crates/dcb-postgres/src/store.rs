@@ -81,8 +81,9 @@ impl PostgresStore {
         let schema = options.parsed_schema()?;
         let connector = options.connector()?;
         let conn = writer::connect(&connector).await?;
-        conn.client
-            .batch_execute(&schema.store_migration())
+        schema
+            .store_migration()
+            .run(&conn.client)
             .await
             .map_err(|e| connector.error("creating the schema", e))?;
         let (jobs, queue) = mpsc::channel(writer::QUEUE_CAPACITY);

@@ -166,6 +166,43 @@ async fn stores_in_different_schemas_are_independent() {
     common::drop_schema(b_options.schema()).await;
 }
 
+/// Reopening a schema leaves its functions in place (appends other processes are running meet no
+/// dropped function); functions whose recorded text differs, as after an upgrade, are made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_the_functions_unless_they_changed() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let admin = common::admin().await;
+    let function_ids = async || -> Vec<u32> {
+        let rows = admin
+            .query(
+                "SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = $1 ORDER BY p.proname",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    let first = PostgresStore::open(options.clone()).await.unwrap();
+    let created = function_ids().await;
+    assert_eq!(created.len(), 2);
+    let second = PostgresStore::open(options.clone()).await.unwrap();
+    assert_eq!(function_ids().await, created, "reopening made the functions again");
+    admin
+        .execute(&format!("UPDATE \"{schema}\".dcb_functions SET digest = 'older' WHERE part = 'store'"), &[])
+        .await
+        .unwrap();
+    let third = PostgresStore::open(options).await.unwrap();
+    let remade = function_ids().await;
+    assert_eq!(remade.len(), 2);
+    assert!(remade.iter().all(|id| !created.contains(id)), "changed functions were kept");
+    for (i, store) in [first, second, third].iter().enumerate() {
+        assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), i as u64 + 1);
+    }
+    common::drop_schema(&schema).await;
+}
+
 /// Several processes (here: stores) opening the same new schema at the same moment all succeed
 /// and share one sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
