@@ -38,8 +38,14 @@ fn target_dir() -> PathBuf {
     server.parent().and_then(Path::parent).expect("the binary lies in target/<profile>/").to_path_buf()
 }
 
-/// The virtualenv's python, with [`PACKAGES`] installed.
+/// The virtualenv's python, with [`PACKAGES`] installed: made once per run of this binary (its
+/// tests run at once, and two `python3 -m venv` of one directory fail).
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(install).clone()
+}
+
+fn install() -> PathBuf {
     let venv = target_dir().join("interop-venv");
     let python = venv.join("bin").join("python");
     let check = "import importlib.metadata as m, sys\n\
