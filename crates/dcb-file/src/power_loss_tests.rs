@@ -5,7 +5,9 @@
 //! machine "dies" (that operation and every later one fails); then the files are rewritten as a
 //! disk could have left them: every write since the last sync lost, kept whole, or torn sector by
 //! sector, each size change kept or not, and the unsynced directory changes undone from some point
-//! on (a journaling file system commits them in order). The store is then opened on what is left.
+//! on (a journaling file system commits them in order). Some crashes kill the process only: the
+//! files keep everything, and the disk still owes what was not synced. The store is then opened
+//! on what is left.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;

@@ -4,7 +4,7 @@
 //! nothing partial, no condition broken, positions consecutive; the store's files undamaged; and
 //! appends retried with their uuids after an unknown outcome recorded exactly once.
 //!
-//! The CI variant kills the server 20 times (about ten seconds); the long one is
+//! The CI variant kills the server 20 times (a few seconds); the long one is
 //! `DCB_GRPC_KILLS=200 cargo test -p dcb-grpc --release --test kill -- --ignored`.
 
 mod common;
