@@ -72,7 +72,9 @@ impl Schema {
     pub(crate) fn store_migration(&self) -> Migration {
         Migration {
             part: "store",
-            functions_table: self.sql(FUNCTIONS_TABLE),
+            schema: self.name.clone(),
+            quoted: self.quoted.clone(),
+            function_names: &["append_batch", "first_matches"],
             tables: self.sql(STORE_TABLES),
             functions: self.sql(&STORE_FUNCTIONS.replace("@FLUSH", &flush())),
         }
@@ -82,7 +84,9 @@ impl Schema {
     pub(crate) fn recorder_migration(&self) -> Migration {
         Migration {
             part: "recorder",
-            functions_table: self.sql(FUNCTIONS_TABLE),
+            schema: self.name.clone(),
+            quoted: self.quoted.clone(),
+            function_names: &["insert_aggregate_batch"],
             tables: self.sql(RECORDER_TABLES),
             functions: self.sql(RECORDER_FUNCTIONS),
         }
@@ -90,13 +94,18 @@ impl Schema {
 }
 
 /// What a store or recorder needs in its schema: tables and indexes (`IF NOT EXISTS`, run on every
-/// open) and functions, created again only when their text changed since the last migration of
-/// the schema (its digest is kept in `dcb_functions`). Dropping and creating them on every open
-/// would disturb the appends that other processes run at that moment.
+/// open) and functions, created again only when the ones in place are not exactly these. Each
+/// function carries the digest of the text that created it as its comment: a function made by any
+/// other text (an older or newer build, which drop and create them) has another comment or none.
+/// Dropping and creating the functions on every open would disturb the appends that other
+/// processes run at that moment.
 pub(crate) struct Migration {
     part: &'static str,
-    /// The table of digests, qualified with the schema.
-    functions_table: String,
+    /// The schema, as written and quoted.
+    schema: String,
+    quoted: String,
+    /// The functions `functions` creates.
+    function_names: &'static [&'static str],
     tables: String,
     functions: String,
 }
@@ -114,33 +123,30 @@ impl Migration {
     }
 
     async fn run_in_transaction(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-        let digest = format!("{:016x}", lock_key(self.part, &self.functions));
-        let table = &self.functions_table;
+        let digest = format!("dcb {} {:016x}", self.part, lock_key(self.part, &self.functions));
         client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {} \
-                 CREATE TABLE IF NOT EXISTS {table} (part text PRIMARY KEY, digest text NOT NULL);",
-                self.tables
-            ))
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {}", self.tables))
             .await?;
-        let recorded = client
-            .query_opt(&format!("SELECT digest FROM {table} WHERE part = $1"), &[&self.part])
+        let names: Vec<&str> = self.function_names.to_vec();
+        let current: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = $1 AND p.proname = ANY($2) AND obj_description(p.oid, 'pg_proc') = $3",
+                &[&self.schema, &names, &digest],
+            )
             .await?
-            .map(|row| row.get::<_, String>(0));
-        if recorded.as_deref() != Some(digest.as_str()) {
+            .get(0);
+        if current != names.len() as i64 {
             client.batch_execute(&self.functions).await?;
-            let record = format!(
-                "INSERT INTO {table} (part, digest) VALUES ($1, $2) \
-                 ON CONFLICT (part) DO UPDATE SET digest = EXCLUDED.digest"
-            );
-            client.execute(&record, &[&self.part, &digest]).await?;
+            for name in names {
+                // Functions have no overloads here (the text drops them), so the name is enough.
+                let comment = format!("COMMENT ON FUNCTION {}.{name} IS '{digest}'", self.quoted);
+                client.batch_execute(&comment).await?;
+            }
         }
         client.batch_execute("COMMIT").await
     }
 }
-
-/// The digest of the functions each part of a schema last created.
-const FUNCTIONS_TABLE: &str = "@S.dcb_functions";
 
 /// FNV-1a over a purpose and the schema name: stable across processes and releases, unlike
 /// `hashtext`, which PostgreSQL does not promise to keep.
