@@ -180,3 +180,25 @@ fn reads_stay_valid_while_the_log_outgrows_its_mapping() {
     }
     assert!(std::fs::metadata(dir.0.join("events.log")).unwrap().len() > 4 * (64 << 10));
 }
+
+/// Opening syncs the store directory (the log's name) and the entry of every directory it
+/// created in its parent; reopening, the store directory and its parent again (a crash may have
+/// come before the first open synced them).
+#[test]
+fn opening_syncs_the_names_of_the_log_and_of_the_directories_it_created() {
+    let root = Dir::new("dir-syncs");
+    std::fs::create_dir_all(&root.0).unwrap();
+    let dir = root.0.join("a").join("b").join("store");
+    let faults = Faults::new();
+    let synced = || std::mem::take(&mut *faults.synced_dirs.lock().unwrap());
+    let store = open_on(&dir, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    let first = synced();
+    for level in [dir.as_path(), &root.0.join("a").join("b"), &root.0.join("a"), &root.0] {
+        assert!(first.iter().any(|d| d == level), "{} not synced: {first:?}", level.display());
+    }
+    drop(store);
+    synced();
+    let store = open_on(&dir, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    assert_eq!(synced(), [dir.clone(), root.0.join("a").join("b")]);
+    drop(store);
+}

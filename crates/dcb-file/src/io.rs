@@ -267,6 +267,8 @@ pub(crate) mod fault {
         pub(crate) syncs: AtomicU64,
         /// When set, a file sync waits (after saying so) until it is released.
         pub(crate) hold_sync: AtomicBool,
+        /// Every directory synced, in order.
+        pub(crate) synced_dirs: Mutex<Vec<std::path::PathBuf>>,
         held: Mutex<SyncGate>,
         gate: Condvar,
     }
@@ -371,6 +373,7 @@ pub(crate) mod fault {
 
         fn sync_dir(&self, dir: &Path) -> io::Result<()> {
             self.0.syncs.fetch_add(1, Ordering::SeqCst);
+            self.0.synced_dirs.lock().unwrap().push(dir.to_owned());
             if self.0.fail_sync.load(Ordering::SeqCst) {
                 return Err(io::Error::from_raw_os_error(5));
             }

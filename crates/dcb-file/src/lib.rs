@@ -192,7 +192,9 @@ fn writer_gone() -> Error {
 }
 
 fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Result<FileStore> {
-    if !dir.exists() {
+    // The directories this open creates (the store's, and any missing above it), deepest first.
+    let created: Vec<&Path> = dir.ancestors().take_while(|level| !level.exists()).collect();
+    if !created.is_empty() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the store directory", e))?;
     }
     let lock = lock_dir(dir)?;
@@ -204,13 +206,11 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         }
         create_log(&*storage, dir)?;
     }
-    // A crash (of this process or an earlier one) right after the directory or the log was
-    // created, or a checkpoint renamed, may have left that name not yet durable: a power failure
-    // could still unlink the log with every append synced into it. Sync both directories first.
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        storage.sync_dir(parent).map_err(|e| io_error(parent, "cannot sync the directory", e))?;
-    }
+    // A crash (of this process or an earlier one) right after the log was created, or a
+    // checkpoint renamed, may have left that name not yet durable: a power failure could still
+    // unlink the log with every append synced into it. The store directory's own name likewise.
     storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
+    sync_names_of(&*storage, dir, &created)?;
     let log = storage.open(&log_path, false).map_err(|e| io_error(&log_path, "cannot open", e))?;
     let (store_id, seal) = read_log_header(&*log, &log_path)?;
     let (mut index, start) = load_checkpoint(&*storage, &*log, dir, store_id, seal)?;
@@ -267,6 +267,27 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
     Ok(FileStore {
         inner: Arc::new(Inner { shared, requests: Some(requests), writer: Some(thread), _lock: lock }),
     })
+}
+
+/// Syncs the entry of `dir` in its parent, and of every directory in `created` (made by this
+/// open) in theirs. For a directory that existed before, a failure is ignored: its name was
+/// synced by the open that created it, unless that one crashed first, and a parent this process
+/// may not read should not keep a store from opening.
+fn sync_names_of(storage: &dyn Storage, dir: &Path, created: &[&Path]) -> Result<()> {
+    fn parent_of(level: &Path) -> Option<&Path> {
+        level.parent().map(|parent| if parent.as_os_str().is_empty() { Path::new(".") } else { parent })
+    }
+    for &level in created {
+        if let Some(parent) = parent_of(level) {
+            storage.sync_dir(parent).map_err(|e| io_error(parent, "cannot sync the directory", e))?;
+        }
+    }
+    if created.is_empty()
+        && let Some(parent) = parent_of(dir)
+    {
+        let _ = storage.sync_dir(parent);
+    }
+    Ok(())
 }
 
 /// Takes the directory's lock file, or says who has it.
