@@ -276,6 +276,10 @@ impl Storage for PowerLossStorage {
         let mut disk = self.disk();
         disk.operate()?;
         let file = disk.file_at(from)?;
+        if to.exists() {
+            // The file the rename replaces comes back if the rename is undone.
+            disk.file_at(to)?;
+        }
         StdStorage.rename(from, to)?;
         disk.names.remove(from);
         let replaced = disk.names.insert(to.to_owned(), file);

@@ -281,6 +281,44 @@ fn a_commit_record_inside_event_data_never_passes_for_a_later_batch() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), last_batch as u64, "the torn batch was cut off");
 }
 
+/// A store written by the last build of log format 1 (`tests/data/v1-store`: four events in
+/// three appends, one with a uuid and metadata, one with tracking, then the zeros that build
+/// wrote ahead) opens, reads whole, takes appends (in format 1), reopens and verifies.
+#[test]
+fn a_store_written_in_format_1_opens_and_takes_appends() {
+    let dir = TempDir::new("v1-store");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    for file in ["events.log", "index.ckpt"] {
+        std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+    }
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    let read = rt.block_on(store.read(&Query::all(), ReadOptions::default())).unwrap();
+    let types: Vec<_> = read.events.iter().map(|e| e.event.event_type.as_str()).collect();
+    assert_eq!(types, ["CourseRegistered", "StudentRegistered", "StudentJoinedCourse", "Projected"]);
+    let joined = &read.events[2].event;
+    assert_eq!(
+        (joined.tags.as_slice(), joined.metadata.get("by").map(String::as_str)),
+        (&["student-1".to_owned(), "course-1".to_owned()][..], Some("test"))
+    );
+    assert_eq!(read.events[1].event.uuid, Some(dcb::Uuid::from_u128(1)));
+    assert_eq!(&read.events[3].event.data[..], [0, 255, 7]);
+    assert_eq!(rt.block_on(store.tracking_position("upstream")).unwrap(), Some(42));
+    let condition = AppendCondition::new(QueryItem::tags(["course-1"]).into(), Some(3));
+    let joined = Event::new("StudentJoinedCourse", "{}").with_tags(["student-2", "course-1"]);
+    assert_eq!(rt.block_on(store.append(vec![joined], Some(condition))).unwrap(), 5);
+    drop(store);
+
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(datas(&store, &rt, &QueryItem::tags(["course-1"]).into()).unwrap().len(), 3);
+    drop(store);
+    let report = dcb_file::verify(dir.path()).unwrap();
+    assert!(report.is_ok() && report.events == 5, "{report}");
+    let header = std::fs::read(log(dir.path())).unwrap();
+    assert_eq!(header[8..12], 1u32.to_le_bytes(), "the log's format changed");
+}
+
 #[test]
 fn a_corrupted_event_is_never_served() {
     let dir = TempDir::new("corrupt-read");

@@ -1,6 +1,6 @@
 //! An aggregate recorder over any DCB store, so that aggregates work on every store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use dcb::limits::MAX_QUERY_ITEMS;
 use dcb::recorder::{AggregateEvent, AggregateRecorder, validate_insert};
@@ -93,15 +93,13 @@ impl<S: EventStore> DcbRecorder<S> {
                 ids.len()
             )));
         }
+        let id_tags: HashMap<String, &str> = ids.iter().map(|id| (self.id_tag(id), *id)).collect();
         let query = Query::new(ids.iter().map(|id| QueryItem::tags([self.id_tag(id)])));
         let read = self.store.read(&query, ReadOptions::default()).await?;
         let new: HashSet<(&str, u64)> = events.iter().map(|e| (e.aggregate_id.as_str(), e.version)).collect();
         for stored in read.events {
-            let id = ids
-                .iter()
-                .find(|id| stored.event.tags.contains(&self.id_tag(id)))
-                .copied()
-                .unwrap_or_default();
+            // Every event read carries one of the id tags: the query asked for nothing else.
+            let id = stored.event.tags.iter().find_map(|tag| id_tags.get(tag)).copied().unwrap_or_default();
             let recorded = self.decode(id, stored)?;
             if new.contains(&(id, recorded.version)) {
                 return Err(dcb::Error::Integrity(format!(
