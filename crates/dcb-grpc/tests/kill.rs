@@ -169,6 +169,15 @@ fn run_kills(kills: usize) {
     assert!(report.is_ok() && report.torn_tail.is_none(), "verify after the last stop:\n{report}");
 }
 
+/// A SIGTERM that comes at once, as soon as the server says it listens, stops it cleanly (exit
+/// status 0), like a later one: the signal is caught from the start, not from the first poll.
+#[test]
+fn a_sigterm_right_after_the_start_stops_the_server_cleanly() {
+    for _ in 0..20 {
+        ServerProcess::start(&["--listen", "127.0.0.1:0", "--store", "mem"]).terminate();
+    }
+}
+
 #[test]
 fn a_killed_server_loses_no_acknowledged_append_and_writes_nothing_partial() {
     run_kills(CI_KILLS);

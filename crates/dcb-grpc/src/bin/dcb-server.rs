@@ -93,11 +93,12 @@ fn fail(message: String) -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let server = server_options(&args)?;
+    let shutdown = shutdown_signal()?;
     // One arm per store type: each instantiates the generic server for its store.
     match StoreKind::parse(&args.store) {
         StoreKind::Memory => {
             tracing::warn!("serving an in-memory store: everything is lost when the server stops");
-            serve(dcb::MemoryStore::new(), args.listen, server).await
+            serve(dcb::MemoryStore::new(), args.listen, server, shutdown).await
         }
         StoreKind::Postgres(url) => {
             let options = dcb_postgres::Options::new(url, POSTGRES_SCHEMA).application_name("dcb-server");
@@ -106,13 +107,13 @@ async fn run(args: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot open the PostgreSQL store at {redacted}: {e}"))?;
             tracing::info!(url = %redacted, schema = POSTGRES_SCHEMA, "serving a PostgreSQL store");
-            serve(store, args.listen, server).await
+            serve(store, args.listen, server, shutdown).await
         }
         StoreKind::Directory(path) => {
             let store = dcb_file::FileStore::open(&path)
                 .map_err(|e| format!("cannot open the file store in {}: {e}", path.display()))?;
             tracing::info!(directory = %path.display(), "serving a file store");
-            serve(store, args.listen, server).await
+            serve(store, args.listen, server, shutdown).await
         }
     }
 }
@@ -141,35 +142,43 @@ fn server_options(args: &Args) -> Result<ServerOptions, String> {
     Ok(options)
 }
 
-async fn serve<S: EventStore>(store: S, listen: SocketAddr, options: ServerOptions) -> Result<(), String> {
+async fn serve<S: EventStore>(
+    store: S,
+    listen: SocketAddr,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    dcb_grpc::serve(store, listener, options, shutdown_signal()).await.map_err(|e| e.to_string())
+    dcb_grpc::serve(store, listener, options, shutdown).await.map_err(|e| e.to_string())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on Ctrl-C or SIGTERM. The signals are caught from the moment this is called, not
+/// from when the future is first polled: one that arrives while the store opens, or just after
+/// the server said it listens, still stops the server cleanly instead of killing the process.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, String> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+        let (mut interrupt, mut terminate) =
+            (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?);
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+    {
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => tracing::info!("Ctrl-C received"),
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
     }
 }

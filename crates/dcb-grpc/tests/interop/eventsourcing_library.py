@@ -79,19 +79,15 @@ class AggregateRecorder(FreshServer, persistence_tests.AggregateRecorderTestCase
     def create_recorder(self):
         return UmaDbAggregateRecorder(umadb=Client(url=self.url))
 
-    def test_performance(self):
-        self.skipTest("timing only")
+    test_performance = unittest.skip("timing only")(lambda self: None)
 
 
 class ApplicationRecorder(FreshServer, persistence_tests.ApplicationRecorderTestCase):
     def create_recorder(self):
         return UmaDbApplicationRecorder(Client(url=self.url))
 
-    def test_performance(self):
-        self.skipTest("timing only")
-
-    def test_concurrent_throughput(self):
-        self.skipTest("timing only")
+    test_performance = unittest.skip("timing only")(lambda self: None)
+    test_concurrent_throughput = unittest.skip("timing only")(lambda self: None)
 
 
 class Tally(pydantic.Aggregate):
