@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use dcb::{AppendRequest, Error, Query, Result};
+use dcb::{AppendRequest, Error, Event, Query, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
@@ -137,18 +137,9 @@ pub(crate) async fn connect(connector: &Connector) -> Result<Conn> {
     Ok(Conn::new(client))
 }
 
-/// What an append weighs in a batch's message: its events' types, data, tags and metadata.
+/// What an append weighs in a batch's message.
 fn request_bytes(request: &AppendRequest) -> usize {
-    request
-        .events
-        .iter()
-        .map(|e| {
-            e.event_type.len()
-                + e.data.len()
-                + e.tags.iter().map(String::len).sum::<usize>()
-                + e.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        })
-        .sum()
+    request.events.iter().map(Event::byte_size).sum()
 }
 
 /// Gives every append of a failed batch the same failure.

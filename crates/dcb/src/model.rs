@@ -76,6 +76,20 @@ impl Event {
         self
     }
 
+    /// The bytes of its type, data, tags and metadata: about what it takes in memory or in a
+    /// message, for sizing batches.
+    ///
+    /// ```
+    /// let event = dcb::Event::new("Joined", "{}").tagged("course-1");
+    /// assert_eq!(event.byte_size(), 6 + 2 + 8);
+    /// ```
+    pub fn byte_size(&self) -> usize {
+        self.event_type.len()
+            + self.data.len()
+            + self.tags.iter().map(String::len).sum::<usize>()
+            + self.metadata.iter().map(|(key, value)| key.len() + value.len()).sum::<usize>()
+    }
+
     /// Whether the event carries `tag`.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)

@@ -9,8 +9,25 @@ use crate::error::Result;
 use crate::model::{Query, ReadOptions, SequencedEvent};
 use crate::store::{EventStore, EventStream};
 
-/// Events read per round trip while a subscription catches up.
+/// Most events read per round trip while a subscription catches up.
 pub const CATCH_UP_BATCH: u32 = 1024;
+
+/// The first read of a subscription takes this many events at most; later reads are sized from
+/// the events seen so far to hold about [`CATCH_UP_BYTES`], between this and [`CATCH_UP_BATCH`].
+const FIRST_BATCH: u32 = 16;
+
+/// About how many bytes of events a subscription reads ahead of its consumer: what it holds while
+/// the consumer is slow (events near the size limits would make a page of [`CATCH_UP_BATCH`] over
+/// a gigabyte).
+pub const CATCH_UP_BYTES: usize = 4 << 20;
+
+/// The size of the next read after one that returned `events`: [`CATCH_UP_BYTES`] worth of events
+/// of their average size, at least [`FIRST_BATCH`], at most [`CATCH_UP_BATCH`].
+fn next_batch(events: &[SequencedEvent]) -> u32 {
+    let bytes: usize = events.iter().map(|e| e.event.byte_size()).sum();
+    let average = (bytes / events.len().max(1)).max(1);
+    (CATCH_UP_BYTES / average).clamp(FIRST_BATCH as usize, CATCH_UP_BATCH as usize) as u32
+}
 
 /// How long a subscription whose store cannot be reached keeps trying before it yields the error
 /// and ends.
@@ -51,8 +68,9 @@ where
     }
 }
 
-/// A subscription built from reads: it reads matching events after its cursor in batches, and
-/// when there are none it waits until `heads` announces a new head, then reads again.
+/// A subscription built from reads: it reads matching events after its cursor in batches (of
+/// about [`CATCH_UP_BYTES`], so that a slow consumer holds no more), and when there are none it
+/// waits until `heads` announces a new head, then reads again.
 ///
 /// Correctness rests on the store's safe head: a read never returns position `p` while a lower
 /// position can still appear, so advancing the cursor past what was returned can skip nothing.
@@ -70,10 +88,12 @@ pub fn follow<S: EventStore>(
         query: Query,
         cursor: Option<u64>,
         buffer: VecDeque<SequencedEvent>,
+        batch: u32,
         heads: watch::Receiver<u64>,
         failed: bool,
     }
-    let follower = Follower { store, query, cursor: after, buffer: VecDeque::new(), heads, failed: false };
+    let follower =
+        Follower { store, query, cursor: after, buffer: VecDeque::new(), batch: FIRST_BATCH, heads, failed: false };
     Box::pin(futures_util::stream::unfold(follower, |mut f| async move {
         loop {
             if let Some(event) = f.buffer.pop_front() {
@@ -83,8 +103,7 @@ pub fn follow<S: EventStore>(
                 return None;
             }
             f.heads.borrow_and_update();
-            let options =
-                ReadOptions { after: f.cursor, limit: Some(CATCH_UP_BATCH), ..ReadOptions::default() };
+            let options = ReadOptions { after: f.cursor, limit: Some(f.batch), ..ReadOptions::default() };
             match f.store.read(&f.query, options).await {
                 Err(error) => {
                     f.failed = true;
@@ -97,9 +116,32 @@ pub fn follow<S: EventStore>(
                 }
                 Ok(read) => {
                     f.cursor = read.events.last().map(|e| e.position);
+                    f.batch = next_batch(&read.events);
                     f.buffer.extend(read.events);
                 }
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    fn events(count: usize, data_bytes: usize) -> Vec<SequencedEvent> {
+        (1..=count as u64)
+            .map(|position| SequencedEvent { position, event: Event::new("E", vec![0u8; data_bytes]) })
+            .collect()
+    }
+
+    /// Pages hold about CATCH_UP_BYTES: many small events, few large ones, never fewer than the
+    /// first page nor more than CATCH_UP_BATCH.
+    #[test]
+    fn catch_up_pages_are_sized_by_bytes() {
+        assert_eq!(next_batch(&events(16, 100)), CATCH_UP_BATCH);
+        assert_eq!(next_batch(&events(16, 64 << 10)), 63);
+        assert_eq!(next_batch(&events(3, 1 << 20)), FIRST_BATCH);
+        assert_eq!(next_batch(&events(1, 0)), CATCH_UP_BATCH);
+    }
 }
