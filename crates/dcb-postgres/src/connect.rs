@@ -192,6 +192,25 @@ impl Connector {
             .map_err(|e| Error::unavailable(format!("cannot connect to PostgreSQL at {}", self.redacted), e))
     }
 
+    /// Refuses a database whose encoding is not UTF-8: types, tags and metadata are any Unicode
+    /// text, and in another encoding one event that it cannot hold would fail every append of
+    /// its batch. Checked on open rather than discovered by an append.
+    pub(crate) async fn check_encoding(&self, client: &Client) -> Result<()> {
+        let row = client
+            .query_one("SELECT current_setting('server_encoding')", &[])
+            .await
+            .map_err(|e| self.error("reading the database encoding", e))?;
+        let encoding: String = row.get(0);
+        if encoding != "UTF8" {
+            return Err(Error::invalid(format!(
+                "the database at {} uses the {encoding} encoding; the store needs a UTF8 database \
+                 (CREATE DATABASE ... ENCODING 'UTF8')",
+                self.redacted
+            )));
+        }
+        Ok(())
+    }
+
     /// Maps a driver error met while `doing` something onto the contract's errors: a lost or
     /// refused connection is retryable, anything else is a bug or an unexpected state.
     pub(crate) fn error(&self, doing: &str, error: tokio_postgres::Error) -> Error {

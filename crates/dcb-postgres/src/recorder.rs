@@ -56,6 +56,7 @@ impl PostgresRecorder {
         let schema = options.parsed_schema()?;
         let connector = options.connector()?;
         let client = connector.connect().await?;
+        connector.check_encoding(&client).await?;
         schema
             .recorder_migration()
             .run(&client)

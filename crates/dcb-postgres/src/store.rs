@@ -81,6 +81,7 @@ impl PostgresStore {
         let schema = options.parsed_schema()?;
         let connector = options.connector()?;
         let conn = writer::connect(&connector).await?;
+        connector.check_encoding(&conn.client).await?;
         schema
             .store_migration()
             .run(&conn.client)

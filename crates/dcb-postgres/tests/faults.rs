@@ -126,6 +126,25 @@ async fn an_unreachable_server_is_reported_with_the_url_but_not_the_password() {
     assert!(!message.contains("hunter2"), "{message}");
 }
 
+/// A database that is not UTF-8 is refused on open, naming its encoding, for the store and the
+/// recorder alike (in it, one event the encoding cannot hold would fail its whole batch).
+#[tokio::test]
+async fn a_database_that_is_not_utf8_is_refused_on_open() {
+    let name = format!("dcb_latin1_{}", std::process::id());
+    let admin = common::admin().await;
+    let create =
+        format!("CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+    admin.batch_execute(&create).await.unwrap();
+    let url = common::url();
+    let url = format!("{}/{name}", &url[..url.rfind('/').unwrap()]);
+    let store = PostgresStore::open(Options::new(url.clone(), "s")).await.err();
+    let recorder = dcb_postgres::PostgresRecorder::open(Options::new(url, "s")).await.err();
+    admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
+    for error in [store.expect("the store was refused"), recorder.expect("the recorder was refused")] {
+        assert!(matches!(&error, Error::InvalidArgument(m) if m.contains("LATIN1")), "{error}");
+    }
+}
+
 /// A malformed schema name is refused before connecting.
 #[tokio::test]
 async fn bad_schema_names_are_invalid_arguments() {

@@ -92,8 +92,15 @@ pub fn follow<S: EventStore>(
         heads: watch::Receiver<u64>,
         failed: bool,
     }
-    let follower =
-        Follower { store, query, cursor: after, buffer: VecDeque::new(), batch: FIRST_BATCH, heads, failed: false };
+    let follower = Follower {
+        store,
+        query,
+        cursor: after,
+        buffer: VecDeque::new(),
+        batch: FIRST_BATCH,
+        heads,
+        failed: false,
+    };
     Box::pin(futures_util::stream::unfold(follower, |mut f| async move {
         loop {
             if let Some(event) = f.buffer.pop_front() {
