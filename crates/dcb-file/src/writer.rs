@@ -298,27 +298,16 @@ impl Writer {
         tracking: &HashMap<String, u64>,
         pending: &[Event],
     ) -> Result<Option<u64>, Refusal> {
+        // The condition first: a recognised retry answers with its position, although its own
+        // tracking position is recorded by then.
+        let Some(condition) = &request.condition else { return self.check_tracking(request, tracking) };
         let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = &request.tracking {
-            // `index.tracking` holds durable positions only; the batch's own come first.
-            let recorded = tracking.get(&t.source).or_else(|| index.tracking.get(&t.source));
-            if let Some(&recorded) = recorded
-                && t.position <= recorded
-            {
-                let error = Error::Integrity(format!(
-                    "tracking position {} for source {:?} does not exceed the recorded {recorded}",
-                    t.position, t.source
-                ));
-                let durable_refusal = index.tracking.get(&t.source).is_some_and(|&r| t.position <= r);
-                return Err(Refusal { error, on_unsynced: !durable_refusal });
-            }
-        }
-        let Some(condition) = &request.condition else { return Ok(None) };
         let query = &condition.fail_if_events_match;
         let after = condition.after.unwrap_or(0);
         let top = index.len();
         let Some(&conflict) = index.matching(query, after, top, 1, false).first() else {
-            return Ok(None);
+            drop(index);
+            return self.check_tracking(request, tracking);
         };
         let n = request.events.len();
         let candidates = index.matching(query, after, top, n, false);
@@ -340,6 +329,29 @@ impl Writer {
             "an event matching the append condition was recorded after position {after} (at {conflict})"
         ));
         Err(Refusal { error, on_unsynced: conflict > durable })
+    }
+
+    /// Checks an append's tracking position against the recorded one: the batch's own (in
+    /// `tracking`) first, then the durable ones. Accepts it with `Ok(None)`.
+    fn check_tracking(
+        &self,
+        request: &AppendRequest,
+        tracking: &HashMap<String, u64>,
+    ) -> Result<Option<u64>, Refusal> {
+        let Some(t) = &request.tracking else { return Ok(None) };
+        let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
+        let durable = index.tracking.get(&t.source);
+        match tracking.get(&t.source).or(durable) {
+            Some(&recorded) if t.position <= recorded => {
+                let error = Error::Integrity(format!(
+                    "tracking position {} for source {:?} does not exceed the recorded {recorded}",
+                    t.position, t.source
+                ));
+                let on_unsynced = durable.is_none_or(|&r| t.position > r);
+                Err(Refusal { error, on_unsynced })
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Writes the index as of `end` to a new checkpoint file and renames it into place.

@@ -297,13 +297,7 @@ BEGIN
     FOR a IN 1 .. n LOOP
         cnt := a_events[a];
         outcome := NULL;
-        IF a_source[a] IS NOT NULL THEN
-            SELECT t.position INTO recorded FROM @S.tracking t WHERE t.source = a_source[a];
-            IF FOUND AND recorded >= a_source_pos[a] THEN
-                outcome := -2;
-            END IF;
-        END IF;
-        IF outcome IS NULL AND a_conditional[a] THEN
+        IF a_conditional[a] THEN
             IF a_flush[a] AND p_lo IS NOT NULL THEN
 @FLUSH
                 p_lo := NULL;
@@ -344,6 +338,14 @@ BEGIN
                         outcome := matches[cnt];
                     END IF;
                 END IF;
+            END IF;
+        END IF;
+        -- Tracking after the condition: a recognised retry answers with its position even though
+        -- its own tracking position is recorded by now.
+        IF outcome IS NULL AND a_source[a] IS NOT NULL THEN
+            SELECT t.position INTO recorded FROM @S.tracking t WHERE t.source = a_source[a];
+            IF FOUND AND recorded >= a_source_pos[a] THEN
+                outcome := -2;
             END IF;
         END IF;
         IF outcome IS NULL THEN

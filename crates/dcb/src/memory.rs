@@ -369,18 +369,10 @@ impl State {
         SequencedEvent { position, event }
     }
 
-    /// Applies a validated request: tracking and condition are checked before anything changes.
+    /// Applies a validated request: condition and tracking are checked before anything changes
+    /// (the condition first: a recognised retry answers with its position, although its tracking
+    /// position is recorded by then).
     fn append(&mut self, request: AppendRequest) -> Result<u64> {
-        if let Some(tracking) = &request.tracking {
-            if let Some(&recorded) = self.tracking.get(&tracking.source) {
-                if tracking.position <= recorded {
-                    return Err(Error::Integrity(format!(
-                        "tracking position {} for source {:?} does not exceed the recorded {recorded}",
-                        tracking.position, tracking.source
-                    )));
-                }
-            }
-        }
         // Inserting into a tag's posting list is a store to memory that is likely cold at millions
         // of tags; asking for it now overlaps that miss with the condition's check.
         for tag in request.events.iter().flat_map(|event| &event.tags).take(16) {
@@ -406,6 +398,15 @@ impl State {
                     condition.after.unwrap_or(0),
                 )));
             }
+        }
+        if let Some(tracking) = &request.tracking
+            && let Some(&recorded) = self.tracking.get(&tracking.source)
+            && tracking.position <= recorded
+        {
+            return Err(Error::Integrity(format!(
+                "tracking position {} for source {:?} does not exceed the recorded {recorded}",
+                tracking.position, tracking.source
+            )));
         }
         for event in request.events {
             let position = self.log.len as u64 + 1;

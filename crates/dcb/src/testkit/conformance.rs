@@ -416,6 +416,25 @@ pub async fn conflict_with_other_uuids_is_an_integrity_error<S: EventStore>(stor
     assert_eq!(store.head().await.unwrap(), Some(2));
 }
 
+/// A retried conditional append that also records tracking answers with its original position
+/// (the condition, and the retry, are checked before the tracking position, which the first
+/// attempt recorded); another append at the same tracking position is refused.
+pub async fn retried_append_with_tracking_returns_the_original_position<S: EventStore>(store: &S) {
+    let tracked = |uuid: u128, position: u64| {
+        AppendRequest::new(vec![event("Projected", &["view-1"]).with_uuid(Uuid::from_u128(uuid))])
+            .condition(AppendCondition::new(tags(&["view-1"]), None))
+            .tracking(TrackingInfo::new("upstream", position))
+    };
+    assert_eq!(store.append_request(tracked(1, 5)).await.unwrap(), 1);
+    assert_eq!(store.append_request(tracked(1, 5)).await.unwrap(), 1, "the retry");
+    assert_integrity(store.append_request(tracked(2, 5)).await, "another append, same condition");
+    let unconditional =
+        AppendRequest::new(vec![event("Projected", &[])]).tracking(TrackingInfo::new("upstream", 5));
+    assert_integrity(store.append_request(unconditional).await, "the same tracking position");
+    assert_eq!(store.head().await.unwrap(), Some(1));
+    assert_eq!(store.tracking_position("upstream").await.unwrap(), Some(5));
+}
+
 /// Tracking info is recorded with the events, per source, and read back as the last position.
 pub async fn tracking_is_recorded_with_the_events<S: EventStore>(store: &S) {
     assert_eq!(store.tracking_position("upstream").await.unwrap(), None);

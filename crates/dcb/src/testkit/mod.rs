@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             failed_condition_writes_nothing,
             retried_append_with_uuids_returns_the_original_position,
             conflict_with_other_uuids_is_an_integrity_error,
+            retried_append_with_tracking_returns_the_original_position,
             tracking_is_recorded_with_the_events,
             tracking_must_increase_per_source,
             subscription_delivers_backlog_then_waits_then_goes_live,

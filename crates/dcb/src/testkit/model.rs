@@ -70,18 +70,20 @@ impl NaiveModel {
     }
 
     /// What a store must answer to an append (already validated), applying it if it succeeds.
+    /// The condition first, then tracking: a recognised retry answers with its position although
+    /// its tracking position is recorded by then.
     pub fn append(&mut self, request: AppendRequest) -> Result<u64, &'static str> {
-        if let Some(tracking) = &request.tracking {
-            if self.tracking.get(&tracking.source).is_some_and(|&p| tracking.position <= p) {
-                return Err("integrity");
-            }
-        }
         if let Some(condition) = &request.condition {
             let options = ReadOptions { after: condition.after, ..ReadOptions::default() };
             let matching = self.read(&condition.fail_if_events_match, options).events;
             if !matching.is_empty() {
                 let first = &matching[..matching.len().min(request.events.len())];
                 return already_appended(&request.events, first).ok_or("integrity");
+            }
+        }
+        if let Some(tracking) = &request.tracking {
+            if self.tracking.get(&tracking.source).is_some_and(|&p| tracking.position <= p) {
+                return Err("integrity");
             }
         }
         for event in request.events {
