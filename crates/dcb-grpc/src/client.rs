@@ -79,7 +79,9 @@ impl ClientOptions {
         self
     }
 
-    /// How long one call may take: an append, a head, a whole read (subscriptions have none).
+    /// How long one wait for the server may take: an append, a head, the start of a read and
+    /// then each of its batches (a long read is not cut off while the server keeps sending), the
+    /// start of a subscription (which then has none).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -191,7 +193,8 @@ impl GrpcStore {
         request
     }
 
-    /// Runs an idempotent call, again after a short pause while it fails as unavailable.
+    /// Runs an idempotent call, again after a short pause while it fails as unavailable. The
+    /// call bounds its own waits (see [`GrpcStore::waiting`]).
     async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> dcb::Result<T>
     where
         F: FnMut() -> Fut,
@@ -200,17 +203,10 @@ impl GrpcStore {
         let options = &self.shared.options;
         let mut attempt = 0;
         loop {
-            let error = match tokio::time::timeout(options.request_timeout, call()).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) if error.is_retryable() => error,
-                Ok(Err(error)) => return Err(error),
-                Err(_) => dcb::Error::Unavailable {
-                    message: format!(
-                        "{what} on {} took longer than {:?}",
-                        self.shared.url, options.request_timeout
-                    ),
-                    source: None,
-                },
+            let error = match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_retryable() => error,
+                Err(error) => return Err(error),
             };
             if attempt >= options.retries {
                 return Err(error);
@@ -242,7 +238,7 @@ impl GrpcStore {
     pub async fn read_batches(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadBatches> {
         dcb::limits::validate_query(query)?;
         let query = query_to_wire(query);
-        self.retrying("read", || self.start_read(query.clone(), options)).await
+        self.retrying("read", || self.waiting("read", self.start_read(query.clone(), options))).await
     }
 
     async fn start_read(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadBatches> {
@@ -263,14 +259,28 @@ impl GrpcStore {
             batch_size: self.shared.options.batch_size,
         };
         let mut client = self.client.clone();
-        let stream = client.read(self.request(request, true)).await.map_err(status_to_error)?.into_inner();
+        // No deadline for the whole call: the caller bounds each wait instead (a long read keeps going).
+        let stream = client.read(self.request(request, false)).await.map_err(status_to_error)?.into_inner();
         Ok(ReadBatches { stream, options, head: None, done: false })
     }
 
+    /// One wait for the server, at most [`ClientOptions::request_timeout`].
+    async fn waiting<T>(&self, what: &str, call: impl Future<Output = dcb::Result<T>>) -> dcb::Result<T> {
+        let timeout = self.shared.options.request_timeout;
+        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+            Err(dcb::Error::Unavailable {
+                message: format!("{what} on {} took longer than {timeout:?}", self.shared.url),
+                source: None,
+            })
+        })
+    }
+
+    /// A whole read. The timeout bounds each wait for the server (the start, then each batch),
+    /// not the whole read, which may stream for long from a large store.
     async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
-        let mut batches = self.start_read(query, options).await?;
+        let mut batches = self.waiting("read", self.start_read(query, options)).await?;
         let mut events = Vec::new();
-        while let Some(batch) = batches.next_batch().await? {
+        while let Some(batch) = self.waiting("read", batches.next_batch()).await? {
             events.extend(batch);
         }
         Ok(ReadResponse { events, head: batches.head() })
@@ -373,7 +383,9 @@ impl EventStore for GrpcStore {
         self.retrying("head", || {
             let mut client = self.client.clone();
             let request = self.request(proto::HeadRequest {}, true);
-            async move { Ok(client.head(request).await.map_err(status_to_error)?.into_inner().position) }
+            self.waiting("head", async move {
+                Ok(client.head(request).await.map_err(status_to_error)?.into_inner().position)
+            })
         })
         .await
     }
@@ -383,9 +395,9 @@ impl EventStore for GrpcStore {
         self.retrying("tracking lookup", || {
             let mut client = self.client.clone();
             let request = self.request(proto::TrackingRequest { source: source.to_owned() }, true);
-            async move {
+            self.waiting("tracking lookup", async move {
                 Ok(client.get_tracking_info(request).await.map_err(status_to_error)?.into_inner().position)
-            }
+            })
         })
         .await
     }
@@ -397,7 +409,9 @@ impl EventStore for GrpcStore {
             after,
             batch_size: self.shared.options.batch_size,
         };
-        let stream = self.retrying("subscribe", || self.open_subscription(request.clone())).await?;
+        let stream = self
+            .retrying("subscribe", || self.waiting("subscribe", self.open_subscription(request.clone())))
+            .await?;
         let follow = Follow { store: self.clone(), request, stream, buffer: VecDeque::new(), failed: false };
         Ok(Box::pin(futures_util::stream::unfold(follow, Follow::next)))
     }

@@ -534,6 +534,47 @@ impl EventStore for PanickyStore {
     }
 }
 
+/// A store whose every read takes 10 ms.
+#[derive(Clone)]
+struct SlowReads(MemoryStore);
+
+impl EventStore for SlowReads {
+    async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        self.0.read(query, options).await
+    }
+    async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
+        self.0.append_request(request).await
+    }
+    async fn head(&self) -> dcb::Result<Option<u64>> {
+        self.0.head().await
+    }
+    async fn tracking_position(&self, source: &str) -> dcb::Result<Option<u64>> {
+        self.0.tracking_position(source).await
+    }
+    async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
+        self.0.subscribe(query, after).await
+    }
+}
+
+/// The client's request timeout bounds each wait for the server, not a whole read: a read that
+/// streams for longer than the timeout, its batches coming steadily, completes.
+#[tokio::test]
+async fn a_read_streaming_longer_than_the_request_timeout_completes() {
+    let store = MemoryStore::new();
+    store.append((0..40).map(|i| dcb::Event::new("Seeded", format!("{i}"))).collect(), None).await.unwrap();
+    let server = Server::start(SlowReads(store), ServerOptions::new()).await;
+    // Pages of 2 events: 20 store reads of 10 ms each, against a timeout of 100 ms.
+    let timeout = std::time::Duration::from_millis(100);
+    let options = ClientOptions::new().batch_size(2).request_timeout(timeout);
+    let client = GrpcStore::connect_with(server.url.clone(), options).await.unwrap();
+    let started = std::time::Instant::now();
+    let read = client.read(&Query::all(), ReadOptions::default()).await.unwrap();
+    assert_eq!(read.events.len(), 40);
+    assert!(started.elapsed() > timeout, "the read took {:?}, proving nothing", started.elapsed());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_append_that_panics_in_the_store_is_an_internal_error_and_the_server_goes_on() {
     let server = Server::start(PanickyStore(MemoryStore::new()), ServerOptions::new()).await;
