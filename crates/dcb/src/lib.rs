@@ -9,7 +9,7 @@
 //! - the [`EventStore`] contract and its one [`Error`] type;
 //! - the [`limits`] every store enforces;
 //! - [`MemoryStore`], an indexed in-memory store for tests, demos and the fastest path;
-//! - with the `testkit` feature, the conformance kit every store runs ([`conformance_tests!`]).
+//! - with the `testkit` feature, the conformance kit every store runs (`conformance_tests!`).
 //!
 //! ```
 //! use dcb::{Event, EventStore, MemoryStore, Query, QueryItem, ReadOptions};
