@@ -209,6 +209,8 @@ pub async fn serve<S: EventStore>(
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight appends");
         reporter.set_not_serving::<DcbServer<Service<S>>>().await;
+        // The server as a whole too (the empty service name), which load balancers probe.
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         let _ = stop.send(true);
     };
     tracing::info!(%address, "serving umadb.v1");

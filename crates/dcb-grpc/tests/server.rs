@@ -634,6 +634,33 @@ async fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
     server.stop().await;
 }
 
+/// On shutdown the health service reports NOT_SERVING for the server as a whole and for
+/// `umadb.v1.DCB`, so that load balancers stop sending calls before the server goes.
+#[tokio::test]
+async fn shutdown_is_reported_by_the_health_service() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let options = ServerOptions::new().shutdown_grace(std::time::Duration::from_millis(500));
+    let mut server = Server::start(MemoryStore::new(), options).await;
+    let channel = Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watches = Vec::new();
+    for service in ["", "umadb.v1.DCB"] {
+        let request = HealthCheckRequest { service: service.into() };
+        let mut watch = health.watch(request).await.unwrap().into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+        watches.push((service, watch));
+    }
+    server.stop.take().unwrap().send(()).unwrap();
+    for (service, mut watch) in watches {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), watch.message()).await;
+        let status = next.expect("a status within 5 s").unwrap().unwrap().status();
+        assert_eq!(status, ServingStatus::NotServing, "service {service:?}");
+    }
+    server.handle.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_health_watch_cannot_keep_a_stopping_server_alive() {
     use tonic_health::pb::HealthCheckRequest;
