@@ -204,12 +204,15 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         if checkpoint_path.exists() {
             return Err(corruption(&log_path, 0, "the log is missing but an index checkpoint exists"));
         }
+        // It syncs the directory itself.
         create_log(&*storage, dir)?;
+    } else {
+        // A crash (of this process or an earlier one) right after the log was created, or a
+        // checkpoint renamed, may have left that name not yet durable: a power failure could
+        // still unlink the log with every append synced into it.
+        storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
     }
-    // A crash (of this process or an earlier one) right after the log was created, or a
-    // checkpoint renamed, may have left that name not yet durable: a power failure could still
-    // unlink the log with every append synced into it. The store directory's own name likewise.
-    storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
+    // The store directory's own name likewise.
     sync_names_of(&*storage, dir, &created)?;
     let log = storage.open(&log_path, false).map_err(|e| io_error(&log_path, "cannot open", e))?;
     let (store_id, seal) = read_log_header(&*log, &log_path)?;

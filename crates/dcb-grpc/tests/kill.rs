@@ -169,13 +169,39 @@ fn run_kills(kills: usize) {
     assert!(report.is_ok() && report.torn_tail.is_none(), "verify after the last stop:\n{report}");
 }
 
-/// A SIGTERM that comes at once, as soon as the server says it listens, stops it cleanly (exit
-/// status 0), like a later one: the signal is caught from the start, not from the first poll.
+/// A SIGTERM that comes while the server is still opening its store (replaying a log without a
+/// checkpoint) stops it cleanly, with exit status 0, once it is open: the signal is caught from
+/// the start of the run, not from the first poll of the server (until then it would kill the
+/// process, with a signal status).
 #[test]
-fn a_sigterm_right_after_the_start_stops_the_server_cleanly() {
-    for _ in 0..20 {
-        ServerProcess::start(&["--listen", "127.0.0.1:0", "--store", "mem"]).terminate();
+fn a_sigterm_while_the_store_opens_stops_the_server_cleanly() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("slow-open");
+    let options = dcb_file::FileStoreOptions::default().sync(dcb_file::SyncMode::NotSynced);
+    let store = dcb_file::FileStore::open_with(&dir.0, options).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for batch in 0..300 {
+        let events = (0..1000).map(|i| Event::new("Filler", format!("{batch}-{i}")).tagged(format!("t{i}")));
+        runtime.block_on(store.append(events.collect(), None)).unwrap();
     }
+    drop(store);
+    std::fs::remove_file(dir.0.join("index.ckpt")).unwrap();
+
+    let started = std::time::Instant::now();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_dcb-server"))
+        .args(["--listen", "127.0.0.1:0", "--store", dir.0.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    common::run(Command::new("kill").arg("-TERM").arg(server.id().to_string()));
+    let status = server.wait().unwrap();
+    assert!(status.success(), "dcb-server ended with {status} on a SIGTERM while opening");
+    assert!(
+        started.elapsed() > Duration::from_millis(300),
+        "the store opened too fast ({:?}) for the signal to land during the open",
+        started.elapsed()
+    );
 }
 
 #[test]

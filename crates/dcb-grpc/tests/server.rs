@@ -511,39 +511,28 @@ async fn shutdown_ends_subscriptions_and_finishes_in_flight_appends() {
     assert_eq!(store.inner.head().await.unwrap(), Some(1));
 }
 
-/// A store whose appends of events of type `Boom` panic.
+/// A memory store with one flaw.
 #[derive(Clone)]
-struct PanickyStore(MemoryStore);
+struct Flawed(MemoryStore, Flaw);
 
-impl EventStore for PanickyStore {
-    async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
-        self.0.read(query, options).await
-    }
-    async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
-        assert!(request.events.iter().all(|e| e.event_type != "Boom"), "the store fell over");
-        self.0.append_request(request).await
-    }
-    async fn head(&self) -> dcb::Result<Option<u64>> {
-        self.0.head().await
-    }
-    async fn tracking_position(&self, source: &str) -> dcb::Result<Option<u64>> {
-        self.0.tracking_position(source).await
-    }
-    async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
-        self.0.subscribe(query, after).await
-    }
+#[derive(Clone, Copy, PartialEq)]
+enum Flaw {
+    /// Appends of events of type `Boom` panic.
+    PanicsOnBoom,
+    /// Every read takes 10 ms.
+    SlowReads,
 }
 
-/// A store whose every read takes 10 ms.
-#[derive(Clone)]
-struct SlowReads(MemoryStore);
-
-impl EventStore for SlowReads {
+impl EventStore for Flawed {
     async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        if self.1 == Flaw::SlowReads {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         self.0.read(query, options).await
     }
     async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
+        let boom = request.events.iter().any(|e| e.event_type == "Boom");
+        assert!(!(boom && self.1 == Flaw::PanicsOnBoom), "the store fell over");
         self.0.append_request(request).await
     }
     async fn head(&self) -> dcb::Result<Option<u64>> {
@@ -563,7 +552,7 @@ impl EventStore for SlowReads {
 async fn a_read_streaming_longer_than_the_request_timeout_completes() {
     let store = MemoryStore::new();
     store.append((0..40).map(|i| dcb::Event::new("Seeded", format!("{i}"))).collect(), None).await.unwrap();
-    let server = Server::start(SlowReads(store), ServerOptions::new()).await;
+    let server = Server::start(Flawed(store, Flaw::SlowReads), ServerOptions::new()).await;
     // Pages of 2 events: 20 store reads of 10 ms each, against a timeout of 100 ms.
     let timeout = std::time::Duration::from_millis(100);
     let options = ClientOptions::new().batch_size(2).request_timeout(timeout);
@@ -577,7 +566,7 @@ async fn a_read_streaming_longer_than_the_request_timeout_completes() {
 
 #[tokio::test]
 async fn an_append_that_panics_in_the_store_is_an_internal_error_and_the_server_goes_on() {
-    let server = Server::start(PanickyStore(MemoryStore::new()), ServerOptions::new()).await;
+    let server = Server::start(Flawed(MemoryStore::new(), Flaw::PanicsOnBoom), ServerOptions::new()).await;
     let mut client = server.raw().await;
     let failed = client.append(append(vec![event("Boom", &[])])).await.unwrap_err();
     assert_eq!(failed.code(), Code::Internal, "{failed:?}");

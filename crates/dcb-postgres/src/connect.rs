@@ -126,6 +126,13 @@ impl Options {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
+        // The batch functions take a lock, then check conditions and versions by statements that
+        // each need a snapshot taken after it: READ COMMITTED, whatever the database, the role or
+        // the URL sets as the default (a later `-c` wins). A startup option costs no round trip.
+        let isolation = r"-c default_transaction_isolation=read\ committed";
+        let startup =
+            config.get_options().map_or_else(|| isolation.to_owned(), |o| format!("{o} {isolation}"));
+        config.options(&startup);
         let (idle, interval, retries) = KEEPALIVE;
         if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
             config.keepalives_idle(idle);
@@ -166,19 +173,13 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    /// A connection whose driving half runs on its own task, in READ COMMITTED whatever the
-    /// database or the URL sets as the default: the batch functions take a lock, then check
-    /// conditions and versions by statements that each need a snapshot taken after it.
+    /// A connection whose driving half runs on its own task.
     pub(crate) async fn connect(&self) -> Result<Client> {
         let (client, connection) = self.connect_raw().await?;
         tokio::spawn(async move {
             // The error, if any, reaches the client's next call as a closed connection.
             let _ = connection.await;
         });
-        client
-            .batch_execute("SET default_transaction_isolation = 'read committed'")
-            .await
-            .map_err(|e| self.error("setting up a connection", e))?;
         Ok(client)
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use crate::connect::{Options, Pool};
-use crate::writer::{BatchBounds, clamp, copy_failure, take_batch};
+use crate::writer::{BOUNDS, Batches, clamp, copy_failure};
 
 /// An [`AggregateRecorder`] in a schema of a PostgreSQL database.
 ///
@@ -107,8 +107,6 @@ async fn query(
 
 /// Inserts queued before callers wait for room.
 const QUEUE_CAPACITY: usize = 4096;
-/// The bounds of one group commit (see [`BatchBounds`]).
-const BOUNDS: BatchBounds = BatchBounds { jobs: 512, events: 20_000, bytes: 16 << 20 };
 
 /// An insert waiting for its group commit, and where its outcome goes.
 struct InsertJob {
@@ -121,21 +119,13 @@ struct InsertJob {
 
 /// Runs until every recorder handle is dropped: takes whatever inserts are queued and commits
 /// them with one call of `insert_aggregate_batch`.
-async fn group_commit(pool: Arc<Pool>, sql: String, mut jobs: mpsc::Receiver<InsertJob>) {
-    let mut held = None;
-    loop {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        let batch = take_batch(first, &mut jobs, &mut held, &BOUNDS, |job: &InsertJob| {
-            let bytes = job.ids.iter().chain(&job.types).map(String::len).sum::<usize>()
-                + job.data.iter().map(Bytes::len).sum::<usize>();
-            (job.ids.len(), bytes)
-        });
+async fn group_commit(pool: Arc<Pool>, sql: String, jobs: mpsc::Receiver<InsertJob>) {
+    let mut batches = Batches::new(jobs, BOUNDS, |job: &InsertJob| {
+        let bytes = job.ids.iter().chain(&job.types).map(String::len).sum::<usize>()
+            + job.data.iter().map(Bytes::len).sum::<usize>();
+        (job.ids.len(), bytes)
+    });
+    while let Some(batch) = batches.next().await {
         let counts: Vec<i32> = batch.iter().map(|job| job.ids.len() as i32).collect();
         let ids: Vec<&str> = batch.iter().flat_map(|job| job.ids.iter().map(String::as_str)).collect();
         let versions: Vec<i64> = batch.iter().flat_map(|job| job.versions.iter().copied()).collect();

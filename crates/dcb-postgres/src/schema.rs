@@ -51,12 +51,12 @@ impl Schema {
     /// collision with another schema's key only serialises the two stores together; it never
     /// breaks correctness.
     pub(crate) fn append_lock(&self) -> i64 {
-        lock_key("append", &self.name)
+        fnv1a("append", &self.name)
     }
 
     /// Key of the lock that serialises this schema's aggregate recorder inserts.
     pub(crate) fn recorder_lock(&self) -> i64 {
-        lock_key("recorder", &self.name)
+        fnv1a("recorder", &self.name)
     }
 
     /// Expands a template.
@@ -123,7 +123,7 @@ impl Migration {
     }
 
     async fn run_in_transaction(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-        let digest = format!("dcb {} {:016x}", self.part, lock_key(self.part, &self.functions));
+        let digest = format!("dcb {} {:016x}", self.part, fnv1a(self.part, &self.functions));
         client
             .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {}", self.tables))
             .await?;
@@ -137,22 +137,23 @@ impl Migration {
             .await?
             .get(0);
         if current != names.len() as i64 {
-            client.batch_execute(&self.functions).await?;
-            for name in names {
-                // Functions have no overloads here (the text drops them), so the name is enough.
-                let comment = format!("COMMENT ON FUNCTION {}.{name} IS '{digest}'", self.quoted);
-                client.batch_execute(&comment).await?;
-            }
+            // Functions have no overloads here (the text drops them), so the name is enough.
+            let comments: String = names
+                .iter()
+                .map(|name| format!("COMMENT ON FUNCTION {}.{name} IS '{digest}';", self.quoted))
+                .collect();
+            client.batch_execute(&format!("{} {comments}", self.functions)).await?;
         }
         client.batch_execute("COMMIT").await
     }
 }
 
-/// FNV-1a over a purpose and the schema name: stable across processes and releases, unlike
-/// `hashtext`, which PostgreSQL does not promise to keep.
-fn lock_key(purpose: &str, schema: &str) -> i64 {
+/// FNV-1a over a purpose and a text (a schema name for lock keys, the functions' text for their
+/// digest): stable across processes and releases, unlike `hashtext`, which PostgreSQL does not
+/// promise to keep.
+fn fnv1a(purpose: &str, text: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in purpose.bytes().chain([0]).chain(schema.bytes()) {
+    for byte in purpose.bytes().chain([0]).chain(text.bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }

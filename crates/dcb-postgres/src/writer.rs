@@ -27,30 +27,49 @@ pub(crate) struct BatchBounds {
     pub(crate) bytes: usize,
 }
 
-const BOUNDS: BatchBounds = BatchBounds { jobs: 512, events: 20_000, bytes: 16 << 20 };
+/// The bounds of the store's and the recorder's group commits.
+pub(crate) const BOUNDS: BatchBounds = BatchBounds { jobs: 512, events: 20_000, bytes: 16 << 20 };
 
-/// Whatever is queued on `jobs` after `first`, within `bounds` (`size` gives a job's events and
-/// bytes). The first job that does not fit is left in `held`, to start the next batch.
-pub(crate) fn take_batch<J>(
-    first: J,
-    jobs: &mut mpsc::Receiver<J>,
-    held: &mut Option<J>,
-    bounds: &BatchBounds,
-    size: impl Fn(&J) -> (usize, usize),
-) -> Vec<J> {
-    let (mut events, mut bytes) = size(&first);
-    let mut batch = vec![first];
-    while batch.len() < bounds.jobs {
-        let Ok(job) = jobs.try_recv() else { break };
-        let (more_events, more_bytes) = size(&job);
-        if events + more_events > bounds.events || bytes + more_bytes > bounds.bytes {
-            *held = Some(job);
-            break;
-        }
-        (events, bytes) = (events + more_events, bytes + more_bytes);
-        batch.push(job);
+/// Turns a queue of jobs into batches within [`BatchBounds`]: each batch is whatever is queued
+/// once the previous one is done. The first job that does not fit is held for the next batch.
+pub(crate) struct Batches<J, F> {
+    jobs: mpsc::Receiver<J>,
+    held: Option<J>,
+    bounds: BatchBounds,
+    /// A job's events and bytes.
+    size: F,
+}
+
+impl<J, F: Fn(&J) -> (usize, usize)> Batches<J, F> {
+    pub(crate) fn new(jobs: mpsc::Receiver<J>, bounds: BatchBounds, size: F) -> Self {
+        Batches { jobs, held: None, bounds, size }
     }
-    batch
+
+    /// The next batch, waiting for a first job; `None` once every sender is gone.
+    pub(crate) async fn next(&mut self) -> Option<Vec<J>> {
+        let first = match self.held.take() {
+            Some(job) => job,
+            None => self.jobs.recv().await?,
+        };
+        Some(self.take_queued(first))
+    }
+
+    /// `first`, then whatever is queued, while it fits.
+    fn take_queued(&mut self, first: J) -> Vec<J> {
+        let (mut events, mut bytes) = (self.size)(&first);
+        let mut batch = vec![first];
+        while batch.len() < self.bounds.jobs {
+            let Ok(job) = self.jobs.try_recv() else { break };
+            let (more_events, more_bytes) = (self.size)(&job);
+            if events + more_events > self.bounds.events || bytes + more_bytes > self.bounds.bytes {
+                self.held = Some(job);
+                break;
+            }
+            (events, bytes) = (events + more_events, bytes + more_bytes);
+            batch.push(job);
+        }
+        batch
+    }
 }
 
 /// An append waiting for its batch, and where its outcome goes.
@@ -64,24 +83,15 @@ pub(crate) async fn run(
     connector: Connector,
     schema: Schema,
     mut conn: Option<Conn>,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Job>,
 ) {
     let sql = schema.sql(
         "SELECT @S.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
     );
-    let mut held = None;
-    loop {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        let batch = take_batch(first, &mut jobs, &mut held, &BOUNDS, |job: &Job| {
-            (job.request.events.len(), request_bytes(&job.request))
-        });
+    let mut batches =
+        Batches::new(jobs, BOUNDS, |job: &Job| (job.request.events.len(), request_bytes(&job.request)));
+    while let Some(batch) = batches.next().await {
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             conn = None;
             match connect(&connector).await {
@@ -330,23 +340,19 @@ mod tests {
 
     /// Jobs are taken while they fit; the first that would pass a bound starts the next batch,
     /// and a job larger than the bounds goes alone.
-    #[test]
-    fn batches_end_before_the_job_that_would_pass_a_bound() {
-        let (sender, mut jobs) = mpsc::channel(8);
+    #[tokio::test]
+    async fn batches_end_before_the_job_that_would_pass_a_bound() {
+        let (sender, jobs) = mpsc::channel(8);
         for job in [(1, 10), (1, 10), (1, 85), (1, 5), (30, 1), (1, 1)] {
             sender.try_send(job).unwrap();
         }
+        drop(sender);
         let bounds = BatchBounds { jobs: 8, events: 20, bytes: 100 };
-        let size = |job: &(usize, usize)| *job;
-        let mut held = None;
-        let first = jobs.try_recv().unwrap();
-        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(1, 10), (1, 10)]);
-        let first = held.take().unwrap();
-        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(1, 85), (1, 5)]);
-        let first = held.take().unwrap();
-        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(30, 1)]);
-        let first = held.take().unwrap();
-        assert_eq!(take_batch(first, &mut jobs, &mut held, &bounds, size), [(1, 1)]);
-        assert!(held.is_none());
+        let mut batches = Batches::new(jobs, bounds, |job: &(usize, usize)| *job);
+        assert_eq!(batches.next().await.unwrap(), [(1, 10), (1, 10)]);
+        assert_eq!(batches.next().await.unwrap(), [(1, 85), (1, 5)]);
+        assert_eq!(batches.next().await.unwrap(), [(30, 1)]);
+        assert_eq!(batches.next().await.unwrap(), [(1, 1)]);
+        assert!(batches.next().await.is_none());
     }
 }

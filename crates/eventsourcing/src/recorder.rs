@@ -94,7 +94,7 @@ impl<S: EventStore> DcbRecorder<S> {
             )));
         }
         let id_tags: HashMap<String, &str> = ids.iter().map(|id| (self.id_tag(id), *id)).collect();
-        let query = Query::new(ids.iter().map(|id| QueryItem::tags([self.id_tag(id)])));
+        let query = Query::new(id_tags.keys().map(|tag| QueryItem::tags([tag.as_str()])));
         let read = self.store.read(&query, ReadOptions::default()).await?;
         let new: HashSet<(&str, u64)> = events.iter().map(|e| (e.aggregate_id.as_str(), e.version)).collect();
         for stored in read.events {
