@@ -33,7 +33,7 @@ pub(crate) const KIND_COMMIT: u8 = 3;
 /// Kind, batch start offset, first and last position, record count.
 pub(crate) const COMMIT_BODY_LEN: usize = 1 + 8 + 8 + 8 + 4;
 pub(crate) const COMMIT_RECORD_LEN: usize = RECORD_HEADER_LEN + COMMIT_BODY_LEN;
-/// No valid record body is longer: the largest event the limits allow takes about 1.4 MiB. A
+/// No valid record body is longer: the largest event the limits allow takes about 1.3 MiB. A
 /// longer length field is damage, and refusing it keeps a corrupted length from making a reader
 /// allocate gigabytes.
 pub(crate) const MAX_RECORD_BODY: usize = 2 << 20;
