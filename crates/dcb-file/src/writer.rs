@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use dcb::{AppendRequest, Error, Event, Result, SequencedEvent, Uuid, already_appended};
+use dcb::{AppendRequest, Error, Event, Result, SequencedEvent, Uuid, already_appended, retry_span};
 use tokio::sync::{oneshot, watch};
 
 use crate::format::{self, CHECKPOINT_FILE, CHECKPOINT_TMP, Commit, Seal};
@@ -309,19 +309,18 @@ impl Writer {
             drop(index);
             return self.check_tracking(request, tracking);
         };
-        let n = request.events.len();
-        let candidates = index.matching(query, after, top, n, false);
-        let entries: Vec<_> = candidates.iter().map(|&p| (p, index.entry(p))).collect();
+        let span = retry_span(condition, &request.events, conflict).filter(|span| *span.end() <= top);
+        let entries: Vec<_> = span.into_iter().flatten().map(|p| (p, index.entry(p))).collect();
         drop(index);
-        if candidates.len() == n && request.events.iter().all(|e| e.uuid.is_some()) {
-            // The retry path: compare uuids of the first matches with the submitted events.
+        if !entries.is_empty() {
+            // Perhaps a retry: the events where it would have been recorded, durable or pending.
             let durable_part: Vec<_> = entries.iter().copied().filter(|&(p, _)| p <= durable).collect();
-            let mut first_matches = read_events(&self.shared, &durable_part)?;
+            let mut recorded = read_events(&self.shared, &durable_part)?;
             for &(position, _) in entries.iter().filter(|&&(p, _)| p > durable) {
                 let event = pending[(position - durable - 1) as usize].clone();
-                first_matches.push(SequencedEvent { position, event });
+                recorded.push(SequencedEvent { position, event });
             }
-            if let Some(original) = already_appended(&request.events, &first_matches) {
+            if let Some(original) = already_appended(&request.events, &recorded) {
                 return Ok(Some(original));
             }
         }

@@ -269,7 +269,7 @@ $fn$;
 -- into arrays of text or bytea would walk them from the start for every element.
 CREATE OR REPLACE FUNCTION @S.append_batch(
     a_events int[], a_conditional bool[], a_after bigint[], a_item_off int[], a_items int[],
-    a_flush bool[], a_source text[], a_source_pos bigint[],
+    a_flush bool[], a_retry int[], a_source text[], a_source_pos bigint[],
     i_type_off int[], i_types int[], i_tag_off int[], i_tags int[], q_types text[], q_tags text[],
     e_app int[], e_k int[], e_type text[], e_data bytea[], e_uuid uuid[],
     t_event int[], t_value text[], m_event int[], m_key text[], m_value text[]
@@ -285,7 +285,7 @@ DECLARE
     recorded bigint;
     conflict boolean;
     matches bigint[];
-    submitted uuid[];
+    first bigint;
     -- The position before each accepted append's first event (null: not accepted).
     a_base bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     -- Accepted appends not inserted yet are among appends p_lo ..= p_hi.
@@ -324,19 +324,18 @@ BEGIN
             END IF;
             IF conflict THEN
                 outcome := -1;
-                -- A retry of an append that already succeeded: its events, recognised by their
-                -- uuids, are exactly the first matches after `after`.
-                submitted := e_uuid[ev + 1 : ev + cnt];
-                IF array_position(submitted, NULL) IS NULL
-                   AND array_position(submitted, '00000000-0000-0000-0000-000000000000'::uuid) IS NULL THEN
-                    matches := @S.first_matches(a_after[a], cnt, a_item_off[a],
+                -- A retry of an append that already succeeded: the first match is the event of
+                -- rank `a_retry` in it, and the events around it carry the submitted uuids.
+                IF a_retry[a] >= 0 THEN
+                    matches := @S.first_matches(a_after[a], 1, a_item_off[a],
                                                 a_item_off[a] + a_items[a], i_type_off, i_types,
                                                 i_tag_off, i_tags, q_types, q_tags);
-                    IF cardinality(matches) = cnt AND submitted = ARRAY(
-                        SELECT e.uuid FROM unnest(matches) AS m(p)
-                        JOIN @S.events e ON e.position = m.p ORDER BY m.p
+                    first := matches[1] - a_retry[a];
+                    IF first > a_after[a] AND e_uuid[ev + 1 : ev + cnt] = ARRAY(
+                        SELECT e.uuid FROM @S.events e
+                        WHERE e.position BETWEEN first AND first + cnt - 1 ORDER BY e.position
                     ) THEN
-                        outcome := matches[cnt];
+                        outcome := first + cnt - 1;
                     END IF;
                 END IF;
             END IF;

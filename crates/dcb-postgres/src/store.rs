@@ -189,13 +189,13 @@ impl EventStore for PostgresStore {
 
     async fn append_request(&self, request: AppendRequest) -> Result<u64> {
         validate_append(&request)?;
-        if let Some(tracking) = &request.tracking {
-            if i64::try_from(tracking.position).is_err() {
-                return Err(Error::invalid(format!(
-                    "tracking position {} exceeds the largest PostgreSQL bigint",
-                    tracking.position
-                )));
-            }
+        if let Some(tracking) = &request.tracking
+            && i64::try_from(tracking.position).is_err()
+        {
+            return Err(Error::invalid(format!(
+                "tracking position {} exceeds the largest PostgreSQL bigint",
+                tracking.position
+            )));
         }
         let (reply, outcome) = oneshot::channel();
         let stopped = || Error::Internal("the append writer task has stopped".to_owned());
@@ -237,10 +237,10 @@ async fn listen(connector: Connector, channel: String, heads: watch::Sender<u64>
             let driver = tokio::spawn(async move {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(Ok(message)) = messages.next().await {
-                    if let AsyncMessage::Notification(n) = message {
-                        if notified.send(n.payload().parse::<u64>().ok()).is_err() {
-                            break;
-                        }
+                    if let AsyncMessage::Notification(n) = message
+                        && notified.send(n.payload().parse::<u64>().ok()).is_err()
+                    {
+                        break;
                     }
                 }
             });

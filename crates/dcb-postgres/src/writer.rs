@@ -87,7 +87,7 @@ pub(crate) async fn run(
 ) {
     let sql = schema.sql(
         "SELECT @S.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
     );
     let mut batches =
         Batches::new(jobs, BOUNDS, |job: &Job| (job.request.events.len(), request_bytes(&job.request)));
@@ -215,6 +215,9 @@ struct Arrays<'a> {
     a_item_off: Vec<i32>,
     a_items: Vec<i32>,
     a_flush: Vec<bool>,
+    /// Per conditional append that could be a retry, the rank of its first event matching the
+    /// condition (see [`dcb::retry_offset`]); -1 for the others.
+    a_retry: Vec<i32>,
     a_source: Vec<Option<&'a str>>,
     a_source_pos: Vec<Option<i64>>,
     i_type_off: Vec<i32>,
@@ -249,6 +252,7 @@ impl<'a> Arrays<'a> {
                 self.a_after.push(condition.after.map_or(0, clamp));
                 self.a_items.push(int(query.items.len()));
                 self.a_flush.push(self.might_match_earlier(query));
+                self.a_retry.push(dcb::retry_offset(query, &request.events).map_or(-1, int));
                 for item in &query.items {
                     self.i_type_off.push(int(self.q_types.len()));
                     self.i_types.push(int(item.types.len()));
@@ -263,6 +267,7 @@ impl<'a> Arrays<'a> {
                 self.a_after.push(0);
                 self.a_items.push(0);
                 self.a_flush.push(false);
+                self.a_retry.push(-1);
             }
         }
         self.a_source.push(request.tracking.as_ref().map(|t| t.source.as_str()));
@@ -304,7 +309,7 @@ impl<'a> Arrays<'a> {
             })
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 24] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 25] {
         [
             &self.a_events,
             &self.a_conditional,
@@ -312,6 +317,7 @@ impl<'a> Arrays<'a> {
             &self.a_item_off,
             &self.a_items,
             &self.a_flush,
+            &self.a_retry,
             &self.a_source,
             &self.a_source_pos,
             &self.i_type_off,

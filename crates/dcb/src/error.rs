@@ -22,7 +22,8 @@ pub enum Error {
     InvalidArgument(String),
 
     /// The store could not be reached or did not answer. An append that fails this way may or
-    /// may not have been recorded: give events uuids to retry it safely.
+    /// may not have been recorded: give its events uuids, and it a condition that some of them
+    /// match, to retry it safely (see [`EventStore::append_request`](crate::EventStore::append_request)).
     #[error("store unavailable: {message}")]
     Unavailable {
         /// What was being attempted, and where.

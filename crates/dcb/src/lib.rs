@@ -40,7 +40,7 @@ pub use error::{BoxError, Error, Result};
 pub use memory::MemoryStore;
 pub use model::{
     AppendCondition, AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent,
-    TrackingInfo, already_appended,
+    TrackingInfo, already_appended, retry_offset, retry_span,
 };
 pub use store::{EventStore, EventStream};
 

@@ -22,6 +22,7 @@ use crate::huge_pages::{self, HugePages};
 use crate::limits::{validate_append, validate_query, validate_source};
 use crate::model::{
     AppendRequest, Event, Query, QueryItem, ReadOptions, ReadResponse, SequencedEvent, already_appended,
+    retry_span,
 };
 use crate::postings::{self, Check, Source};
 use crate::store::{EventStore, EventStream};
@@ -387,11 +388,13 @@ impl State {
             if let Some(&conflict) =
                 may_conflict.then(|| self.scan(query, first)).as_deref().and_then(<[u64]>::first)
             {
-                let submitted = ReadOptions { limit: Some(request.events.len() as u32), ..first };
-                let matches: Vec<SequencedEvent> =
-                    self.scan(query, submitted).into_iter().map(|p| self.materialise(p)).collect();
-                if let Some(position) = already_appended(&request.events, &matches) {
-                    return Ok(position);
+                if let Some(span) = retry_span(condition, &request.events, conflict)
+                    && *span.end() <= self.head().unwrap_or(0)
+                {
+                    let recorded: Vec<SequencedEvent> = span.map(|p| self.materialise(p)).collect();
+                    if let Some(position) = already_appended(&request.events, &recorded) {
+                        return Ok(position);
+                    }
                 }
                 return Err(Error::Integrity(format!(
                     "an event matching the append condition was recorded after position {} (at {conflict})",

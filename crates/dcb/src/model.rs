@@ -4,6 +4,7 @@
 //! the naive model the conformance kit compares stores against, agree on one definition.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -388,32 +389,70 @@ impl AppendRequest {
     }
 }
 
-/// The position a retried conditional append already got, if the events matching its condition
-/// after `after` are exactly the submitted events (recognised by their uuids, in order).
+/// Where the events of a conditional append lie if it is a retry of one already recorded: its
+/// `condition` failed, with `first_match` the first position matching the condition's query
+/// after its `after`. [`already_appended`] then tells, from the events recorded there, whether it
+/// is.
 ///
-/// Call it when a condition fails, with the first `submitted.len()` events matching the
-/// condition's query after its `after`. Every submitted event must carry a uuid other than the
-/// nil one; otherwise the failure is a genuine conflict. The nil uuid identifies nothing: clients
-/// send it for "no uuid" (the Python `eventsourcing` library does by default), so two different
-/// appends carrying it must not be taken for one (the second would be told it succeeded).
+/// Had the append been recorded, at positions `p ..= p + n - 1` with `p` after `after`, nothing
+/// matching the condition came between `after` and `p` (or it would have failed), so the first
+/// match is its own first matching event: `p` is `first_match` less that event's index in the
+/// append. The rule holds
+/// for appends that hold events outside the condition's query too. None when no submitted event
+/// matches the query (then the failure says nothing about the append itself) or when a submitted
+/// event lacks a uuid or carries the nil one: the nil uuid identifies nothing, since clients send
+/// it for "no uuid" (the Python `eventsourcing` library does by default), and two different
+/// appends carrying it must not be taken for one.
 ///
 /// ```
-/// use dcb::{Event, SequencedEvent, Uuid, already_appended};
+/// use dcb::{AppendCondition, Event, Query, QueryItem, SequencedEvent, Uuid, already_appended, retry_span};
 ///
-/// let sent = Event::new("Joined", "{}").with_uuid(Uuid::from_u128(7));
-/// let recorded = [SequencedEvent { position: 12, event: sent.clone() }];
-/// assert_eq!(already_appended(&[sent], &recorded), Some(12));
+/// let condition = AppendCondition::new(Query::from(QueryItem::tags(["course-2"])), Some(10));
+/// let sent = [
+///     Event::new("Left", "{}").with_tags(["course-1"]).with_uuid(Uuid::from_u128(7)),
+///     Event::new("Joined", "{}").with_tags(["course-2"]).with_uuid(Uuid::from_u128(8)),
+/// ];
+/// // Recorded at 11 and 12 by the first attempt; the retry's condition fails at 12.
+/// assert_eq!(retry_span(&condition, &sent, 12), Some(11..=12));
+/// let recorded: Vec<_> =
+///     sent.iter().zip(11..).map(|(e, position)| SequencedEvent { position, event: e.clone() }).collect();
+/// assert_eq!(already_appended(&sent, &recorded), Some(12));
 ///
-/// let anonymous = Event::new("Joined", "{}").with_uuid(Uuid::nil());
-/// let recorded = [SequencedEvent { position: 13, event: anonymous.clone() }];
-/// assert_eq!(already_appended(&[anonymous], &recorded), None);
+/// let anonymous = [Event::new("Joined", "{}").with_tags(["course-2"]).with_uuid(Uuid::nil())];
+/// assert_eq!(retry_span(&condition, &anonymous, 12), None);
 /// ```
-pub fn already_appended(submitted: &[Event], first_matches: &[SequencedEvent]) -> Option<u64> {
-    if submitted.is_empty() || first_matches.len() != submitted.len() {
+pub fn retry_span(
+    condition: &AppendCondition,
+    submitted: &[Event],
+    first_match: u64,
+) -> Option<RangeInclusive<u64>> {
+    let offset = retry_offset(&condition.fail_if_events_match, submitted)? as u64;
+    let after = condition.after.unwrap_or(0);
+    let start = first_match.checked_sub(offset).filter(|&start| start > after)?;
+    Some(start..=start.checked_add(submitted.len() as u64 - 1)?)
+}
+
+/// The first part of [`retry_span`], for stores that find the span themselves: the index in
+/// `submitted` of the first event matching `query`, if the append can be recognised as a retry.
+pub fn retry_offset(query: &Query, submitted: &[Event]) -> Option<usize> {
+    if !submitted.iter().all(|event| event.uuid.is_some_and(|uuid| !uuid.is_nil())) {
         return None;
     }
-    let same = submitted.iter().zip(first_matches).all(|(event, recorded)| {
-        event.uuid.is_some_and(|uuid| !uuid.is_nil()) && event.uuid == recorded.event.uuid
+    submitted.iter().position(|event| query.matches(event))
+}
+
+/// The position a retried conditional append already got, if `recorded`, the events at its
+/// [`retry_span`], are the submitted events: the same uuids (none nil), in order, at consecutive
+/// positions.
+pub fn already_appended(submitted: &[Event], recorded: &[SequencedEvent]) -> Option<u64> {
+    if submitted.is_empty() || recorded.len() != submitted.len() {
+        return None;
+    }
+    let first = recorded[0].position;
+    let same = submitted.iter().zip(recorded).zip(first..).all(|((event, recorded), position)| {
+        event.uuid.is_some_and(|uuid| !uuid.is_nil())
+            && event.uuid == recorded.event.uuid
+            && recorded.position == position
     });
-    if same { first_matches.last().map(|e| e.position) } else { None }
+    if same { recorded.last().map(|e| e.position) } else { None }
 }

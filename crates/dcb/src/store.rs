@@ -56,9 +56,12 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// Fails with an integrity error, writing nothing, when the condition fails or the tracking
     /// position does not exceed the last one recorded for its source. A conditional append whose
     /// events all carry uuids (not the nil one), and whose condition fails only because those
-    /// very events were already recorded (they are the first events matching the condition after
-    /// its `after`), is a retry of an append that succeeded: it returns the original last
-    /// position, whatever its tracking (which the first attempt recorded).
+    /// very events were already recorded (the first event matching the condition after its
+    /// `after` is its own first matching event, with the rest of its events around it; see
+    /// [`retry_span`](crate::retry_span)), is a retry of an append that succeeded: it returns the
+    /// original last position, whatever its tracking (which the first attempt recorded). A retry
+    /// none of whose events match its own condition cannot be recognised this way: it is refused
+    /// as a conflict if something else matched since, and recorded a second time if not.
     ///
     /// If the store becomes unreachable during the call, the append may or may not have been
     /// recorded; the error is then [`Error::Unavailable`](crate::Error::Unavailable).

@@ -383,7 +383,8 @@ pub async fn failed_condition_writes_nothing<S: EventStore>(store: &S) {
 }
 
 /// A conditional append retried after it succeeded (its uuids are the first matches after its
-/// `after`) returns the original last position and writes nothing new.
+/// `after`, though more matches followed) returns the original last position and writes nothing
+/// new.
 pub async fn retried_append_with_uuids_returns_the_original_position<S: EventStore>(store: &S) {
     append(store, vec![event("Seed", &["other"])]).await;
     let events: Vec<Event> =
@@ -391,10 +392,37 @@ pub async fn retried_append_with_uuids_returns_the_original_position<S: EventSto
     let condition = AppendCondition::new(tags(&["course-1"]), Some(1));
     let first = store.append(events.clone(), Some(condition.clone())).await.unwrap();
     assert_eq!(first, 4);
-    append(store, vec![event("Later", &["other"])]).await;
+    append(store, vec![event("Later", &["course-1"])]).await;
     let retried = store.append(events, Some(condition)).await.unwrap();
     assert_eq!(retried, first);
     assert_eq!(store.head().await.unwrap(), Some(5));
+}
+
+/// A retried append is recognised when only some of its events match its condition: the first
+/// match is its first matching event, the rest lie around it. One with no event matching its
+/// condition cannot be told from a conflict, and is refused as one.
+pub async fn retried_append_partly_outside_its_condition_returns_the_original_position<S: EventStore>(
+    store: &S,
+) {
+    append(store, vec![event("Seed", &["course-2"])]).await;
+    let events = vec![
+        event("Left", &["course-1"]).with_uuid(Uuid::from_u128(0xB001)),
+        event("Joined", &["course-2"]).with_uuid(Uuid::from_u128(0xB002)),
+        event("Noted", &[]).with_uuid(Uuid::from_u128(0xB003)),
+    ];
+    let condition = AppendCondition::new(tags(&["course-2"]), Some(1));
+    assert_eq!(store.append(events.clone(), Some(condition.clone())).await.unwrap(), 4);
+    append(store, vec![event("Joined", &["course-2"])]).await;
+    assert_eq!(store.append(events.clone(), Some(condition)).await.unwrap(), 4, "the retry");
+    let elsewhere = AppendCondition::new(tags(&["course-2"]), Some(2));
+    assert_integrity(store.append(events.clone(), Some(elsewhere)).await, "after its first match");
+
+    let outside = AppendCondition::new(tags(&["course-9"]), Some(5));
+    let unmatched = vec![event("Noted", &[]).with_uuid(Uuid::from_u128(0xB004))];
+    assert_eq!(store.append(unmatched.clone(), Some(outside.clone())).await.unwrap(), 6);
+    append(store, vec![event("Opened", &["course-9"])]).await;
+    assert_integrity(store.append(unmatched, Some(outside)).await, "nothing of it matches");
+    assert_eq!(store.head().await.unwrap(), Some(7));
 }
 
 /// A conflict is an integrity error when the matching events are not the submitted ones, or when

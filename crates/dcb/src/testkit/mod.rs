@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             condition_matrix,
             failed_condition_writes_nothing,
             retried_append_with_uuids_returns_the_original_position,
+            retried_append_partly_outside_its_condition_returns_the_original_position,
             conflict_with_other_uuids_is_an_integrity_error,
             retried_append_with_tracking_returns_the_original_position,
             tracking_is_recorded_with_the_events,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::rng::Rng;
 use crate::{
     AppendCondition, AppendRequest, Error, Event, EventStore, Query, QueryItem, ReadOptions, ReadResponse,
-    SequencedEvent, TrackingInfo, already_appended,
+    SequencedEvent, TrackingInfo,
 };
 
 const TYPES: [&str; 3] = ["A", "B", "C"];
@@ -76,15 +76,14 @@ impl NaiveModel {
         if let Some(condition) = &request.condition {
             let options = ReadOptions { after: condition.after, ..ReadOptions::default() };
             let matching = self.read(&condition.fail_if_events_match, options).events;
-            if !matching.is_empty() {
-                let first = &matching[..matching.len().min(request.events.len())];
-                return already_appended(&request.events, first).ok_or("integrity");
+            if let Some(first_match) = matching.first() {
+                return self.original_position(&request.events, condition, first_match.position);
             }
         }
-        if let Some(tracking) = &request.tracking {
-            if self.tracking.get(&tracking.source).is_some_and(|&p| tracking.position <= p) {
-                return Err("integrity");
-            }
+        if let Some(tracking) = &request.tracking
+            && self.tracking.get(&tracking.source).is_some_and(|&p| tracking.position <= p)
+        {
+            return Err("integrity");
         }
         for event in request.events {
             let position = self.events.len() as u64 + 1;
@@ -94,6 +93,32 @@ impl NaiveModel {
             self.tracking.insert(tracking.source, tracking.position);
         }
         Ok(self.events.len() as u64)
+    }
+
+    /// The position of the append that `submitted` retries, found the plain way: every event
+    /// carries a real uuid, and the recorded events lined up with the first match (at the
+    /// submitted event that matches first) carry the same uuids in order.
+    fn original_position(
+        &self,
+        submitted: &[Event],
+        condition: &AppendCondition,
+        first_match: u64,
+    ) -> Result<u64, &'static str> {
+        if submitted.iter().any(|e| e.uuid.is_none_or(|uuid| uuid.is_nil())) {
+            return Err("integrity");
+        }
+        let query = &condition.fail_if_events_match;
+        let offset = submitted.iter().position(|e| query.matches(e)).ok_or("integrity")?;
+        let start = (first_match as usize).checked_sub(offset + 1).ok_or("integrity")?;
+        if start < condition.after.unwrap_or(0) as usize {
+            return Err("integrity");
+        }
+        let recorded = self.events.get(start..start + submitted.len()).ok_or("integrity")?;
+        if recorded.iter().zip(submitted).all(|(r, e)| r.event.uuid == e.uuid) {
+            Ok(recorded.last().map_or(0, |e| e.position))
+        } else {
+            Err("integrity")
+        }
     }
 
     fn head(&self) -> Option<u64> {
