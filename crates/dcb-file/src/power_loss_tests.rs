@@ -346,7 +346,7 @@ async fn append_until_dead(store: FileStore, disk: PowerLossStorage, seed: u64, 
             Err(Error::Io { .. }) => Outcome::Unknown,
             Err(error) => panic!("an append failed unexpectedly: {error}"),
         };
-        attempts.push(Attempt { events, condition, outcome });
+        attempts.push(Attempt::new(events, condition, outcome));
     }
     attempts
 }

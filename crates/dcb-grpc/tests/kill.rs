@@ -95,7 +95,7 @@ async fn append_surely_until(store: GrpcStore, task: usize, stop: Arc<AtomicBool
             recognised += 1;
         }
         head = Some(position);
-        attempts.push(Attempt { events, condition: Some(condition), outcome: Outcome::Appended(position) });
+        attempts.push(Attempt::new(events, Some(condition), Outcome::Appended(position)));
     }
     (attempts, recognised)
 }

@@ -547,29 +547,36 @@ pub async fn subscription_never_skips_under_concurrent_appends<S: EventStore>(st
     }
 }
 
-/// Readers running beside writers only ever see whole appends, and every position up to the head
-/// they report (the head is safe to condition on).
+/// Readers running beside concurrent writers only ever see whole appends, and every position up
+/// to the head they report (the head is safe to condition on: appends that commit out of order
+/// must not show a later position before an earlier one).
 pub async fn reads_see_whole_appends_only<S: EventStore>(store: &S) {
     const BATCH: usize = 4;
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            for i in 0..100 {
-                let batch = (0..BATCH).map(|_| event("Batch", &[&format!("batch-{i}")])).collect();
-                store.append(batch, None).await.unwrap();
-            }
+    const WRITERS: usize = 3;
+    const APPENDS: usize = 40;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..APPENDS {
+                    let batch = (0..BATCH).map(|_| event("Batch", &[&format!("batch-{w}-{i}")])).collect();
+                    store.append(batch, None).await.unwrap();
+                }
+            })
         })
-    };
+        .collect();
     loop {
         let read = read(store, &all(), ReadOptions::default()).await;
         let head = read.head.unwrap_or(0);
         assert_eq!(head % BATCH as u64, 0, "a reader saw part of an append");
         assert_eq!(positions(&read), (1..=head).collect::<Vec<_>>(), "a reader saw a gap below its head");
-        if writer.is_finished() {
+        if writers.iter().all(|w| w.is_finished()) {
             break;
         }
         tokio::task::yield_now().await;
     }
-    writer.await.unwrap();
-    assert_eq!(store.head().await.unwrap(), Some(100 * BATCH as u64));
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(store.head().await.unwrap(), Some((WRITERS * APPENDS * BATCH) as u64));
 }

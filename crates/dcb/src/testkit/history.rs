@@ -26,6 +26,31 @@ pub struct Attempt {
     pub condition: Option<AppendCondition>,
     /// What the store answered.
     pub outcome: Outcome,
+    /// What the read that the condition rests on returned, when the test kept it.
+    pub read: Option<Seen>,
+    /// For a refused append, the store's head read right after the refusal, when the test took
+    /// it: whatever caused the refusal lies at or before it.
+    pub head_after_refusal: Option<u64>,
+}
+
+impl Attempt {
+    /// An attempt whose test kept neither its read nor a head after a refusal.
+    pub fn new(events: Vec<Event>, condition: Option<AppendCondition>, outcome: Outcome) -> Self {
+        Attempt { events, condition, outcome, read: None, head_after_refusal: None }
+    }
+}
+
+/// The positions a read of the condition's query returned, with the head it reported as the
+/// condition's `after`. A read with a safe head returned every match at or before that head: if a
+/// store reported a head beyond what its read saw, a decision could miss an event and still
+/// append after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The positions returned, in the order returned.
+    pub positions: Vec<u64>,
+    /// Whether the read was backward with a limit of one (the newest match only) rather than
+    /// forward without a limit (every match).
+    pub newest_only: bool,
 }
 
 /// Counts of what a checked history held.
@@ -50,7 +75,9 @@ pub struct Summary {
 /// - no acknowledged conditional append has an event matching its condition between its `after`
 ///   and its own first position;
 /// - every refused conditional append has a matching event after its `after` (it was not refused
-///   for nothing).
+///   for nothing), at or before the head read after the refusal when there is one;
+/// - every kept read returned exactly the matches at or before the head it reported (the
+///   condition's `after`).
 pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summary, Vec<String>> {
     let mut problems = Vec::new();
     for (index, event) in recorded.iter().enumerate() {
@@ -122,11 +149,28 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
                 .find(|e| condition.fail_if_events_match.matches(&e.event))
                 .map(|e| e.position)
         };
-        let refused_for_nothing = attempt.outcome == Outcome::Conflict && matches_after(u64::MAX).is_none();
+        let refused_by = attempt.head_after_refusal.map_or(u64::MAX, |head| head.saturating_add(1));
+        let refused_for_nothing = attempt.outcome == Outcome::Conflict && matches_after(refused_by).is_none();
         if refused_for_nothing {
             problems.push(format!(
-                "attempt {index} was refused, but nothing after {after} matches its condition"
+                "attempt {index} was refused, but nothing after {after} (and before it was refused) matches its condition"
             ));
+        }
+        if let Some(seen) = &attempt.read {
+            let mut expected: Vec<u64> = recorded[..(after as usize).min(recorded.len())]
+                .iter()
+                .filter(|e| condition.fail_if_events_match.matches(&e.event))
+                .map(|e| e.position)
+                .collect();
+            if seen.newest_only {
+                expected = expected.pop().into_iter().collect();
+            }
+            if seen.positions != expected {
+                problems.push(format!(
+                    "attempt {index} rests on a read with head {after} that returned {:?}, not the matches {expected:?}",
+                    seen.positions
+                ));
+            }
         }
         if let Some(conflict) = first.and_then(|first| matches_after(first).map(|c| (first, c))) {
             let (first, conflict) = conflict;
@@ -156,7 +200,7 @@ mod tests {
 
     fn conditional(events: Vec<Event>, tag: &str, after: Option<u64>, outcome: Outcome) -> Attempt {
         let condition = AppendCondition::new(Query::from(QueryItem::tags([tag])), after);
-        Attempt { events, condition: Some(condition), outcome }
+        Attempt::new(events, Some(condition), outcome)
     }
 
     #[test]
@@ -194,6 +238,33 @@ mod tests {
         assert!(problems.contains("recorded twice"), "{problems}");
         assert!(problems.contains("partly recorded"), "{problems}");
         assert!(problems.contains("acknowledged at 1 but is missing"), "{problems}");
-        assert!(problems.contains("nothing after 0 matches"), "{problems}");
+        assert!(problems.contains("nothing after 0 (and before it was refused) matches"), "{problems}");
+    }
+
+    #[test]
+    fn a_refusal_before_its_conflict_is_caught() {
+        let mut refused = conditional(vec![ev(2, "t")], "t", None, Outcome::Conflict);
+        refused.head_after_refusal = Some(0);
+        let attempts = vec![refused, conditional(vec![ev(1, "t")], "t", None, Outcome::Appended(1))];
+        let problems = check(&attempts, &[seq(1, ev(1, "t"))]).unwrap_err();
+        assert!(problems[0].contains("before it was refused"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_read_that_missed_a_match_below_its_head_is_caught() {
+        let seen = |positions: Vec<u64>, newest_only| Some(Seen { positions, newest_only });
+        let recorded = vec![seq(1, ev(1, "t")), seq(2, ev(2, "u")), seq(3, ev(3, "t"))];
+        let mut attempts = vec![
+            conditional(vec![ev(1, "t")], "t", None, Outcome::Appended(1)),
+            conditional(vec![ev(2, "u")], "u", None, Outcome::Appended(2)),
+            conditional(vec![ev(3, "t")], "t", Some(2), Outcome::Appended(3)),
+        ];
+        attempts[2].read = seen(vec![1], false);
+        assert!(check(&attempts, &recorded).is_ok());
+        attempts[2].read = seen(vec![1], true);
+        assert!(check(&attempts, &recorded).is_ok());
+        attempts[2].read = seen(vec![], false);
+        let problems = check(&attempts, &recorded).unwrap_err();
+        assert!(problems[0].contains("returned [], not the matches [1]"), "{problems:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! The race test: many tasks read, decide and append under conditions on a few shared tags at
 //! once, then the [history checker](super::history) proves the store kept every promise.
 
-use super::history::{self, Attempt, Outcome};
+use super::history::{self, Attempt, Outcome, Seen};
 use super::rng::Rng;
 use crate::{AppendCondition, Error, Event, EventStore, Query, QueryItem, ReadOptions};
 
@@ -65,24 +65,27 @@ pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -
                 Event::new("Raced", format!("task {task}")).tagged(tag(&mut rng)).with_uuid(rng.uuid()),
             );
         }
+        let mut seen = None;
         let condition = if rng.chance(75) {
             let mut query = Query::from(QueryItem::tags([tag(&mut rng)]));
             if rng.chance(30) {
                 query = query.or(QueryItem::types(["Raced"]).and_tags([tag(&mut rng)]));
             }
-            let options = if rng.chance(50) {
-                ReadOptions::default()
-            } else {
+            let newest_only = rng.chance(50);
+            let options = if newest_only {
                 ReadOptions::default().backwards().limit(1)
+            } else {
+                ReadOptions::default()
             };
-            let head = match store.read(&query, options).await {
-                Ok(read) => read.head,
+            let read = match store.read(&query, options).await {
+                Ok(read) => read,
                 Err(error) if error.is_retryable() => continue,
                 Err(error) => panic!("race read failed unexpectedly: {error}"),
             };
+            seen = Some(Seen { positions: read.events.iter().map(|e| e.position).collect(), newest_only });
             // Give the other tasks a chance to slip in between the read and the append.
             tokio::task::yield_now().await;
-            Some(AppendCondition::new(query, head))
+            Some(AppendCondition::new(query, read.head))
         } else {
             None
         };
@@ -92,7 +95,12 @@ pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -
             Err(error) if error.is_retryable() => Outcome::Unknown,
             Err(error) => panic!("race append failed unexpectedly: {error}"),
         };
-        attempts.push(Attempt { events, condition, outcome });
+        // The head after a refusal bounds where its cause lies (skipped if the store is away).
+        let head_after_refusal = match outcome {
+            Outcome::Conflict => store.head().await.ok().map(|head| head.unwrap_or(0)),
+            _ => None,
+        };
+        attempts.push(Attempt { events, condition, outcome, read: seen, head_after_refusal });
     }
     attempts
 }
