@@ -769,14 +769,15 @@ impl<S: EventStore> Reader<S> {
         let read = self.store.read(&self.query, options).await?;
         let fetched = read.events.len();
         self.encoder.reserve(read.events.iter().map(batch::entry_len_bound).sum());
-        let mut bytes = 0;
+        let mut largest = 0;
         for event in &read.events {
             let entry = batch::encode_entry(event, &mut self.encoder);
-            bytes += entry.bytes.len();
+            largest = largest.max(entry.bytes.len());
             self.buffer.push_back(entry);
         }
-        if let Some(average) = bytes.checked_div(fetched) {
-            self.page = ((MAX_BATCH_BYTES / average.max(1)) as u32).clamp(1, self.batch as u32);
+        if fetched > 0 {
+            // Sized by the largest event: one large event among small ones is a sign of more.
+            self.page = ((MAX_BATCH_BYTES / largest.max(1)) as u32).clamp(1, self.batch as u32);
         }
         let remaining = remaining.map(|left| left - fetched as u64);
         let last = self.buffer.back().map(|e| e.position);

@@ -13,20 +13,24 @@ use crate::store::{EventStore, EventStream};
 pub const CATCH_UP_BATCH: u32 = 1024;
 
 /// The first read of a subscription takes this many events at most; later reads are sized from
-/// the events seen so far to hold about [`CATCH_UP_BYTES`], between this and [`CATCH_UP_BATCH`].
+/// the events of the read before to hold about [`CATCH_UP_BYTES`], between this and
+/// [`CATCH_UP_BATCH`].
 const FIRST_BATCH: u32 = 16;
 
 /// About how many bytes of events a subscription reads ahead of its consumer: what it holds while
-/// the consumer is slow (events near the size limits would make a page of [`CATCH_UP_BATCH`] over
-/// a gigabyte).
+/// the consumer is slow, as long as events are no larger than those of the read before (events
+/// near the size limits would make a page of [`CATCH_UP_BATCH`] over a gigabyte).
+///
+/// Stores answer reads by count, not by bytes, so this is an estimate: a page that follows one of
+/// small events and meets events near the size limits holds up to [`CATCH_UP_BATCH`] of them.
 pub const CATCH_UP_BYTES: usize = 4 << 20;
 
 /// The size of the next read after one that returned `events`: [`CATCH_UP_BYTES`] worth of events
-/// of their average size, at least [`FIRST_BATCH`], at most [`CATCH_UP_BATCH`].
+/// as large as the largest of them (one large event among small ones is a sign of more), at least
+/// [`FIRST_BATCH`], at most [`CATCH_UP_BATCH`].
 fn next_batch(events: &[SequencedEvent]) -> u32 {
-    let bytes: usize = events.iter().map(|e| e.event.byte_size()).sum();
-    let average = (bytes / events.len().max(1)).max(1);
-    (CATCH_UP_BYTES / average).clamp(FIRST_BATCH as usize, CATCH_UP_BATCH as usize) as u32
+    let largest = events.iter().map(|e| e.event.byte_size()).max().unwrap_or(0).max(1);
+    (CATCH_UP_BYTES / largest).clamp(FIRST_BATCH as usize, CATCH_UP_BATCH as usize) as u32
 }
 
 /// How long a subscription whose store cannot be reached keeps trying before it yields the error
@@ -142,12 +146,15 @@ mod tests {
             .collect()
     }
 
-    /// Pages hold about CATCH_UP_BYTES: many small events, few large ones, never fewer than the
-    /// first page nor more than CATCH_UP_BATCH.
+    /// Pages hold about CATCH_UP_BYTES: many small events, few large ones (sized by the largest),
+    /// never fewer than the first page nor more than CATCH_UP_BATCH.
     #[test]
     fn catch_up_pages_are_sized_by_bytes() {
         assert_eq!(next_batch(&events(16, 100)), CATCH_UP_BATCH);
         assert_eq!(next_batch(&events(16, 64 << 10)), 63);
+        let mut mixed = events(1000, 100);
+        mixed.extend(events(1, 64 << 10));
+        assert_eq!(next_batch(&mixed), 63);
         assert_eq!(next_batch(&events(3, 1 << 20)), FIRST_BATCH);
         assert_eq!(next_batch(&events(1, 0)), CATCH_UP_BATCH);
     }
