@@ -12,7 +12,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{append_to_wire, query_to_wire, sequenced_from_wire, status_to_error};
-use crate::limits::{DEFAULT_MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use crate::limits::{DEFAULT_MAX_REQUEST_BYTES, MAX_CLIENT_RESPONSE_BYTES};
 use crate::proto;
 use crate::proto::dcb_client::DcbClient;
 
@@ -177,7 +177,7 @@ impl GrpcStore {
             .await
             .map_err(|error| dcb::Error::unavailable(format!("cannot connect to {url}"), error))?;
         let client = DcbClient::new(channel)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_decoding_message_size(MAX_CLIENT_RESPONSE_BYTES)
             .max_encoding_message_size(DEFAULT_MAX_REQUEST_BYTES);
         Ok(GrpcStore { client, shared: Arc::new(Shared { options, authorization, url }) })
     }

@@ -11,6 +11,10 @@ pub const MAX_BATCH_SIZE: u32 = 4096;
 pub const MAX_BATCH_BYTES: usize = 2 << 20;
 /// The largest response message the server will encode.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// The largest response message [`GrpcStore`](crate::GrpcStore) accepts: more than this server
+/// sends, because UmaDB bounds its read batches by count only, so that a batch of larger events
+/// from it exceeds 4 MiB.
+pub const MAX_CLIENT_RESPONSE_BYTES: usize = 64 << 20;
 /// The largest request message accepted by default (see
 /// [`ServerOptions::max_request_bytes`](crate::ServerOptions::max_request_bytes)).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 20;

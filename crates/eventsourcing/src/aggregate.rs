@@ -67,11 +67,15 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// The state as snapshot data, for a repository configured with snapshots; `None` (the
     /// default) means this aggregate is never snapshotted. [`codec::to_json`] does the work for a
     /// serde state.
+    ///
+    /// Implement [`Aggregate::from_snapshot`] with it: a snapshot it cannot read is ignored, and
+    /// the aggregate is then loaded by replaying all its events, every time.
     fn to_snapshot(&self) -> Option<Result<Vec<u8>>> {
         None
     }
 
-    /// The state from data made by [`Aggregate::to_snapshot`].
+    /// The state from data made by [`Aggregate::to_snapshot`]. An error (data of an older state
+    /// shape, say) makes [`Repository::get`] replay the events from the start instead.
     fn from_snapshot(data: &[u8]) -> Result<Self> {
         let _ = data;
         Err(Error::mapping(
@@ -163,7 +167,8 @@ pub trait Unsaved: sealed::Sealed + Send {
     fn encode_pending(&self, out: &mut Vec<AggregateEvent>) -> Result<()>;
     /// Forgets the pending events once they are recorded.
     fn mark_saved(&mut self);
-    /// A snapshot of the current state if the last save crossed a multiple of `every` versions.
+    /// A snapshot of the state with the pending events applied, if saving them crosses a
+    /// multiple of `every` versions.
     fn due_snapshot(&self, every: u64) -> Option<Result<AggregateEvent>>;
 }
 
@@ -244,13 +249,15 @@ impl<R: AggregateRecorder> Repository<R> {
         Repository { recorder, snapshots: None }
     }
 
-    /// Keeps a snapshot in `snapshots` each time an aggregate's version reaches a multiple of
-    /// `every`, for aggregates that implement [`Aggregate::to_snapshot`]. Loading then starts
+    /// Keeps a snapshot in `snapshots` each time a save takes an aggregate's version across a
+    /// multiple of `every` (from 5 to 7 with `every` 3, say), of the state at the save's last
+    /// version (7), for aggregates that implement [`Aggregate::to_snapshot`]. Loading then starts
     /// from the latest snapshot and reads only the events after it.
     ///
     /// Snapshots are a cache: recording one is not part of the save's atomicity, and a failure to
     /// record one (another writer took the same version first, the store was briefly away) does
-    /// not fail the save.
+    /// not fail the save. A snapshot that [`Aggregate::from_snapshot`] cannot read is ignored: the
+    /// aggregate is loaded by replaying all its events.
     pub fn with_snapshots(mut self, snapshots: R, every: NonZeroU64) -> Self {
         self.snapshots = Some((snapshots, every));
         self
@@ -266,8 +273,11 @@ impl<R: AggregateRecorder> Repository<R> {
         let mut root = Root::<A>::new(id);
         if let Some((snapshots, _)) = &self.snapshots {
             let latest = snapshots.select_events(id, ReadOptions::default().backwards().limit(1)).await?;
-            if let Some(snapshot) = latest.first() {
-                root.state = A::from_snapshot(&snapshot.data)?;
+            // A snapshot that does not decode (written by an older state shape, or by an
+            // aggregate that never implemented `from_snapshot`) is only a missed shortcut: the
+            // events are the truth, so replay them all rather than make the aggregate unloadable.
+            if let Some((snapshot, Ok(state))) = latest.first().map(|s| (s, A::from_snapshot(&s.data))) {
+                root.state = state;
                 root.version = snapshot.version;
             }
         }
@@ -300,10 +310,10 @@ impl<R: AggregateRecorder> Repository<R> {
             root.encode_pending(&mut events)?;
             // Encoded before the insert, so that a state that cannot be snapshotted fails the
             // save before anything is written rather than after.
-            if let Some((_, every)) = &self.snapshots {
-                if let Some(snapshot) = root.due_snapshot(every.get()) {
-                    due.push(snapshot?);
-                }
+            if let Some((_, every)) = &self.snapshots
+                && let Some(snapshot) = root.due_snapshot(every.get())
+            {
+                due.push(snapshot?);
             }
         }
         if events.is_empty() {
@@ -320,5 +330,58 @@ impl<R: AggregateRecorder> Repository<R> {
             let _ = snapshots.insert_events(due).await;
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+
+    use dcb::recorder::MemoryRecorder;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Ev {
+        #[serde(rename = "Counted")]
+        Counted,
+    }
+
+    impl DomainEvent for Ev {}
+
+    /// A counter whose snapshots are of a shape it no longer reads.
+    #[derive(Debug, Default)]
+    struct Counter(u32);
+
+    impl Aggregate for Counter {
+        type Event = Ev;
+
+        fn apply(&mut self, _: &Ev) {
+            self.0 += 1;
+        }
+
+        fn to_snapshot(&self) -> Option<Result<Vec<u8>>> {
+            Some(Ok(b"{\"old\":\"shape\"}".to_vec()))
+        }
+
+        fn from_snapshot(data: &[u8]) -> Result<Self> {
+            codec::from_json::<u32>(SNAPSHOT_TYPE, data).map(Counter)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_decode_is_replayed_around() {
+        let snapshots = MemoryRecorder::new();
+        let repository =
+            Repository::new(MemoryRecorder::new()).with_snapshots(snapshots.clone(), NonZeroU64::MIN);
+        let mut counter = Root::<Counter>::new("counter-1");
+        counter.record(Ev::Counted);
+        counter.record(Ev::Counted);
+        repository.save(&mut counter).await.unwrap();
+        assert_eq!(snapshots.count().await.unwrap(), 1, "the snapshot was not recorded");
+
+        let loaded = repository.get::<Counter>("counter-1").await.unwrap();
+        assert_eq!((loaded.version(), loaded.0), (2, 2));
     }
 }

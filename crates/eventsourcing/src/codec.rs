@@ -18,7 +18,9 @@ use serde::ser::{self, Serialize};
 use crate::error::{Error, Result};
 
 /// A domain event: a serde enum (one variant per event type) or struct, externally tagged (serde's
-/// default representation).
+/// default representation). Internally or adjacently tagged and untagged enums are refused by
+/// [`encode`]: they would store every variant under one event type (or under none of the names
+/// they decode), where queries naming the variants' types would never find them.
 ///
 /// ```
 /// use eventsourcing::{DomainEvent, codec};
@@ -109,11 +111,26 @@ impl<E: DomainEvent> IntoEvents<E> for Vec<E> {
 }
 
 /// The stored type name of `event` and its data as JSON bytes.
-pub fn encode<E: Serialize>(event: &E) -> Result<(&'static str, Vec<u8>)> {
+///
+/// Refused when the name is not one that `E` decodes (one of [`event_types`]): serde reports the
+/// enum's own name, or a variant's content's, for enums that are not externally tagged.
+pub fn encode<E: Serialize + DeserializeOwned>(event: &E) -> Result<(&'static str, Vec<u8>)> {
     let mut data = Vec::with_capacity(64);
     let event_type = event
         .serialize(Split { out: &mut data })
         .map_err(|e| Error::mapping(std::any::type_name::<E>(), e))?;
+    let mut known = false;
+    probe::<E>(&mut |names| known |= names.contains(&event_type));
+    if !known {
+        return Err(Error::mapping(
+            std::any::type_name::<E>(),
+            format!(
+                "serde names it {event_type:?}, which is not among the stored types it decodes ({:?}); {}",
+                event_types::<E>(),
+                unsupported("an enum that is not externally tagged")
+            ),
+        ));
+    }
     Ok((event_type, data))
 }
 
@@ -171,9 +188,14 @@ pub fn from_event<E: DomainEvent>(stored: &dcb::Event) -> Result<E> {
 /// ```
 pub fn event_types<E: DeserializeOwned>() -> Vec<&'static str> {
     let mut names = Vec::new();
-    // The probe refuses to deserialize anything; it only records what the type asked for.
-    let _ = E::deserialize(Probe { names: &mut names });
+    probe::<E>(&mut |found| names.extend_from_slice(found));
     names
+}
+
+/// Shows `seen` the names `E`'s `Deserialize` asks for. The probe refuses to deserialize
+/// anything, so this costs one call and no allocation: cheap enough for every [`encode`].
+fn probe<E: DeserializeOwned>(seen: &mut dyn FnMut(&[&'static str])) {
+    let _ = E::deserialize(Probe { seen });
 }
 
 /// JSON bytes of `value`: for snapshots and hand-written upcasts.
@@ -296,6 +318,12 @@ impl ser::SerializeStruct for Fields<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Message> {
+        // An adjacently tagged enum is a struct named after the enum whose first field, the tag,
+        // is a unit variant of that same enum. Its `Deserialize` asks for that struct name too,
+        // so the check of `encode` would let every variant be stored under the enum's name.
+        if self.first && value.serialize(UnitVariantOf).is_ok_and(|enum_name| enum_name == self.name) {
+            return Err(unsupported("an adjacently tagged enum"));
+        }
         self.field(key, value)
     }
     fn end(self) -> Result<&'static str, Message> {
@@ -326,9 +354,9 @@ impl ser::SerializeTupleStruct for Fields<'_> {
 }
 
 macro_rules! refuse {
-    ($($method:ident($($arg:ty),*) $what:literal;)*) => {
+    ($error:expr; $($method:ident($($arg:ty),*) $what:literal;)*) => {
         $(fn $method(self, $(_: $arg),*) -> Result<&'static str, Message> {
-            Err(unsupported($what))
+            Err($error($what))
         })*
     };
 }
@@ -345,6 +373,7 @@ impl<'w> ser::Serializer for Split<'w> {
     type SerializeStructVariant = Fields<'w>;
 
     refuse! {
+        unsupported;
         serialize_bool(bool) "a bool";
         serialize_i8(i8) "a number";
         serialize_i16(i16) "a number";
@@ -447,9 +476,125 @@ impl<'w> ser::Serializer for Split<'w> {
     }
 }
 
-/// Records the variant (or struct) names a type's `Deserialize` asks for.
+/// Serializes nothing: the name of the enum of a unit variant, and an empty error for any other
+/// value (so that a field which is not a tag costs no allocation).
+struct UnitVariantOf;
+
+fn not_a_tag(_: &str) -> Message {
+    Message(String::new())
+}
+
+impl ser::Serializer for UnitVariantOf {
+    type Ok = &'static str;
+    type Error = Message;
+    type SerializeSeq = ser::Impossible<&'static str, Message>;
+    type SerializeTuple = ser::Impossible<&'static str, Message>;
+    type SerializeTupleStruct = ser::Impossible<&'static str, Message>;
+    type SerializeTupleVariant = ser::Impossible<&'static str, Message>;
+    type SerializeMap = ser::Impossible<&'static str, Message>;
+    type SerializeStruct = ser::Impossible<&'static str, Message>;
+    type SerializeStructVariant = ser::Impossible<&'static str, Message>;
+
+    refuse! {
+        not_a_tag;
+        serialize_bool(bool) "";
+        serialize_i8(i8) "";
+        serialize_i16(i16) "";
+        serialize_i32(i32) "";
+        serialize_i64(i64) "";
+        serialize_u8(u8) "";
+        serialize_u16(u16) "";
+        serialize_u32(u32) "";
+        serialize_u64(u64) "";
+        serialize_f32(f32) "";
+        serialize_f64(f64) "";
+        serialize_char(char) "";
+        serialize_str(&str) "";
+        serialize_bytes(&[u8]) "";
+        serialize_none() "";
+        serialize_unit() "";
+        serialize_unit_struct(&'static str) "";
+    }
+
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<&'static str, Message> {
+        Ok(name)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<&'static str, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<&'static str, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<&'static str, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Message> {
+        Err(not_a_tag(""))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Message> {
+        Err(not_a_tag(""))
+    }
+}
+
+/// Reports the variant (or struct) names a type's `Deserialize` asks for.
 struct Probe<'n> {
-    names: &'n mut Vec<&'static str>,
+    seen: &'n mut dyn FnMut(&[&'static str]),
 }
 
 impl<'de> de::Deserializer<'de> for Probe<'_> {
@@ -465,7 +610,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         variants: &'static [&'static str],
         _: V,
     ) -> Result<V::Value, Message> {
-        self.names.extend_from_slice(variants);
+        (self.seen)(variants);
         Err(Message(String::new()))
     }
 
@@ -475,7 +620,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         _: &'static [&'static str],
         _: V,
     ) -> Result<V::Value, Message> {
-        self.names.push(name);
+        (self.seen)(&[name]);
         Err(Message(String::new()))
     }
 
@@ -485,7 +630,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         _: usize,
         _: V,
     ) -> Result<V::Value, Message> {
-        self.names.push(name);
+        (self.seen)(&[name]);
         Err(Message(String::new()))
     }
 
@@ -494,12 +639,12 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         name: &'static str,
         _: V,
     ) -> Result<V::Value, Message> {
-        self.names.push(name);
+        (self.seen)(&[name]);
         Err(Message(String::new()))
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, _: V) -> Result<V::Value, Message> {
-        self.names.push(name);
+        (self.seen)(&[name]);
         Err(Message(String::new()))
     }
 
@@ -736,6 +881,50 @@ mod tests {
         assert_eq!(decode::<Known>("Added.later", br#"{"a":1,"b":[2]}"#).unwrap(), Known::Unknown);
         assert_eq!(decode::<Known>("Added.later", b"").unwrap(), Known::Unknown);
         assert!(matches!(decode::<Known>("Added.later", b"{not json"), Err(Error::Mapping { .. })));
+    }
+
+    /// Serde gives these one name for every variant (the enum's, or a content's), so stored they
+    /// would hide from queries naming the variants' types.
+    #[test]
+    fn enums_that_are_not_externally_tagged_are_refused() {
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        enum Internal {
+            #[serde(rename = "Opened")]
+            Opened { door: String },
+            #[serde(rename = "Closed")]
+            Closed { door: String },
+        }
+        impl DomainEvent for Internal {}
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(tag = "t", content = "c")]
+        enum Adjacent {
+            #[serde(rename = "Opened")]
+            Opened { door: String },
+            #[serde(rename = "Closed")]
+            Closed,
+        }
+        impl DomainEvent for Adjacent {}
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(untagged)]
+        enum Untagged {
+            Opened { door: String },
+            Pinged(Ping),
+        }
+        impl DomainEvent for Untagged {}
+
+        fn refused<E: DomainEvent + fmt::Debug>(event: E) {
+            match to_event(&event) {
+                Err(Error::Mapping { message, .. }) => assert!(message.contains("tagged"), "{message}"),
+                other => panic!("{event:?}: expected a mapping error, got {other:?}"),
+            }
+        }
+        refused(Internal::Opened { door: "front".into() });
+        refused(Internal::Closed { door: "front".into() });
+        refused(Adjacent::Opened { door: "front".into() });
+        refused(Adjacent::Closed);
+        refused(Untagged::Opened { door: "front".into() });
+        refused(Untagged::Pinged(Ping { n: 1 }));
     }
 
     #[test]

@@ -2,12 +2,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dcb::limits::MAX_QUERY_ITEMS;
+use dcb::limits::{MAX_NAME_BYTES, MAX_QUERY_ITEMS};
 use dcb::recorder::{AggregateEvent, AggregateRecorder, validate_insert};
 use dcb::{AppendCondition, Event, EventStore, Query, QueryItem, ReadOptions};
 
-/// Marks version tags; aggregate ids may not start with it, so no id tag is ever a version tag.
+/// Marks version tags; id tags may not start with it, so no id tag is ever a version tag.
 const VERSION_MARK: char = '@';
+
+/// What a version tag adds to an id tag at most: the mark, the 20 digits of `u64::MAX` and `:`.
+const VERSION_TAG_EXTRA: usize = 22;
 
 /// Stores aggregate events in a DCB store: each event is tagged with its aggregate id (so DCB
 /// queries by that tag see the aggregate's history) and with a version tag `@{version}:{id}`.
@@ -18,9 +21,11 @@ const VERSION_MARK: char = '@';
 /// [`MAX_QUERY_ITEMS`], reads its aggregates first and appends on condition that none of them
 /// changed; it may span at most that many aggregates.)
 ///
-/// Aggregate ids, and the prefix if there is one, must not start with `@`. With a prefix ([`DcbRecorder::with_prefix`]) several
-/// recorders share one store (the events of an aggregate, its snapshots): the tags become
-/// `{prefix}{id}` and `@{version}:{prefix}{id}`.
+/// The id tag (the prefix followed by the aggregate id) must not start with `@`, and may be at
+/// most 22 bytes shorter than a tag may be (234 bytes), so that the version tag has room for any
+/// version. With a prefix ([`DcbRecorder::with_prefix`]) several recorders share one store (the
+/// events of an aggregate, its snapshots): the tags become `{prefix}{id}` and
+/// `@{version}:{prefix}{id}`.
 ///
 /// Events that other code appends with the same id tags would be read as aggregate events (and
 /// refused as corrupt, having no version tag): give aggregates ids of their own, or a prefix.
@@ -147,6 +152,17 @@ impl<S: EventStore> AggregateRecorder for DcbRecorder<S> {
                     self.id_tag(&event.aggregate_id)
                 )));
             }
+            // Checked against the longest version, not this one: an id whose version tag only
+            // fits while the version is short would save until its version gained a digit, and
+            // then never again.
+            let id_tag_len = self.prefix.len() + event.aggregate_id.len();
+            if id_tag_len + VERSION_TAG_EXTRA > MAX_NAME_BYTES {
+                return Err(dcb::Error::invalid(format!(
+                    "aggregate id tag {:?} is {id_tag_len} bytes long: with its version tag's \
+                     {VERSION_TAG_EXTRA} bytes more, it must fit in the tag limit of {MAX_NAME_BYTES}",
+                    self.id_tag(&event.aggregate_id)
+                )));
+            }
             let repeated = if events.len() <= 16 {
                 events[..index]
                     .iter()
@@ -260,6 +276,22 @@ mod tests {
         let marked_prefix = DcbRecorder::with_prefix(MemoryStore::new(), "@snapshots:");
         let error = marked_prefix.insert_events(events("a", 1..=1)).await.unwrap_err();
         assert!(matches!(error, dcb::Error::InvalidArgument(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn ids_without_room_for_every_version_tag_are_refused() {
+        for prefix in ["", "snapshot:"] {
+            let recorder = DcbRecorder::with_prefix(MemoryStore::new(), prefix);
+            let longest = "a".repeat(256 - 22 - prefix.len());
+            // The longest version tag of the longest id tag is exactly as long as a tag may be.
+            let mut last = events(&longest, 1..=1);
+            last[0].version = u64::MAX;
+            recorder.insert_events(last).await.unwrap();
+            let too_long = format!("{longest}a");
+            let error = recorder.insert_events(events(&too_long, 1..=1)).await.unwrap_err();
+            assert!(matches!(&error, dcb::Error::InvalidArgument(m) if m.contains("tag limit")), "{error:?}");
+            assert_eq!(recorder.count().await.unwrap(), 1, "{prefix:?}: the refused event was written");
+        }
     }
 
     #[tokio::test]

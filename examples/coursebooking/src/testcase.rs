@@ -90,8 +90,8 @@ pub async fn enrolment_test_case<E: Enrolment>(app: &E) {
     );
 }
 
-/// Leaving frees a place and a course slot; leaving a course not joined is refused; invalid
-/// registrations are refused.
+/// Leaving frees a place and a course slot, and joining again puts the student at the end of the
+/// course's list; leaving a course not joined is refused; invalid registrations are refused.
 pub async fn leaving_a_course_frees_a_place<E: Enrolment>(app: &E) {
     let course = app.register_course("Chess", 1).await.unwrap();
     let ada = app.register_student("Ada", 1).await.unwrap();
@@ -112,10 +112,17 @@ pub async fn leaving_a_course_frees_a_place<E: Enrolment>(app: &E) {
     assert!(app.list_students_for_course(&course).await.unwrap().is_empty());
     assert!(app.list_courses_for_student(&ada).await.unwrap().is_empty());
     app.join_course(&bob, &course).await.unwrap();
-    // Ada's one course slot is free again too, and rejoining puts her at the end.
+    // Ada's one course slot is free again too.
     let other = app.register_course("Go", 2).await.unwrap();
     app.join_course(&ada, &other).await.unwrap();
     assert_eq!(app.list_students_for_course(&course).await.unwrap(), ["Bob"]);
+    assert_eq!(app.list_courses_for_student(&ada).await.unwrap(), ["Go"]);
+    // Leaving and joining the same course again puts her after those who joined meanwhile.
+    let dee = app.register_student("Dee", 1).await.unwrap();
+    app.join_course(&dee, &other).await.unwrap();
+    app.leave_course(&ada, &other).await.unwrap();
+    app.join_course(&ada, &other).await.unwrap();
+    assert_eq!(app.list_students_for_course(&other).await.unwrap(), ["Dee", "Ada"]);
     assert_eq!(app.list_courses_for_student(&ada).await.unwrap(), ["Go"]);
 
     let invalid = app.register_course("", 3).await;

@@ -162,6 +162,11 @@ impl Aggregate for Course {
 impl Course {
     /// The command that lets `student` join.
     pub fn join(&self, student: &str) -> Result<CourseEvent, EnrolmentError> {
+        // Checked here, before the places, although the student checks it too: every style
+        // refuses a student already on a full course as already joined, not as fully booked.
+        if self.students.iter().any(|s| s == student) {
+            return Err(EnrolmentError::AlreadyJoined);
+        }
         if self.students.len() >= self.places {
             return Err(EnrolmentError::FullyBooked);
         }

@@ -1,9 +1,10 @@
 //! The store-generic tests. Each takes a fresh, empty store.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use dcb::recorder::AggregateRecorder;
+use dcb::recorder::{AggregateEvent, AggregateRecorder};
 use dcb::{EventStore, Query, QueryItem, ReadOptions};
 
 use super::Interfering;
@@ -44,10 +45,11 @@ async fn register_aggregates<R: AggregateRecorder>(
     }
 }
 
-/// Aggregates are saved, loaded with their versions, and missing ones are not found.
+/// Aggregates are saved, loaded with their versions, and missing ones are not found; joining a
+/// course again is refused as already joined even when the course is full, as in the DCB styles.
 pub async fn aggregates_save_and_load<S: EventStore>(store: S) {
     let repository = Repository::new(DcbRecorder::new(store));
-    register_aggregates(&repository, &["sara"], &[("french", 2)]).await;
+    register_aggregates(&repository, &["sara"], &[("french", 1)]).await;
     join_with_aggregates(&repository, "sara", "french").await.unwrap();
     expect_refusal(join_with_aggregates(&repository, "sara", "french").await, "AlreadyJoined");
     let sara = repository.get::<Student>("sara").await.unwrap();
@@ -84,18 +86,55 @@ pub async fn aggregates_concurrent_change_fails_the_whole_save<S: EventStore>(st
     assert_eq!(repository.get::<Course>("french").await.unwrap().students, ["bastian"]);
 }
 
+/// A recorder that counts the events it hands out, to tell a load from a snapshot (which reads
+/// only the events after it) from a replay (which ends in the same state).
+#[derive(Clone)]
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicUsize>,
+}
+
+impl<R> Counting<R> {
+    fn new(inner: R) -> Self {
+        Counting { inner, read: Arc::default() }
+    }
+
+    fn take(&self) -> usize {
+        self.read.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl<R: AggregateRecorder> AggregateRecorder for Counting<R> {
+    async fn insert_events(&self, events: Vec<AggregateEvent>) -> dcb::Result<u64> {
+        self.inner.insert_events(events).await
+    }
+
+    async fn select_events(&self, id: &str, options: ReadOptions) -> dcb::Result<Vec<AggregateEvent>> {
+        let events = self.inner.select_events(id, options).await?;
+        self.read.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(events)
+    }
+
+    async fn count(&self) -> dcb::Result<u64> {
+        self.inner.count().await
+    }
+}
+
 /// Loading from a snapshot gives the same state and version as replaying every event, and reads
 /// only the events after the snapshot.
 pub async fn aggregates_load_from_snapshot_equals_replay<S: EventStore>(store: S) {
     let every = NonZeroU64::new(3).unwrap();
-    let snapshots = DcbRecorder::with_prefix(store.clone(), "snapshot:");
-    let with_snapshots =
-        Repository::new(DcbRecorder::new(store.clone())).with_snapshots(snapshots.clone(), every);
+    let snapshots = Counting::new(DcbRecorder::with_prefix(store.clone(), "snapshot:"));
+    let recorder = Counting::new(DcbRecorder::new(store.clone()));
+    let with_snapshots = Repository::new(recorder.clone()).with_snapshots(snapshots.clone(), every);
     let replaying = Repository::new(DcbRecorder::new(store));
 
     let mut student = Root::<Student>::new("student-1");
     student.record(StudentEvent::Registered { name: "Sara".into(), max_courses: 100 });
     with_snapshots.save(&mut student).await.unwrap();
+    // The events after the latest snapshot, per round: versions 3 (snapshot 3), 5 (3), 7 (7),
+    // 9 (9) and 11 (9).
+    let unsnapshotted = [0, 2, 0, 0, 2];
     for round in 0..5 {
         // Two events per save, so some saves cross a multiple of `every` without landing on it.
         let mut loaded = with_snapshots.get::<Student>("student-1").await.unwrap();
@@ -105,7 +144,9 @@ pub async fn aggregates_load_from_snapshot_equals_replay<S: EventStore>(store: S
         }
         with_snapshots.save(&mut loaded).await.unwrap();
 
+        recorder.take();
         let from_snapshot = with_snapshots.get::<Student>("student-1").await.unwrap();
+        assert_eq!(recorder.take(), unsnapshotted[round as usize], "round {round}: events read");
         let replayed = replaying.get::<Student>("student-1").await.unwrap();
         assert_eq!(from_snapshot.state(), replayed.state());
         assert_eq!(from_snapshot.version(), replayed.version());
@@ -170,6 +211,8 @@ where
         join(student, "dcb").await.unwrap();
     }
     expect_refusal(join("greg", "dcb").await, "FullyBooked");
+    // Already joined wins over fully booked, in every style.
+    expect_refusal(join("sara", "dcb").await, "AlreadyJoined");
     for course in ["french", "spanish", "maths"] {
         join("greg", course).await.unwrap();
     }
