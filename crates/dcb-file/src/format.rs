@@ -186,6 +186,9 @@ pub(crate) enum Invalid {
     Truncated,
     /// The bytes are there but wrong.
     Damaged(String),
+    /// The checksum holds but the contents make no sense: never a torn write (whose checksum
+    /// would fail), but a writer's bug or a newer format, so damage wherever it lies.
+    Malformed(String),
 }
 
 /// Parses the record at the start of `bytes`; returns it and its total length.
@@ -207,7 +210,7 @@ pub(crate) fn parse_record(bytes: &[u8], seal: Seal) -> Result<(Record<'_>, usiz
         return Err(Invalid::Damaged("record checksum mismatch".into()));
     }
     let mut cursor = Cursor { bytes: &body[1..] };
-    let damaged = |what: &str| Invalid::Damaged(format!("{what} (checksum valid: written wrong?)"));
+    let damaged = |what: &str| Invalid::Malformed(format!("{what} (checksum valid: written wrong?)"));
     let record = match body[0] {
         KIND_EVENT => {
             let position = cursor.u64().ok_or_else(|| damaged("event record too short"))?;

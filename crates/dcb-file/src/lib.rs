@@ -70,11 +70,6 @@ use io::{GrowingMap, Mapping, StdStorage, Storage, StorageFile, Words};
 use scan::{Item, corruption, io_error};
 use writer::{Request, Shared, Writer, checkpoint_corruption};
 
-/// Largest append, in encoded bytes (64 MiB): the writer holds a batch in memory before writing
-/// it, so one append may not be arbitrarily large even when each event is within
-/// [`dcb::limits`].
-pub const MAX_APPEND_BYTES: usize = 64 << 20;
-
 /// When an acknowledged append is safe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -495,7 +490,9 @@ fn decode_at(
     let body = match format::parse_record(record, shared.seal) {
         Ok((format::Record::Event { body, .. }, len)) if len == record.len() => body,
         Ok(_) => return Err(corruption(path, offset, "the index points at a record that is not an event")),
-        Err(format::Invalid::Damaged(why)) => return Err(corruption(path, offset, &why)),
+        Err(format::Invalid::Damaged(why) | format::Invalid::Malformed(why)) => {
+            return Err(corruption(path, offset, &why));
+        }
         Err(format::Invalid::Truncated) => return Err(corruption(path, offset, "record length mismatch")),
     };
     let (recorded, event) = format::decode_event(body, hold).map_err(|why| corruption(path, offset, &why))?;
@@ -507,20 +504,6 @@ fn decode_at(
         ));
     }
     Ok(SequencedEvent { position, event })
-}
-
-/// An upper bound of an append's encoded size, to refuse oversized appends before queueing.
-fn encoded_size(request: &AppendRequest) -> usize {
-    request
-        .events
-        .iter()
-        .map(|e| {
-            64 + e.event_type.len()
-                + e.data.len()
-                + e.tags.iter().map(|t| t.len() + 2).sum::<usize>()
-                + e.metadata.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
-        })
-        .sum()
 }
 
 impl EventStore for FileStore {
@@ -543,13 +526,9 @@ impl EventStore for FileStore {
     }
 
     async fn append_request(&self, request: AppendRequest) -> Result<u64> {
+        // The writer holds a batch in memory before writing it: `dcb::limits::MAX_APPEND_BYTES`
+        // keeps one append from being arbitrarily large.
         validate_append(&request)?;
-        let size = encoded_size(&request);
-        if size > MAX_APPEND_BYTES {
-            return Err(Error::invalid(format!(
-                "append of about {size} bytes, more than the file store's limit of {MAX_APPEND_BYTES}"
-            )));
-        }
         self.shared().check_poisoned()?;
         let (reply, receive) = oneshot::channel();
         self.send(Request::Append { request, reply })?;

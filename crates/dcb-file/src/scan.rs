@@ -134,7 +134,7 @@ pub(crate) fn scan(
         let why = match invalid {
             // A damaged length field can also make a record reach past the end of the file.
             Invalid::Truncated => "a record reaches past the end of the file".to_string(),
-            Invalid::Damaged(why) => why,
+            Invalid::Damaged(why) | Invalid::Malformed(why) => why,
         };
         if let Some(later) = later_commit(file, seal, file_len, bad_offset, batch_start)
             .map_err(|e| io_error(path, "cannot read", e))?
@@ -200,6 +200,7 @@ fn read_batch(
         let bytes = reader.bytes(offset, want).map_err(|e| io_error(path, "cannot read", e))?;
         let (record, len) = match format::parse_record(bytes, seal) {
             Ok(parsed) => parsed,
+            Err(Invalid::Malformed(why)) => return Err(corruption(path, offset, &why)),
             Err(invalid) => return Ok(Batch::Bad { offset, invalid }),
         };
         match record {

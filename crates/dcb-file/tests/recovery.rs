@@ -281,6 +281,45 @@ fn a_commit_record_inside_event_data_never_passes_for_a_later_batch() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), last_batch as u64, "the torn batch was cut off");
 }
 
+/// A record whose checksum holds but whose contents make no sense (here an unknown kind) is
+/// damage even in the last batch: a torn write never leaves a valid checksum, so cutting it off
+/// as a torn tail would drop an acknowledged append.
+#[test]
+fn a_malformed_record_with_a_valid_checksum_in_the_last_batch_is_damage() {
+    let dir = TempDir::new("malformed");
+    let rt = rt();
+    let store = FileStore::open(dir.path()).unwrap();
+    fill(&store, &rt);
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.ckpt")).unwrap();
+    let path = log(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let store_id: [u8; 16] = bytes[12..28].try_into().unwrap();
+    let seal = crc32c::crc32c(&store_id);
+    let sealed_crc =
+        |record: &[u8]| crc32c::crc32c_append(crc32c::crc32c_append(seal, &record[..4]), &record[8..]);
+    // The length of the valid record at `at`, if one starts there.
+    let record_at = |bytes: &[u8], at: usize| {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let record = bytes.get(at..at + 8 + len)?;
+        (sealed_crc(record) == u32::from_le_bytes(record[4..8].try_into().unwrap())).then_some(len)
+    };
+    // The last event's record, the one holding its data.
+    let data = find(&bytes, b"MARKER-09-2");
+    let start = (0..data).rev().find(|&at| record_at(&bytes, at).is_some_and(|len| at + 8 + len > data));
+    let start = start.expect("the record of the last event");
+    let end = start + 8 + record_at(&bytes, start).unwrap();
+    bytes[start + 8] = 0x7F;
+    let crc = sealed_crc(&bytes[start..end]);
+    bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let why = expect_corruption(FileStore::open(dir.path()).map(|_| ()), "events.log");
+    assert!(why.contains("unknown record kind"), "{why}");
+    assert!(!dcb_file::verify(dir.path()).unwrap().is_ok());
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log was changed");
+}
+
 /// A store written by the last build of log format 1 (`tests/data/v1-store`: four events in
 /// three appends, one with a uuid and metadata, one with tracking, then the zeros that build
 /// wrote ahead) opens, reads whole, takes appends (in format 1), reopens and verifies.

@@ -10,6 +10,11 @@ use crate::model::{AppendRequest, Event, Query};
 pub const MAX_EVENT_DATA_BYTES: usize = 1 << 20;
 /// Most events in one append.
 pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+/// Most bytes in one append, over its events' types, data, tags and metadata
+/// ([`Event::byte_size`]) (64 MiB). Without it an append within the other limits could reach
+/// 10 GiB, more than one PostgreSQL message can carry: the server drops the connection, which
+/// would look like a failure worth retrying, for ever.
+pub const MAX_APPEND_BYTES: usize = 64 << 20;
 /// Most tags on one event.
 pub const MAX_TAGS_PER_EVENT: usize = 64;
 /// Longest event type, tag, tracking source or metadata key, in bytes.
@@ -118,11 +123,22 @@ pub fn validate_append(request: &AppendRequest) -> Result<()> {
     for event in &request.events {
         validate_event(event)?;
     }
+    check_append_bytes("append", request.events.iter().map(Event::byte_size).sum())?;
     if let Some(condition) = &request.condition {
         validate_query(&condition.fail_if_events_match)?;
     }
     if let Some(tracking) = &request.tracking {
         check_name("tracking source", &tracking.source)?;
+    }
+    Ok(())
+}
+
+/// Refuses an append (or insert) of more than [`MAX_APPEND_BYTES`].
+pub(crate) fn check_append_bytes(what: &str, bytes: usize) -> Result<()> {
+    if bytes > MAX_APPEND_BYTES {
+        return Err(Error::invalid(format!(
+            "{what} of {bytes} bytes, more than the limit of {MAX_APPEND_BYTES}: split it"
+        )));
     }
     Ok(())
 }

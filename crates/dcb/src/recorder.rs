@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::limits::{MAX_EVENTS_PER_APPEND, validate_event};
+use crate::limits::{MAX_EVENTS_PER_APPEND, check_append_bytes, validate_event};
 use crate::model::{Event, ReadOptions};
 
 /// One event of one aggregate, as recorded.
@@ -58,6 +58,8 @@ pub fn validate_insert(events: &[AggregateEvent]) -> Result<()> {
             events.len()
         )));
     }
+    let bytes = events.iter().map(|e| e.event_type.len() + e.data.len() + e.aggregate_id.len()).sum();
+    check_append_bytes("insert", bytes)?;
     for event in events {
         // The aggregate id follows the rules of a tag, and the event those of a DCB event.
         let as_event =

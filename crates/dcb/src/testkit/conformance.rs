@@ -5,10 +5,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::{event, positions};
-use crate::limits::{MAX_EVENT_DATA_BYTES, MAX_NAME_BYTES, MAX_QUERY_ITEMS, MAX_TAGS_PER_EVENT};
+use crate::limits::{
+    MAX_APPEND_BYTES, MAX_EVENT_DATA_BYTES, MAX_NAME_BYTES, MAX_QUERY_ITEMS, MAX_TAGS_PER_EVENT,
+};
 use crate::{
-    AppendCondition, AppendRequest, Error, Event, EventStore, Query, QueryItem, ReadOptions, TrackingInfo,
-    Uuid,
+    AppendCondition, AppendRequest, Bytes, Error, Event, EventStore, Query, QueryItem, ReadOptions,
+    TrackingInfo, Uuid,
 };
 
 /// How long a subscription may take to deliver an event that is already recorded.
@@ -146,6 +148,10 @@ pub async fn invalid_events_are_refused_and_nothing_is_written<S: EventStore>(st
     assert_invalid(store.append_request(tracked).await, "an empty tracking source");
     let bad_condition = AppendCondition::new(QueryItem::tags([""]).into(), None);
     assert_invalid(store.append(vec![good], Some(bad_condition)).await, "a condition with an empty tag");
+    // Each event within the limits, all of them together over the limit of an append.
+    let megabyte = Bytes::from(vec![7u8; MAX_EVENT_DATA_BYTES]);
+    let events = (0..=MAX_APPEND_BYTES / MAX_EVENT_DATA_BYTES).map(|_| Event::new("Big", megabyte.clone()));
+    assert_invalid(store.append(events.collect(), None).await, "an append over the byte limit");
     assert_eq!(store.head().await.unwrap(), Some(1), "a refused append wrote something");
 }
 
