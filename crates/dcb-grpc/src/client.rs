@@ -11,7 +11,9 @@ use tonic::Request;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert::{append_to_wire, query_to_wire, sequenced_from_wire, status_to_error};
+use crate::convert::{
+    append_status_to_error, append_to_wire, query_to_wire, sequenced_from_wire, status_to_error,
+};
 use crate::limits::{DEFAULT_MAX_REQUEST_BYTES, MAX_CLIENT_RESPONSE_BYTES};
 use crate::proto;
 use crate::proto::dcb_client::DcbClient;
@@ -222,7 +224,9 @@ impl GrpcStore {
     /// holds one batch in memory at a time, and processes the first events while the server
     /// sends the next. The batch size is [`ClientOptions::batch_size`].
     ///
-    /// Only the call that starts the read is retried; a stream cut later ends with an error.
+    /// Only the call that starts the read is retried; a stream cut later, a batch that takes longer
+    /// than [`ClientOptions::request_timeout`], or a server that breaks the read's order, window
+    /// or limit ends it with an error, and every later call returns an error too: start it again.
     ///
     /// ```no_run
     /// # async fn run(store: dcb_grpc::GrpcStore) -> dcb::Result<()> {
@@ -261,7 +265,17 @@ impl GrpcStore {
         let mut client = self.client.clone();
         // No deadline for the whole call: the caller bounds each wait instead (a long read keeps going).
         let stream = client.read(self.request(request, false)).await.map_err(status_to_error)?.into_inner();
-        Ok(ReadBatches { stream, options, head: None, done: false })
+        Ok(ReadBatches {
+            stream,
+            options,
+            url: self.shared.url.clone(),
+            timeout: self.shared.options.request_timeout,
+            server_head: None,
+            first: None,
+            last: None,
+            delivered: 0,
+            state: State::Reading,
+        })
     }
 
     /// One wait for the server, at most [`ClientOptions::request_timeout`].
@@ -275,12 +289,12 @@ impl GrpcStore {
         })
     }
 
-    /// A whole read. The timeout bounds each wait for the server (the start, then each batch),
-    /// not the whole read, which may stream for long from a large store.
+    /// A whole read. The timeout bounds each wait for the server (the start, then each batch, in
+    /// `next_batch`), not the whole read, which may stream for long from a large store.
     async fn read_once(&self, query: proto::Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
         let mut batches = self.waiting("read", self.start_read(query, options)).await?;
         let mut events = Vec::new();
-        while let Some(batch) = self.waiting("read", batches.next_batch()).await? {
+        while let Some(batch) = batches.next_batch().await? {
             events.extend(batch);
         }
         Ok(ReadResponse { events, head: batches.head() })
@@ -288,12 +302,37 @@ impl GrpcStore {
 }
 
 /// The events of one read, in the batches the server sends them: see [`GrpcStore::read_batches`].
+///
+/// What the server sends is checked, not trusted: events must come in the read's order and inside
+/// its window, and the read is cut at its limit, so that a faulty or foreign server cannot make a
+/// read return what the contract says it cannot.
 #[derive(Debug)]
 pub struct ReadBatches {
     stream: tonic::Streaming<proto::ReadResponse>,
     options: ReadOptions,
-    head: Option<u64>,
-    done: bool,
+    /// The server's, to name it in errors.
+    url: String,
+    /// The longest wait for a batch.
+    timeout: Duration,
+    /// The head in the first message that carried one: later ones add nothing (a server reports
+    /// the head captured at the start in every message), and UmaDB's lower ones for a backward
+    /// read with a limit would be wrong.
+    server_head: Option<u64>,
+    /// The first and the last position handed over.
+    first: Option<u64>,
+    last: Option<u64>,
+    delivered: u64,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Reading,
+    /// Every event of the read has been handed over.
+    Done,
+    /// The read failed for the reason held: it can be neither continued (tonic's stream answers
+    /// `None` after an error, as if complete) nor trusted for a head.
+    Failed(String),
 }
 
 impl ReadBatches {
@@ -306,48 +345,111 @@ impl ReadBatches {
         }
     }
 
-    /// Whether the head is the last position returned (a forward read with a limit) rather than
-    /// the server's.
-    fn last_is_head(&self) -> bool {
-        self.options.limit.is_some() && !self.options.backwards
+    /// Whether `position` can follow the events handed over so far: beyond the last in the read's
+    /// direction, and inside the bound sent to the server. (Position 0 is never an event's.)
+    fn in_order(&self, position: u64) -> bool {
+        position > 0
+            && match (self.options.backwards, self.last) {
+                (false, last) => position > last.or(self.options.after).unwrap_or(0),
+                (true, Some(last)) => position < last,
+                (true, None) => self.options.before.is_none_or(|before| position < before),
+            }
+    }
+
+    /// Whether the read has handed over as many events as it may return.
+    fn at_the_limit(&self) -> bool {
+        self.options.limit.is_some_and(|limit| self.delivered >= u64::from(limit))
     }
 
     /// The next batch, in the read's order; `None` once the read is complete. A batch may be
     /// empty (a read that matches nothing still receives one message, with the head).
+    ///
+    /// After an error, every later call returns an error, and [`ReadBatches::head`] is `None`.
     pub async fn next_batch(&mut self) -> dcb::Result<Option<Vec<dcb::SequencedEvent>>> {
-        if self.done {
-            return Ok(None);
+        match &self.state {
+            State::Reading => {}
+            State::Done => return Ok(None),
+            State::Failed(cause) => {
+                return Err(dcb::Error::Unavailable {
+                    message: format!("the read from {} was cut ({cause}); start it again", self.url),
+                    source: None,
+                });
+            }
         }
-        let Some(message) = self.stream.message().await.map_err(status_to_error)? else {
-            self.done = true;
+        let batch = self.receive().await;
+        if let Err(error) = &batch {
+            self.state = State::Failed(error.to_string());
+        }
+        batch
+    }
+
+    async fn receive(&mut self) -> dcb::Result<Option<Vec<dcb::SequencedEvent>>> {
+        let message = match tokio::time::timeout(self.timeout, self.stream.message()).await {
+            Ok(message) => message.map_err(status_to_error)?,
+            Err(_) => {
+                return Err(dcb::Error::Unavailable {
+                    message: format!("a read batch from {} took longer than {:?}", self.url, self.timeout),
+                    source: None,
+                });
+            }
+        };
+        let Some(message) = message else {
+            self.state = State::Done;
             return Ok(None);
         };
-        if !self.last_is_head() {
-            // The server reports its head; a read that stops at `before` considered less.
-            self.head = message.head.map(|head| self.options.last_considered(head)).filter(|&head| head > 0);
-        }
+        self.server_head = self.server_head.or(message.head);
         let mut events = Vec::with_capacity(message.events.len());
         for event in message.events {
-            let event = sequenced_from_wire(event)?;
-            if self.past_the_window(event.position) {
-                self.done = true;
+            if self.at_the_limit() {
+                // Anything more the server sent would be beyond the limit.
+                self.state = State::Done;
                 break;
             }
+            let event = sequenced_from_wire(event)?;
+            if !self.in_order(event.position) {
+                return Err(dcb::Error::Internal(format!(
+                    "the server at {} sent position {} after {:?} in a read with {:?}: out of order or \
+                     outside the window",
+                    self.url, event.position, self.last, self.options
+                )));
+            }
+            if self.past_the_window(event.position) {
+                self.state = State::Done;
+                break;
+            }
+            self.first = self.first.or(Some(event.position));
+            self.last = Some(event.position);
+            self.delivered += 1;
             events.push(event);
         }
-        if self.last_is_head() {
-            self.head = events.last().map(|event| event.position).or(self.head);
+        if self.at_the_limit() {
+            // Every event the read may return has arrived: no need to wait for the stream's end.
+            self.state = State::Done;
         }
-        if events.is_empty() && self.done {
-            // The rest of the read lay beyond its `after` or `before`.
+        if events.is_empty() && matches!(self.state, State::Done) {
+            // The rest of the read lay beyond its `after`, `before` or limit.
             return Ok(None);
         }
         Ok(Some(events))
     }
 
-    /// The head of the events received so far, with the meaning of [`ReadResponse::head`].
+    /// The head of the events received so far, with the meaning of [`ReadResponse::head`]; `None`
+    /// after an error.
     pub fn head(&self) -> Option<u64> {
-        self.head
+        if matches!(self.state, State::Failed(_)) {
+            return None;
+        }
+        if self.options.limit.is_some() && !self.options.backwards {
+            // Later matches were not considered.
+            return self.last;
+        }
+        // A backward read returns the newest matches first, so nothing matches between the first
+        // it returned and the store's head: that first position is a head at least as safe, and
+        // UmaDB reports a lower one (the last position of each message) for a backward read with a
+        // limit, which an append conditioned on it would always conflict with.
+        let head = if self.options.backwards { self.server_head.max(self.first) } else { self.server_head };
+        // A read that stops at `before` considered less than the server's head.
+        head.map(|head| self.options.last_considered(head)).filter(|&head| head > 0)
     }
 }
 
@@ -374,7 +476,7 @@ impl EventStore for GrpcStore {
         let timeout = self.shared.options.request_timeout;
         match tokio::time::timeout(timeout, client.append(self.request(message, true))).await {
             Ok(Ok(response)) => Ok(response.into_inner().position),
-            Ok(Err(status)) => Err(status_to_error(status)),
+            Ok(Err(status)) => Err(append_status_to_error(status)),
             Err(_) => Err(unavailable_after(&self.shared.url, timeout)),
         }
     }
@@ -456,10 +558,7 @@ impl Follow {
                     match message.events.into_iter().map(sequenced_from_wire).collect::<dcb::Result<Vec<_>>>()
                     {
                         Ok(events) => {
-                            if let Some(last) = events.last() {
-                                self.request.after = Some(last.position);
-                            }
-                            self.buffer.extend(events);
+                            self.take(events);
                             continue;
                         }
                         Err(error) => error,
@@ -475,6 +574,21 @@ impl Follow {
         }
     }
 
+    /// Buffers the events after the cursor and moves it to the last. A server may send again what
+    /// it sent before a reconnect (or send events out of order): the consumer has those already,
+    /// and must see neither a repeat nor its cursor move back.
+    fn take(&mut self, events: Vec<dcb::SequencedEvent>) {
+        for event in events {
+            let cursor = self.request.after.unwrap_or(0);
+            if event.position <= cursor {
+                tracing::debug!(position = event.position, cursor, "subscription skipped an event it had");
+                continue;
+            }
+            self.request.after = Some(event.position);
+            self.buffer.push_back(event);
+        }
+    }
+
     /// Subscribes again after `error` cut the stream, if the error is retryable, as patiently as
     /// any subscription (`dcb::subscription::patiently`); else, or then, returns the last error.
     async fn resubscribe(&mut self, error: dcb::Error) -> dcb::Result<()> {
@@ -483,7 +597,12 @@ impl Follow {
         }
         tracing::debug!(%error, after = ?self.request.after, "subscription cut, subscribing again");
         let (store, request) = (&self.store, &self.request);
-        self.stream = dcb::subscription::patiently(|| store.open_subscription(request.clone())).await?;
+        // Each attempt is bounded as the first subscribe is: a server that accepts the call and
+        // never answers would otherwise hold the consumer forever.
+        self.stream = dcb::subscription::patiently(|| {
+            store.waiting("subscribe", store.open_subscription(request.clone()))
+        })
+        .await?;
         Ok(())
     }
 }

@@ -47,14 +47,67 @@ pub(crate) fn error_to_status(error: &dcb::Error) -> Status {
     }
 }
 
-/// The `dcb::Error` a client reports for a status: from the error response in its details when
-/// there is one (any UmaDB-compatible server sends it), else from its code.
+/// The `dcb::Error` a client reports for a status of an idempotent call (read, head, tracking,
+/// subscribe): from the error response in its details when there is one (any UmaDB-compatible
+/// server sends it), else from its code, with `INTERNAL` as unavailable: without details it comes
+/// from the transport (tonic's code for an HTTP/2 stream reset, a connection closed mid-message),
+/// and the call may simply be made again.
 pub(crate) fn status_to_error(status: Status) -> dcb::Error {
+    if status.code() == Code::Internal && protocol_details(&status).is_none() {
+        return unknown_outcome(&status, "");
+    }
+    mapped(status)
+}
+
+/// The `dcb::Error` a client reports for a status of an append. A status without the protocol's
+/// error details did not come from a store's refusal, so unless its code says the call never ran,
+/// the append may have been recorded before the connection failed (tonic reports an HTTP/2 reset
+/// by a proxy as `INTERNAL`, or `RESOURCE_EXHAUSTED` for `ENHANCE_YOUR_CALM`) and is unavailable:
+/// its outcome is unknown, and the caller retries it safely with uuids under a condition.
+///
+/// Codes that say it never ran, kept as mapped by code: `INVALID_ARGUMENT` and `OUT_OF_RANGE`
+/// (refused as sent, a message too large among them), `FAILED_PRECONDITION` (its condition
+/// failed), `UNAUTHENTICATED` and `PERMISSION_DENIED` (refused before it ran), `UNIMPLEMENTED`
+/// (no such method there), `ALREADY_EXISTS` (refused as a duplicate). `DATA_LOSS` is kept as
+/// corruption too: it is the server's report, not the transport's, and needs an operator either way.
+pub(crate) fn append_status_to_error(status: Status) -> dcb::Error {
+    let never_ran = matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::OutOfRange
+            | Code::FailedPrecondition
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::Unimplemented
+            | Code::AlreadyExists
+            | Code::DataLoss
+    );
+    if !never_ran && protocol_details(&status).is_none() {
+        return unknown_outcome(&status, "; the append may or may not have been recorded");
+    }
+    mapped(status)
+}
+
+/// The protocol's error response in the status's details, if they hold one.
+fn protocol_details(status: &Status) -> Option<proto::ErrorResponse> {
+    if status.details().is_empty() {
+        return None;
+    }
+    proto::ErrorResponse::decode(status.details()).ok()
+}
+
+fn unknown_outcome(status: &Status, consequence: &str) -> dcb::Error {
+    dcb::Error::Unavailable {
+        message: format!("gRPC {:?}: {}{consequence}", status.code(), status.message()),
+        source: None,
+    }
+}
+
+/// From the error type in the details when there is one, else from the code.
+fn mapped(status: Status) -> dcb::Error {
     let message = status.message().to_owned();
-    let error_type = proto::ErrorResponse::decode(status.details())
-        .ok()
-        .filter(|_| !status.details().is_empty())
-        .and_then(|details| ErrorType::try_from(details.error_type).ok());
+    let error_type =
+        protocol_details(&status).and_then(|details| ErrorType::try_from(details.error_type).ok());
     match (error_type, status.code()) {
         (_, Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled) => {
             dcb::Error::Unavailable { message: format!("gRPC {:?}: {message}", status.code()), source: None }
@@ -250,8 +303,26 @@ mod tests {
             assert_eq!(status.code(), code, "{error}");
             let details = proto::ErrorResponse::decode(status.details()).unwrap();
             assert!(!details.message.is_empty());
-            let back = status_to_error(status);
-            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&error), "{error} -> {back}");
+            for back in [status_to_error(status.clone()), append_status_to_error(status.clone())] {
+                assert_eq!(
+                    std::mem::discriminant(&back),
+                    std::mem::discriminant(&error),
+                    "{error} -> {back}"
+                );
+            }
+        }
+    }
+
+    fn kind(error: &dcb::Error) -> &'static str {
+        match error {
+            dcb::Error::Integrity(_) => "integrity",
+            dcb::Error::InvalidArgument(_) => "invalid",
+            dcb::Error::Unauthenticated(_) => "auth",
+            dcb::Error::Unavailable { .. } => "unavailable",
+            dcb::Error::Corruption(_) => "corruption",
+            dcb::Error::Internal(_) => "internal",
+            dcb::Error::Io { .. } => "io",
+            other => panic!("unexpected {other}"),
         }
     }
 
@@ -264,19 +335,55 @@ mod tests {
             (Code::Unauthenticated, "auth"),
             (Code::Unavailable, "unavailable"),
             (Code::DataLoss, "corruption"),
-            (Code::Internal, "internal"),
+            // tonic's code for an HTTP/2 reset or a stream cut mid-message: an idempotent call is
+            // simply made again.
+            (Code::Internal, "unavailable"),
+            (Code::Unimplemented, "internal"),
         ];
         for (code, expected) in cases {
-            let kind = match status_to_error(Status::new(code, "m")) {
-                dcb::Error::Integrity(_) => "integrity",
-                dcb::Error::InvalidArgument(_) => "invalid",
-                dcb::Error::Unauthenticated(_) => "auth",
-                dcb::Error::Unavailable { .. } => "unavailable",
-                dcb::Error::Corruption(_) => "corruption",
-                dcb::Error::Internal(_) => "internal",
-                other => panic!("unexpected {other}"),
-            };
-            assert_eq!(kind, expected, "{code:?}");
+            assert_eq!(kind(&status_to_error(Status::new(code, "m"))), expected, "{code:?}");
         }
+    }
+
+    /// An append whose status does not come from the store may have been recorded before the
+    /// connection failed: only codes that say it never ran keep their meaning.
+    #[test]
+    fn append_statuses_without_details_are_of_unknown_outcome_unless_they_say_it_never_ran() {
+        let cases = [
+            // What tonic reports for HTTP/2 resets (INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, an
+            // unexpected EOF) and for ENHANCE_YOUR_CALM.
+            (Code::Internal, "unavailable"),
+            (Code::ResourceExhausted, "unavailable"),
+            (Code::Aborted, "unavailable"),
+            (Code::NotFound, "unavailable"),
+            (Code::Unknown, "unavailable"),
+            (Code::Cancelled, "unavailable"),
+            (Code::DeadlineExceeded, "unavailable"),
+            (Code::Unavailable, "unavailable"),
+            (Code::InvalidArgument, "invalid"),
+            (Code::OutOfRange, "invalid"),
+            (Code::FailedPrecondition, "integrity"),
+            (Code::Unauthenticated, "auth"),
+            (Code::PermissionDenied, "auth"),
+            (Code::Unimplemented, "internal"),
+            (Code::AlreadyExists, "internal"),
+            (Code::DataLoss, "corruption"),
+        ];
+        for (code, expected) in cases {
+            let error = append_status_to_error(Status::new(code, "h2 protocol error: reset"));
+            assert_eq!(kind(&error), expected, "{code:?}: {error}");
+        }
+    }
+
+    /// A store's own refusal, with the protocol's details, means what it says, for appends too.
+    #[test]
+    fn statuses_with_details_keep_their_meaning() {
+        let internal = error_to_status(&dcb::Error::Internal("bug".into()));
+        assert_eq!(kind(&append_status_to_error(internal.clone())), "internal");
+        assert_eq!(kind(&status_to_error(internal)), "internal");
+        let io = error_to_status(&dcb::Error::Io { message: "disk full".into(), source: None });
+        assert_eq!(kind(&append_status_to_error(io)), "io");
+        let invalid = status_with_code(Code::ResourceExhausted, ErrorType::InvalidArgument, "big".into());
+        assert_eq!(kind(&append_status_to_error(invalid)), "invalid");
     }
 }
