@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dcb::{Error, Result};
+use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Socket, Statement, tls::NoTlsStream};
 
@@ -103,7 +104,8 @@ impl Options {
         &self.schema
     }
 
-    /// The connection URL with any password removed, as error messages show it.
+    /// What error messages show of the connection URL: its user, hosts, ports and database,
+    /// never its password.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
@@ -117,9 +119,10 @@ impl Options {
     }
 
     pub(crate) fn connector(&self) -> Result<Connector> {
-        let redacted = self.redacted_url();
+        // Not shown when it does not parse: where its password is cannot be told.
         let mut config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| Error::invalid(format!("cannot parse PostgreSQL URL {redacted}: {e}")))?;
+            .map_err(|e| Error::invalid(format!("cannot parse the PostgreSQL URL (not shown): {e}")))?;
+        let redacted = self.redacted_url();
         if config.get_application_name().is_none() {
             config.application_name(&self.application_name);
         }
@@ -129,9 +132,14 @@ impl Options {
         // The batch functions take a lock, then check conditions and versions by statements that
         // each need a snapshot taken after it: READ COMMITTED, whatever the database, the role or
         // the URL sets as the default (a later `-c` wins). A startup option costs no round trip.
-        let isolation = r"-c default_transaction_isolation=read\ committed";
-        let startup =
-            config.get_options().map_or_else(|| isolation.to_owned(), |o| format!("{o} {isolation}"));
+        let mut startup = config.get_options().map_or_else(String::new, |o| format!("{o} "));
+        startup.push_str(r"-c default_transaction_isolation=read\ committed");
+        // A `lock_timeout` of the role or the database would make an append that waits for the
+        // schema's append lock fail, having written nothing, as often as appends contend. Unless
+        // the URL asks for one itself (then a timeout is `Unavailable`, see `is_connection_error`).
+        if !config.get_options().is_some_and(|o| sets_option(o, "lock_timeout")) {
+            startup.push_str(" -c lock_timeout=0");
+        }
         config.options(&startup);
         let (idle, interval, retries) = KEEPALIVE;
         if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
@@ -147,22 +155,62 @@ impl Options {
     }
 }
 
-/// Removes the password from a `postgres://user:password@host` URL or a `password=...` pair
-/// of a key-value connection string.
+/// What error messages and `Debug` show of a connection string: the user, the hosts with their
+/// ports and the database, taken from the parsed settings, never from the text. A password can sit
+/// in the URL's user part (with unencoded `/` or `?` in it), in a `password` query parameter, or
+/// quoted or escaped in a key-value string; editing the text would have to know every form. A
+/// string that does not parse is not shown at all, since where its password is cannot be told.
 fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if let Some((userinfo, host)) = authority.rsplit_once('@') {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            return format!("{scheme}://{user}@{host}{tail}");
-        }
-        return url.to_owned();
+    let Ok(config) = tokio_postgres::Config::from_str(url) else {
+        return "(a connection string that could not be parsed)".to_owned();
+    };
+    let ports = config.get_ports();
+    // Without a port for each host, one port (or none, the default) serves them all.
+    let port = |i: usize| ports.get(if ports.len() == 1 { 0 } else { i }).map(|p| format!(":{p}"));
+    let mut hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            name + &port(i).unwrap_or_default()
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts = config
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| addr.to_string() + &port(i).unwrap_or_default())
+            .collect();
     }
-    url.split_whitespace()
-        .map(|pair| if pair.starts_with("password=") { "password=***" } else { pair })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let dbname = config.get_dbname().map(|d| format!("/{d}")).unwrap_or_default();
+    format!("postgres://{user}{}{dbname}", hosts.join(","))
+}
+
+/// Whether the `options` startup parameter sets the server setting `name` (as `-c name=v`,
+/// `-cname=v` or `--name=v`; the server splits it at unescaped whitespace and reads `-` in a
+/// name as `_`, case-insensitively).
+fn sets_option(options: &str, name: &str) -> bool {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => words.push(std::mem::take(&mut word)),
+            c => word.push(c),
+        }
+    }
+    words.push(word);
+    words.iter().any(|word| {
+        let setting = word.strip_prefix("--").or_else(|| word.strip_prefix("-c")).unwrap_or(word);
+        setting.split_once('=').is_some_and(|(key, _)| key.replace('-', "_").eq_ignore_ascii_case(name))
+    })
 }
 
 /// Opens connections with parsed settings.
@@ -221,6 +269,29 @@ impl Connector {
                 error,
             );
         }
+        if let Some(cause) = unencodable(&error) {
+            // Nothing was sent, and the same request would fail the same way: retrying it (a
+            // gigabyte, say) forever is what an `Unavailable` would invite.
+            return Error::invalid(format!(
+                "{doing}: the request cannot be sent to PostgreSQL at {} ({error}: {cause})",
+                self.redacted
+            ));
+        }
+        if error.code().is_some_and(|code| {
+            *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::FEATURE_NOT_SUPPORTED
+        }) {
+            // A prepared statement whose function went away (42883) or now returns another type
+            // (0A000, "cached plan must not change result type"): a process of another build
+            // opened the schema and made its own functions. The statement works again once
+            // this build's functions are back, so the message says what to do.
+            return Error::Internal(format!(
+                "{doing} on PostgreSQL at {}: the schema's functions are not the ones this build \
+                 made; a process of another (older or newer) build has changed them since this \
+                 one opened the store. Run one build against the schema and reopen: {}",
+                self.redacted,
+                describe(&error)
+            ));
+        }
         Error::Internal(format!("{doing} on PostgreSQL at {}: {}", self.redacted, describe(&error)))
     }
 }
@@ -228,18 +299,34 @@ impl Connector {
 /// Whether the error means the connection (or the server) went away, or the transaction was
 /// aborted for reasons a retry may not meet again.
 pub(crate) fn is_connection_error(error: &tokio_postgres::Error) -> bool {
-    use std::error::Error as _;
     match error.code() {
         // Without a SQLSTATE the error is the driver's own: the connection (closed, or an I/O
-        // failure), or a conversion, which no retry would cure.
-        None => error.is_closed() || error.source().is_some_and(|s| s.is::<std::io::Error>()),
+        // failure), or a conversion or encoding, which no retry would cure.
+        None => error.is_closed() || (io_cause(error).is_some() && unencodable(error).is_none()),
         Some(code) => {
             let class = &code.code()[..2];
             // 08: connection exception; 57: operator intervention (terminated backend, shutdown);
-            // 53: insufficient resources (too many connections); 40: rollback (serialization).
-            matches!(class, "08" | "57" | "53" | "40") || *code == SqlState::ADMIN_SHUTDOWN
+            // 53: insufficient resources (too many connections); 40: rollback (serialization);
+            // 55P03: a lock wait passed the `lock_timeout` the URL set, nothing written.
+            matches!(class, "08" | "57" | "53" | "40")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::LOCK_NOT_AVAILABLE
         }
     }
+}
+
+/// The I/O error a driver error carries, if any.
+fn io_cause(error: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    use std::error::Error as _;
+    error.source().and_then(|source| source.downcast_ref::<std::io::Error>())
+}
+
+/// The cause of an error raised while encoding a message, before anything was sent: postgres-
+/// protocol refuses a value or a message longer than its length fields hold ("value too large
+/// to transmit") with an I/O error of kind `InvalidInput`. The connection's own I/O failures
+/// reach a call as a closed connection instead (the task driving it ends).
+fn unencodable(error: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    io_cause(error).filter(|cause| !error.is_closed() && cause.kind() == std::io::ErrorKind::InvalidInput)
 }
 
 /// The server's message when there is one, which `Display` of the driver error leaves out.
@@ -332,19 +419,96 @@ mod tests {
         assert_eq!(chosen.get_keepalives_retries(), Some(9));
     }
 
+    /// The shown text is built from the parsed settings: no form of password survives, and a
+    /// string that does not parse is not shown.
     #[test]
     fn passwords_are_removed_from_urls() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/events?sslmode=disable"),
-            "postgres://app@db:5432/events?sslmode=disable"
-        );
-        assert_eq!(redact("postgresql://a:b:c@h/d"), "postgresql://a@h/d", "a colon in the password");
-        assert_eq!(DEFAULT_URL, redact(DEFAULT_URL));
-        let options = Options::new("postgres://app:s3cret@db/x", "s");
-        assert!(!format!("{options:?}").contains("s3cret"));
-        assert_eq!(
-            redact("host=db user=app password=s3cret dbname=x"),
-            "host=db user=app password=*** dbname=x"
-        );
+        let cases = [
+            ("postgres://app:s3cret@db:5432/events?sslmode=disable", "postgres://app@db:5432/events"),
+            ("postgresql://a:b:s3cret@h/d", "postgres://a@h:5432/d"),
+            ("postgres://app@db/x?password=s3cret", "postgres://app@db:5432/x"),
+            ("postgres://app@db/x?sslmode=disable&password=s3cret", "postgres://app@db:5432/x"),
+            ("postgres://app:pa/s3cret@db/x", "postgres://app@db:5432/x"),
+            ("postgres://app:pa?s3cret@db/x", "postgres://app@db:5432/x"),
+            ("postgres://app:s3cret@db1:5433,db2:5434/x", "postgres://app@db1:5433,db2:5434/x"),
+            ("host=db user=app password=s3cret dbname=x", "postgres://app@db/x"),
+            ("host=db user=app password = s3cret dbname=x", "postgres://app@db/x"),
+            ("host=db user=app password='my s3cret' dbname=x", "postgres://app@db/x"),
+            (r"host=db user=app password=my\ s3cret dbname=x", "postgres://app@db/x"),
+            ("postgres://app:s3cret@db:notaport/x", "(a connection string that could not be parsed)"),
+            ("host=db password='s3cret", "(a connection string that could not be parsed)"),
+            (DEFAULT_URL, DEFAULT_URL),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+            let options = format!("{:?}", Options::new(url, "s"));
+            assert!(!options.contains("s3cret"), "{options}");
+            if let Err(error) = Options::new(url, "s").connector() {
+                assert!(!error.to_string().contains("s3cret"), "{error}");
+            }
+        }
+    }
+
+    /// Every connection turns off a `lock_timeout` of the role or database, unless the URL sets
+    /// one itself (in any of the forms the server reads).
+    #[test]
+    fn lock_timeout_is_off_unless_the_url_sets_it() {
+        let options = |url: &str| {
+            let connector = Options::new(url, "s").connector().unwrap();
+            connector.config.get_options().unwrap_or_default().to_owned()
+        };
+        let default = options("postgres://u@h/db");
+        assert!(default.ends_with(" -c lock_timeout=0"), "{default}");
+        assert!(sets_option(&default, "lock_timeout"));
+        let other = options("postgres://u@h/db?options=-c%20deadlock_timeout%3D5s");
+        assert!(other.ends_with(" -c lock_timeout=0"), "{other}");
+        for set in
+            ["-c%20lock_timeout%3D5s", "-clock_timeout%3D5s", "--lock-timeout%3D5s", "-c%20Lock_Timeout%3D1"]
+        {
+            let chosen = options(&format!("postgres://u@h/db?options={set}"));
+            assert!(!chosen.contains("lock_timeout=0"), "{chosen}");
+            assert!(sets_option(&chosen, "lock_timeout"), "{chosen}");
+        }
+        assert!(!sets_option(r"-c search_path=a\ lock_timeout=1", "lock_timeout"));
+    }
+
+    /// A request postgres-protocol cannot encode (as it cannot a value or message over its
+    /// length fields, "value too large to transmit") was never sent and would fail the same way
+    /// again: an invalid argument, not a retryable loss of the connection. Both paths are taken
+    /// without a gigabyte: a query text with a NUL (the message encoder) and a parameter whose
+    /// encoding fails as an oversized one does.
+    #[tokio::test]
+    async fn requests_that_cannot_be_encoded_are_not_retryable() {
+        #[derive(Debug)]
+        struct Oversized;
+        impl tokio_postgres::types::ToSql for Oversized {
+            fn to_sql(
+                &self,
+                _: &tokio_postgres::types::Type,
+                _: &mut tokio_postgres::types::private::BytesMut,
+            ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "value too large to transmit",
+                )))
+            }
+            tokio_postgres::types::accepts!(BYTEA);
+            tokio_postgres::types::to_sql_checked!();
+        }
+        let url = std::env::var("DCB_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/dcb_test".to_owned());
+        let connector = Options::new(url, "s").connector().unwrap();
+        let client = connector.connect().await.expect("connect (is PostgreSQL running?)");
+        let message = client.prepare("SELECT 1\0").await.unwrap_err();
+        let statement = client.prepare("SELECT length($1::bytea)").await.unwrap();
+        let parameter = client.query(&statement, &[&Oversized]).await.unwrap_err();
+        for error in [message, parameter] {
+            assert!(!is_connection_error(&error), "{error:?}");
+            let mapped = connector.error("appending", error);
+            assert!(matches!(&mapped, Error::InvalidArgument(m) if m.contains("cannot be sent")), "{mapped}");
+        }
+        assert!(!client.is_closed());
+        let closed = client.query("SELECT pg_terminate_backend(pg_backend_pid())", &[]).await.unwrap_err();
+        assert!(connector.error("reading", closed).is_retryable());
     }
 }

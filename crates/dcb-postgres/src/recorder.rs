@@ -57,11 +57,7 @@ impl PostgresRecorder {
         let connector = options.connector()?;
         let client = connector.connect().await?;
         connector.check_encoding(&client).await?;
-        schema
-            .recorder_migration()
-            .run(&client)
-            .await
-            .map_err(|e| connector.error("creating the recorder schema", e))?;
+        schema.recorder_migration().run(&client, &connector, "creating the recorder schema").await?;
         drop(client);
         let select = |dir: &str| {
             schema.sql(&format!(

@@ -6,6 +6,8 @@
 
 use dcb::{Error, Result};
 
+use crate::connect::Connector;
+
 /// Longest schema name accepted, so that the derived channel name fits PostgreSQL's 63-byte
 /// identifier limit.
 const MAX_SCHEMA_BYTES: usize = 48;
@@ -13,6 +15,13 @@ const MAX_SCHEMA_BYTES: usize = 48;
 /// Key of the advisory lock that serialises migrations of every schema in a database, so that
 /// two processes opening stores at once never race on `CREATE ... IF NOT EXISTS`.
 const MIGRATION_LOCK: i64 = 0x0dcb_5c4e_3a00_0001;
+
+/// The version of the tables and functions this build makes. Raise it with every change a build
+/// of the previous version could not work with (a function's arguments or results, a table's
+/// columns): a build refuses to open a schema that a build of a higher version migrated, rather
+/// than reinstalling its own functions under the processes of that build, whose calls would then
+/// fail until they restart. Functions of builds before versions were recorded count as version 0.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// Names derived from a validated schema name.
 #[derive(Debug, Clone)]
@@ -75,6 +84,7 @@ impl Schema {
             schema: self.name.clone(),
             quoted: self.quoted.clone(),
             function_names: &["append_batch", "first_matches"],
+            relations: self.qualified(&["events", "events_type_position", "event_tags", "tracking"]),
             tables: self.sql(STORE_TABLES),
             functions: self.sql(&STORE_FUNCTIONS.replace("@FLUSH", &flush())),
         }
@@ -87,18 +97,25 @@ impl Schema {
             schema: self.name.clone(),
             quoted: self.quoted.clone(),
             function_names: &["insert_aggregate_batch"],
+            relations: self.qualified(&["aggregate_events"]),
             tables: self.sql(RECORDER_TABLES),
             functions: self.sql(RECORDER_FUNCTIONS),
         }
     }
+
+    /// Names of relations in the schema, qualified with it.
+    fn qualified(&self, names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| format!("{}.{name}", self.quoted)).collect()
+    }
 }
 
-/// What a store or recorder needs in its schema: tables and indexes (`IF NOT EXISTS`, run on every
-/// open) and functions, created again only when the ones in place are not exactly these. Each
-/// function carries the digest of the text that created it as its comment: a function made by any
-/// other text (an older or newer build, which drop and create them) has another comment or none.
-/// Dropping and creating the functions on every open would disturb the appends that other
-/// processes run at that moment.
+/// What a store or recorder needs in its schema: tables and indexes, created when one of them is
+/// missing, and functions, created again only when the ones in place are not exactly these. Each
+/// function carries the schema version and the digest of the text that created it as its comment
+/// (`dcb <part> v<version> <digest>`): a function made by any other text (an older build, or one
+/// of the same version with other text) has another comment or none, and one made by a newer
+/// build a higher version, which this build refuses to replace. Dropping and creating the
+/// functions on every open would disturb the appends that other processes run at that moment.
 pub(crate) struct Migration {
     part: &'static str,
     /// The schema, as written and quoted.
@@ -106,6 +123,8 @@ pub(crate) struct Migration {
     quoted: String,
     /// The functions `functions` creates.
     function_names: &'static [&'static str],
+    /// The tables and indexes `tables` creates, qualified.
+    relations: Vec<String>,
     tables: String,
     functions: String,
 }
@@ -113,39 +132,82 @@ pub(crate) struct Migration {
 impl Migration {
     /// Runs the migration in one transaction, under a database-wide lock so that processes
     /// opening at once take turns. On failure the transaction is rolled back, leaving `client`
-    /// usable.
-    pub(crate) async fn run(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-        let result = self.run_in_transaction(client).await;
+    /// usable; driver errors are described as met while `doing` it.
+    pub(crate) async fn run(
+        &self,
+        client: &tokio_postgres::Client,
+        connector: &Connector,
+        doing: &str,
+    ) -> Result<()> {
+        let result = self.run_in_transaction(client, connector, doing).await;
         if result.is_err() {
             let _ = client.batch_execute("ROLLBACK").await;
         }
         result
     }
 
-    async fn run_in_transaction(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-        let digest = format!("dcb {} {:016x}", self.part, fnv1a(self.part, &self.functions));
+    async fn run_in_transaction(
+        &self,
+        client: &tokio_postgres::Client,
+        connector: &Connector,
+        doing: &str,
+    ) -> Result<()> {
+        let driver = |e| connector.error(doing, e);
+        let comment =
+            format!("dcb {} v{SCHEMA_VERSION} {:016x}", self.part, fnv1a(self.part, &self.functions));
         client
-            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {}", self.tables))
-            .await?;
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await
+            .map_err(driver)?;
+        // `CREATE ... IF NOT EXISTS` of an index that exists still takes a lock on its table until
+        // the commit, which would make every open wait for the appends in flight and hold up new
+        // ones; `to_regclass` only looks the names up.
         let names: Vec<&str> = self.function_names.to_vec();
-        let current: i64 = client
+        let row = client
             .query_one(
-                "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE n.nspname = $1 AND p.proname = ANY($2) AND obj_description(p.oid, 'pg_proc') = $3",
-                &[&self.schema, &names, &digest],
+                "SELECT ARRAY(SELECT coalesce(obj_description(p.oid, 'pg_proc'), '') FROM pg_proc p \
+                 JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = ANY($2)), \
+                 (SELECT count(*) FROM unnest($3::text[]) AS r(name) WHERE to_regclass(r.name) IS NULL)",
+                &[&self.schema, &names, &self.relations],
             )
-            .await?
-            .get(0);
-        if current != names.len() as i64 {
+            .await
+            .map_err(driver)?;
+        let comments: Vec<String> = row.try_get(0).map_err(driver)?;
+        let missing: i64 = row.try_get(1).map_err(driver)?;
+        let found = comments.iter().map(|c| function_version(self.part, c)).max().unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(Error::Internal(format!(
+                "the {} functions in schema {:?} were made by a newer build (schema version {found}); \
+                 this build makes version {SCHEMA_VERSION} and does not downgrade a schema: run the \
+                 newer build",
+                self.part, self.schema
+            )));
+        }
+        if missing > 0 {
+            client.batch_execute(&self.tables).await.map_err(driver)?;
+        }
+        if comments.len() != names.len() || comments.iter().any(|c| *c != comment) {
             // Functions have no overloads here (the text drops them), so the name is enough.
             let comments: String = names
                 .iter()
-                .map(|name| format!("COMMENT ON FUNCTION {}.{name} IS '{digest}';", self.quoted))
+                .map(|name| format!("COMMENT ON FUNCTION {}.{name} IS '{comment}';", self.quoted))
                 .collect();
-            client.batch_execute(&format!("{} {comments}", self.functions)).await?;
+            client.batch_execute(&format!("{} {comments}", self.functions)).await.map_err(driver)?;
         }
-        client.batch_execute("COMMIT").await
+        client.batch_execute("COMMIT").await.map_err(driver)
     }
+}
+
+/// The schema version a function's comment records: `dcb <part> v<version> <digest>`; 0 for
+/// anything else (no comment, or one of a build before versions were recorded).
+fn function_version(part: &str, comment: &str) -> u32 {
+    comment
+        .strip_prefix("dcb ")
+        .and_then(|rest| rest.strip_prefix(part))
+        .and_then(|rest| rest.strip_prefix(" v"))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|version| version.parse().ok())
+        .unwrap_or(0)
 }
 
 /// FNV-1a over a purpose and a text (a schema name for lock keys, the functions' text for their

@@ -82,11 +82,7 @@ impl PostgresStore {
         let connector = options.connector()?;
         let conn = writer::connect(&connector).await?;
         connector.check_encoding(&conn.client).await?;
-        schema
-            .store_migration()
-            .run(&conn.client)
-            .await
-            .map_err(|e| connector.error("creating the schema", e))?;
+        schema.store_migration().run(&conn.client, &connector, "creating the schema").await?;
         let (jobs, queue) = mpsc::channel(writer::QUEUE_CAPACITY);
         tokio::spawn(writer::run(connector.clone(), schema.clone(), Some(conn), queue));
         let statements = Statements {

@@ -160,12 +160,14 @@ fn fail_all(batch: Vec<Job>, error: &Error) {
 }
 
 /// A copy of a batch's failure for one more of its callers: the error type is not `Clone`, so
-/// the variant and message are rebuilt (an unavailable store stays retryable).
+/// the variant and message are rebuilt (an unavailable store stays retryable, a request that
+/// cannot be sent stays an invalid argument: an append too large for the protocol goes alone).
 pub(crate) fn copy_failure(error: &Error) -> Error {
     match error {
         Error::Unavailable { message, .. } => {
             Error::Unavailable { message: message.clone(), source: Some(error.to_string().into()) }
         }
+        Error::InvalidArgument(message) => Error::InvalidArgument(message.clone()),
         other => Error::Internal(other.to_string()),
     }
 }

@@ -329,3 +329,159 @@ async fn a_single_event_round_trips_with_metadata_and_a_repeated_tag() {
     assert_eq!(read.events.len(), 1);
     assert_eq!(read.events[0].event, event);
 }
+
+/// Opening a schema that has all its tables and indexes takes no lock on them: it completes
+/// while another process's append is in flight (here: an insert left uncommitted, which holds
+/// the same lock on `events` an append does), instead of waiting for it and holding up new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_does_not_wait_for_appends_in_flight() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let first = PostgresStore::open(options.clone()).await.unwrap();
+    let admin = common::admin().await;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO \"{schema}\".events (position, type, data, tags) VALUES (1, 'E', '', '{{}}')"
+        ))
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), PostgresStore::open(options)).await;
+    admin.batch_execute("ROLLBACK").await.unwrap();
+    let second = second.expect("the open waited for the transaction on events").unwrap();
+    assert_eq!(second.append(vec![Event::new("E", "")], None).await.unwrap(), 1);
+    assert_eq!(first.append(vec![Event::new("E", "")], None).await.unwrap(), 2);
+    common::drop_schema(&schema).await;
+}
+
+/// The comments of the store's functions in `schema`.
+async fn function_comments(admin: &tokio_postgres::Client, schema: &str) -> Vec<(u32, String)> {
+    let rows = admin
+        .query(
+            "SELECT p.oid, obj_description(p.oid, 'pg_proc') FROM pg_proc p \
+             JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 ORDER BY p.proname",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+/// A build refuses to open a schema whose functions a newer build made (a higher schema version
+/// in their comments), naming both versions, and leaves those functions alone: reinstalling its
+/// own would break the newer build's running appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_a_newer_build_is_not_downgraded() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let admin = common::admin().await;
+    let store = PostgresStore::open(options.clone()).await.unwrap();
+    let ours = function_comments(&admin, &schema).await;
+    let version: u32 =
+        ours[0].1.strip_prefix("dcb store v").unwrap().split(' ').next().unwrap().parse().unwrap();
+    let newer = format!("dcb store v{} 0123456789abcdef", version + 1);
+    for function in ["append_batch", "first_matches"] {
+        admin
+            .batch_execute(&format!("COMMENT ON FUNCTION \"{schema}\".{function} IS '{newer}'"))
+            .await
+            .unwrap();
+    }
+    let error = PostgresStore::open(options).await.err().expect("a newer schema was opened");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Internal(_)), "{message}");
+    assert!(message.contains(&format!("version {}", version + 1)), "{message}");
+    assert!(message.contains(&format!("version {version}")), "{message}");
+    let kept = function_comments(&admin, &schema).await;
+    assert_eq!(kept.iter().map(|f| f.0).collect::<Vec<_>>(), ours.iter().map(|f| f.0).collect::<Vec<_>>());
+    assert!(kept.iter().all(|f| f.1 == newer), "{kept:?}");
+    assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 1);
+    common::drop_schema(&schema).await;
+}
+
+/// When another build replaces the functions under a running store (as a build from before
+/// schema versions would, downgrading them), its appends fail saying so, not with a bare
+/// "function does not exist"; once this build's functions are back, they work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_changed_by_another_build_are_reported_as_such() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let store = PostgresStore::open(options.clone()).await.unwrap();
+    assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 1);
+    common::admin()
+        .await
+        .batch_execute(&format!(
+            "DROP FUNCTION \"{schema}\".append_batch; \
+             CREATE FUNCTION \"{schema}\".append_batch(a_events int[]) RETURNS bigint[] \
+             LANGUAGE sql AS 'SELECT NULL::bigint[]'"
+        ))
+        .await
+        .unwrap();
+    let error = store.append(vec![Event::new("E", "")], None).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::Internal(_)), "{message}");
+    assert!(message.contains("another (older or newer) build"), "{message}");
+    drop(PostgresStore::open(options).await.unwrap());
+    assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 2);
+    common::drop_schema(&schema).await;
+}
+
+/// Begins a transaction on `admin` that holds the append lock of `schema`, as another process's
+/// append does while it runs: a call of `append_batch` with an empty batch.
+async fn hold_append_lock(admin: &tokio_postgres::Client, schema: &str) {
+    let empty = vec!["'{}'"; 25].join(", ");
+    admin.batch_execute(&format!("BEGIN; SELECT \"{schema}\".append_batch({empty})")).await.unwrap();
+}
+
+/// An append that waits for the schema's append lock while another transaction holds it, and
+/// its outcome once that transaction commits 300 ms later.
+async fn append_behind_a_held_lock(store: &PostgresStore, schema: &str) -> dcb::Result<u64> {
+    let admin = common::admin().await;
+    hold_append_lock(&admin, schema).await;
+    let append = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(vec![Event::new("E", "")], None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    append.await.unwrap()
+}
+
+/// A `lock_timeout` set for the role (or the database) does not make contended appends fail:
+/// the store's sessions turn it off, so an append waits for the lock as long as it is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_timeout_of_the_role_does_not_fail_appends() {
+    let role = format!("dcb_lock_timeout_{}", std::process::id());
+    let admin = common::admin().await;
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN SUPERUSER; \
+             ALTER ROLE {role} SET lock_timeout = '20ms'"
+        ))
+        .await
+        .unwrap();
+    let url = common::url();
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// test URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let schema = common::fresh_schema().await;
+    let store =
+        PostgresStore::open(Options::new(format!("{scheme}://{role}@{host}"), schema.clone())).await.unwrap();
+    let outcome = append_behind_a_held_lock(&store, &schema).await;
+    drop(store);
+    common::drop_schema(&schema).await;
+    admin.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+    assert_eq!(outcome.unwrap(), 1);
+}
+
+/// A `lock_timeout` the URL sets is kept, and an append it cuts short (nothing written) is
+/// retryable, not an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_timeout_of_the_url_makes_appends_unavailable() {
+    let url = common::url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}options=-c%20lock_timeout%3D20ms");
+    let schema = common::fresh_schema().await;
+    let store = PostgresStore::open(Options::new(url, schema.clone())).await.unwrap();
+    let error = append_behind_a_held_lock(&store, &schema).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 1);
+    common::drop_schema(&schema).await;
+}
