@@ -1,7 +1,9 @@
 //! DCB decision models, plain and sliced: read with a query, fold into a state, decide, append
 //! under the condition that nothing the query selects was recorded since the read.
 
-use dcb::{AppendCondition, EventStore, Query, ReadOptions};
+use dcb::{AppendCondition, EventStore, Query, QueryItem};
+
+use crate::cache::{self, DecisionCache, tags_to_read};
 
 use crate::codec::{self, DomainEvent};
 use crate::error::{Error, Result};
@@ -43,14 +45,15 @@ pub trait Slice: Send + Sync {
 /// Makes DCB decisions against a store: the plain style ([`Dcb::read`], [`Dcb::append`],
 /// [`Dcb::decide`]) and slices ([`Dcb::execute`]).
 ///
-/// Each decision costs one read and at most one append. With
-/// [`Dcb::retry_on_conflict`], a decision whose append met a concurrent change inside its
-/// boundary is read and decided again, a bounded number of times; other errors, the caller's
-/// own included, are never retried.
+/// Each decision costs one read and at most one append ([`Dcb::with_cache`] saves the read where
+/// it can). With [`Dcb::retry_on_conflict`], a decision whose append met a concurrent change
+/// inside its boundary is read and decided again, a bounded number of times; other errors, the
+/// caller's own included, are never retried.
 #[derive(Debug, Clone)]
 pub struct Dcb<S> {
     store: S,
     retries: u32,
+    cache: Option<DecisionCache>,
 }
 
 /// Why an attempt stopped: the caller's refusal, or this crate's error (maybe a conflict).
@@ -88,13 +91,14 @@ impl<E: From<Error>> Failure<E> {
 }
 
 /// Reads every event `query` selects, decodes each and hands it to `each` with its stored form;
-/// returns the head to condition on.
+/// returns the head to condition on. A query of bare tags teaches `cache` those tags.
 pub(crate) async fn read_each<S: EventStore, E: DomainEvent>(
     store: &S,
+    cache: Option<&DecisionCache>,
     query: &Query,
     mut each: impl FnMut(E, &dcb::Event),
 ) -> Result<Option<u64>> {
-    let read = store.read(query, ReadOptions::default()).await?;
+    let read = cache::read(store, cache, query).await?;
     for stored in &read.events {
         each(codec::from_event(&stored.event)?, &stored.event);
     }
@@ -104,7 +108,62 @@ pub(crate) async fn read_each<S: EventStore, E: DomainEvent>(
 impl<S: EventStore> Dcb<S> {
     /// Decisions against `store`, without retries.
     pub fn new(store: S) -> Self {
-        Dcb { store, retries: 0 }
+        Dcb { store, retries: 0, cache: None }
+    }
+
+    /// Takes decisions ([`Dcb::decide`], [`Dcb::execute`]) from the events this handle (and its
+    /// clones) last read or recorded, without a read, when they are known to be current up to a
+    /// position: then the decision costs one round trip, its append.
+    ///
+    /// The cache holds every event of the tags of recent decisions, exact up to one position. A
+    /// read for a decision reads every event of one tag of each query item (types alone are never
+    /// cached), and each append this handle makes right after that position moves it on. An
+    /// append of another writer in between is noticed at this handle's next append or read, and
+    /// the cache starts over. A decision served from the cache appends under its own query after
+    /// that position, so a change the cache missed fails the append, and the decision is then
+    /// read and taken again (not counted as a retry); a decision that records nothing or refuses
+    /// is always taken again from a read, so that no refusal rests on a stale cache. It pays
+    /// when one process makes most of the decisions about its tags; with many writers it mostly
+    /// starts over, at the cost of the wider reads.
+    ///
+    /// ```
+    /// use dcb::{AppendCondition, MemoryStore, QueryItem};
+    /// use eventsourcing::{Dcb, DomainEvent, Error};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// enum Ev {
+    ///     #[serde(rename = "Opened")]
+    ///     Opened { course: String },
+    ///     #[serde(rename = "SeatBooked")]
+    ///     SeatBooked { course: String },
+    /// }
+    /// impl DomainEvent for Ev {
+    ///     fn tags(&self) -> Vec<String> {
+    ///         let (Ev::Opened { course } | Ev::SeatBooked { course }) = self;
+    ///         vec![course.clone()]
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let dcb = Dcb::new(MemoryStore::new()).with_cache();
+    /// // Nothing carried the tag before: from now on the cache knows every event carrying it.
+    /// let unused = AppendCondition::new(QueryItem::tags(["c1"]).into(), None);
+    /// dcb.append(&[Ev::Opened { course: "c1".into() }], unused).await?;
+    /// let booked = dcb
+    ///     .decide(
+    ///         QueryItem::tags(["c1"]).into(),
+    ///         |seats: &mut usize, e: &Ev| *seats += usize::from(matches!(e, Ev::SeatBooked { .. })),
+    ///         |&seats| Ok::<_, Error>(if seats < 2 { vec![Ev::SeatBooked { course: "c1".into() }] } else { vec![] }),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(booked, Some(2));
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_cache(mut self) -> Self {
+        self.cache = Some(DecisionCache::default());
+        self
     }
 
     /// Retries a decision up to `retries` more times when its append conflicts; the last
@@ -127,7 +186,7 @@ impl<S: EventStore> Dcb<S> {
         St: Default,
     {
         let mut state = St::default();
-        let head = read_each(&self.store, &query, |event, _| fold(&mut state, &event)).await?;
+        let head = read_each(&self.store, None, &query, |event, _| fold(&mut state, &event)).await?;
         Ok(Decision { state, condition: AppendCondition::new(query, head) })
     }
 
@@ -146,7 +205,7 @@ impl<S: EventStore> Dcb<S> {
             return Ok(None);
         }
         let stored = events.iter().map(codec::to_event).collect::<Result<_>>()?;
-        Ok(Some(self.store.append(stored, condition.into()).await?))
+        Ok(Some(cache::append(&self.store, self.cache.as_ref(), stored, condition.into()).await?))
     }
 
     /// Reads with `query`, folds into a default state, lets `decide` choose the events and
@@ -200,7 +259,7 @@ impl<S: EventStore> Dcb<S> {
     /// ```
     pub async fn decide<E, St, Err>(
         &self,
-        mut query: Query,
+        query: Query,
         mut fold: impl FnMut(&mut St, &E),
         mut decide: impl FnMut(&St) -> Result<Vec<E>, Err>,
     ) -> Result<Option<u64>, Err>
@@ -211,9 +270,7 @@ impl<S: EventStore> Dcb<S> {
     {
         let mut attempt = 0;
         loop {
-            // The query is needed again only if this attempt may be retried.
-            let query = if attempt < self.retries { query.clone() } else { std::mem::take(&mut query) };
-            match self.attempt(query, &mut fold, &mut decide).await {
+            match self.attempt(&query, &mut fold, &mut decide).await {
                 Ok(position) => return Ok(position),
                 Err(failure) if failure.retry(&mut attempt, self.retries) => continue,
                 Err(failure) => return Err(failure.into_error()),
@@ -221,9 +278,11 @@ impl<S: EventStore> Dcb<S> {
         }
     }
 
+    /// One decision: from the cache if it covers `query` and the decision records something,
+    /// else (and after a conflict with what the cache missed) from a read.
     async fn attempt<E, St, Err>(
         &self,
-        query: Query,
+        query: &Query,
         fold: &mut impl FnMut(&mut St, &E),
         decide: &mut impl FnMut(&St) -> Result<Vec<E>, Err>,
     ) -> Result<Option<u64>, Failure<Err>>
@@ -231,9 +290,50 @@ impl<S: EventStore> Dcb<S> {
         E: DomainEvent,
         St: Default,
     {
-        let decision = self.read(query, fold).await?;
+        if let Some(cache) = &self.cache
+            && let Some((events, head)) = cache.serve(query)
+        {
+            let mut state = St::default();
+            for stored in &events {
+                fold(&mut state, &codec::from_event(&stored.event)?);
+            }
+            // A refusal, or nothing to record, is confirmed from a read below.
+            if let Ok(chosen) = decide(&state)
+                && !chosen.is_empty()
+            {
+                match self.append(&chosen, AppendCondition::new(query.clone(), Some(head))).await {
+                    Ok(position) => return Ok(position),
+                    Err(error) if error.is_integrity() => cache.forget(),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        let decision = self.read_for_decision(query.clone(), fold).await?;
         let events = decide(&decision.state).map_err(Failure::Refused)?;
         Ok(self.append(&events, decision.condition).await?)
+    }
+
+    /// [`Dcb::read`], or with a cache, a read of every event of one tag of each item of `query`
+    /// (which the cache keeps), folding those that `query` selects.
+    async fn read_for_decision<E, St>(
+        &self,
+        query: Query,
+        fold: &mut impl FnMut(&mut St, &E),
+    ) -> Result<Decision<St>>
+    where
+        E: DomainEvent,
+        St: Default,
+    {
+        let (Some(cache), Some(tags)) = (&self.cache, tags_to_read(&query)) else {
+            return self.read(query, fold).await;
+        };
+        let wide = Query::new(tags.iter().map(|tag| QueryItem::tags([tag.as_str()])));
+        let read = cache::read(&self.store, Some(cache), &wide).await?;
+        let mut state = St::default();
+        for stored in read.events.iter().filter(|e| query.matches(&e.event)) {
+            fold(&mut state, &codec::from_event(&stored.event)?);
+        }
+        Ok(Decision { state, condition: AppendCondition::new(query, read.head) })
     }
 
     /// Reads the slice's boundary and folds it into the slice's state, with the matching
@@ -321,8 +421,179 @@ impl<S: EventStore> Dcb<S> {
     }
 
     async fn execute_once<Sl: Slice>(&self, slice: &Sl) -> Result<Option<u64>, Failure<Sl::Error>> {
-        let decision = self.load(slice).await?;
-        let events = slice.decide(&decision.state).map_err(Failure::Refused)?;
-        Ok(self.append(&events, decision.condition).await?)
+        let query = slice.query();
+        self.attempt(&query, &mut |state, event| slice.apply(state, event), &mut |state| slice.decide(state))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use dcb::{AppendRequest, EventStream, MemoryStore, ReadOptions, ReadResponse};
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    /// A memory store that counts its reads.
+    #[derive(Clone, Default)]
+    struct Counting {
+        store: MemoryStore,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Counting {
+        fn reads(&self) -> usize {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    impl EventStore for Counting {
+        async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.store.read(query, options).await
+        }
+        async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
+            self.store.append_request(request).await
+        }
+        async fn head(&self) -> dcb::Result<Option<u64>> {
+            self.store.head().await
+        }
+        async fn tracking_position(&self, source: &str) -> dcb::Result<Option<u64>> {
+            self.store.tracking_position(source).await
+        }
+        async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
+            self.store.subscribe(query, after).await
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum Ev {
+        #[serde(rename = "Opened")]
+        Opened { course: String, places: usize },
+        #[serde(rename = "SeatBooked")]
+        SeatBooked { course: String },
+    }
+
+    impl DomainEvent for Ev {
+        fn tags(&self) -> Vec<String> {
+            let (Ev::Opened { course, .. } | Ev::SeatBooked { course }) = self;
+            vec![course.clone()]
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Refusal {
+        NotOpen,
+        FullyBooked,
+    }
+
+    impl From<Error> for Refusal {
+        fn from(error: Error) -> Self {
+            panic!("unexpected error: {error}")
+        }
+    }
+
+    /// Opens `course` with `places`, on condition that nothing carries its tag yet.
+    async fn open<S: EventStore>(dcb: &Dcb<S>, course: &str, places: usize) -> Option<u64> {
+        let unused = AppendCondition::new(QueryItem::tags([course]).into(), None);
+        dcb.append(&[Ev::Opened { course: course.into(), places }], unused).await.unwrap()
+    }
+
+    async fn book<S: EventStore>(dcb: &Dcb<S>, course: &str) -> Result<Option<u64>, Refusal> {
+        dcb.decide(
+            QueryItem::tags([course]).into(),
+            |(places, booked): &mut (Option<usize>, usize), event: &Ev| match event {
+                Ev::Opened { places: p, .. } => *places = Some(*p),
+                Ev::SeatBooked { .. } => *booked += 1,
+            },
+            |&(places, booked)| match places {
+                None => Err(Refusal::NotOpen),
+                Some(places) if booked >= places => Err(Refusal::FullyBooked),
+                Some(_) => Ok(vec![Ev::SeatBooked { course: course.into() }]),
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn decisions_the_cache_covers_read_nothing() {
+        let store = Counting::default();
+        let dcb = Dcb::new(store.clone()).with_cache();
+        assert_eq!(open(&dcb, "c1", 2).await, Some(1));
+        assert_eq!(book(&dcb, "c1").await, Ok(Some(2)));
+        assert_eq!(book(&dcb, "c1").await, Ok(Some(3)));
+        assert_eq!(store.reads(), 0, "every decision came from the cache");
+        // Full: a refusal is confirmed from a read, never taken from the cache alone.
+        assert_eq!(book(&dcb, "c1").await, Err(Refusal::FullyBooked));
+        assert_eq!(store.reads(), 1);
+        // Without the cache, every decision reads.
+        let uncached = Dcb::new(store.clone());
+        assert_eq!(open(&uncached, "c2", 1).await, Some(4));
+        assert_eq!(book(&uncached, "c2").await, Ok(Some(5)));
+        assert_eq!(store.reads(), 2);
+    }
+
+    /// The seats of a course, as an enduring object.
+    #[derive(Default)]
+    struct Seats {
+        places: usize,
+        booked: usize,
+    }
+
+    impl crate::Object for Seats {
+        type Event = Ev;
+        fn apply(&mut self, event: &Ev) {
+            match event {
+                Ev::Opened { places, .. } => self.places = *places,
+                Ev::SeatBooked { .. } => self.booked += 1,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn object_updates_the_cache_covers_read_nothing() {
+        let store = Counting::default();
+        let objects = crate::Objects::new(store.clone()).with_cache();
+        let mut course = crate::Tagged::<Seats>::new("c1");
+        course.record(Ev::Opened { course: "c1".into(), places: 1 });
+        assert_eq!(objects.save(&mut course).await.unwrap(), Some(1));
+        let book = |seats: &mut crate::Tagged<Seats>| {
+            if seats.booked >= seats.places {
+                return Err(Refusal::FullyBooked);
+            }
+            seats.record(Ev::SeatBooked { course: "c1".into() });
+            Ok(())
+        };
+        assert_eq!(objects.update("c1", book).await, Ok(()));
+        assert_eq!(store.reads(), 0, "the update came from the cache");
+        // Full: the refusal is confirmed from a read.
+        assert_eq!(objects.update("c1", book).await, Err(Refusal::FullyBooked));
+        assert_eq!(store.reads(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_the_cache_missed_is_read_before_deciding_again() {
+        let store = Counting::default();
+        let cached = Dcb::new(store.clone()).with_cache();
+        let other = Dcb::new(store.clone());
+        open(&cached, "c1", 1).await;
+        // Another writer takes the only place: the cache still says it is free.
+        assert_eq!(book(&other, "c1").await, Ok(Some(2)));
+        // The cached decision's append conflicts, and the decision is read and taken again.
+        assert_eq!(book(&cached, "c1").await, Err(Refusal::FullyBooked));
+        assert_eq!(store.store.head().await.unwrap(), Some(2), "nothing more was recorded");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_resting_on_a_stale_cache_is_taken_again_from_a_read() {
+        let store = Counting::default();
+        let cached = Dcb::new(store.clone()).with_cache();
+        // Read through the cache: the course is not open, and the cache knows its tag as empty.
+        assert_eq!(book(&cached, "c1").await, Err(Refusal::NotOpen));
+        open(&Dcb::new(store.clone()), "c1", 1).await;
+        assert_eq!(book(&cached, "c1").await, Ok(Some(2)));
     }
 }

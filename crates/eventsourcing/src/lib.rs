@@ -25,6 +25,7 @@
 //! tests on any store.
 
 mod aggregate;
+mod cache;
 pub mod codec;
 mod decision;
 mod error;

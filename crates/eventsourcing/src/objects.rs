@@ -7,6 +7,7 @@ use std::ops::Deref;
 use dcb::limits::MAX_QUERY_ITEMS;
 use dcb::{AppendCondition, Event, EventStore, Query, QueryItem};
 
+use crate::cache::{self, DecisionCache};
 use crate::codec::{self, DomainEvent, IntoEvents};
 use crate::decision::{Failure, read_each};
 use crate::error::{Error, Result};
@@ -315,12 +316,23 @@ impl<G: Members> Save for Group<G> {
 pub struct Objects<S> {
     store: S,
     retries: u32,
+    cache: Option<DecisionCache>,
 }
 
 impl<S: EventStore> Objects<S> {
     /// A repository over `store`, without retries.
     pub fn new(store: S) -> Self {
-        Objects { store, retries: 0 }
+        Objects { store, retries: 0, cache: None }
+    }
+
+    /// Takes [`Objects::update`] and [`Objects::update_group`] from the events this handle (and
+    /// its clones) last read or recorded, without a read, where they are known to be current, as
+    /// [`Dcb::with_cache`](crate::Dcb::with_cache) does for decisions (which says how it stays
+    /// correct). An update it serves is taken again from a read when its save conflicts, when the
+    /// command refuses or records nothing, or when the object is not found.
+    pub fn with_cache(mut self) -> Self {
+        self.cache = Some(DecisionCache::default());
+        self
     }
 
     /// Lets [`Objects::update`] and [`Objects::update_group`] try up to `retries` more times when
@@ -340,7 +352,9 @@ impl<S: EventStore> Objects<S> {
     pub async fn get<T: Object>(&self, id: &str) -> Result<Tagged<T>> {
         let mut object = Tagged::<T>::new(id);
         let query = QueryItem::tags([id]).into();
-        object.seen = read_each(&self.store, &query, |event, _| object.fold_recorded(&event)).await?;
+        object.seen =
+            read_each(&self.store, self.cache.as_ref(), &query, |event, _| object.fold_recorded(&event))
+                .await?;
         if object.is_new() {
             return Err(Error::not_found(id));
         }
@@ -356,7 +370,7 @@ impl<S: EventStore> Objects<S> {
         for chunk in ids.chunks(MAX_QUERY_ITEMS) {
             let mut part: Vec<Tagged<T>> = chunk.iter().map(|id| Tagged::new(*id)).collect();
             let query = Query::new(chunk.iter().map(|id| QueryItem::tags([*id])));
-            let head = read_each(&self.store, &query, |event, stored| {
+            let head = read_each(&self.store, self.cache.as_ref(), &query, |event, stored| {
                 for object in part.iter_mut().filter(|o| stored.has_tag(&o.id)) {
                     object.fold_recorded(&event);
                 }
@@ -378,7 +392,7 @@ impl<S: EventStore> Objects<S> {
     pub async fn get_group<G: Members>(&self, ids: G::Ids<'_>) -> Result<Group<G>> {
         let mut members = G::create(ids);
         let query = Query::new(G::ids(&members).into_iter().map(|id| QueryItem::tags([id])));
-        let head = read_each(&self.store, &query, |event, stored| {
+        let head = read_each(&self.store, self.cache.as_ref(), &query, |event, stored| {
             G::fold(&mut members, &event, &stored.tags);
         })
         .await?;
@@ -395,7 +409,7 @@ impl<S: EventStore> Objects<S> {
         let Some((events, condition)) = target.prepare()? else {
             return Ok(None);
         };
-        let position = self.store.append(events, Some(condition)).await?;
+        let position = cache::append(&self.store, self.cache.as_ref(), events, Some(condition)).await?;
         target.saved(position);
         Ok(Some(position))
     }
@@ -415,6 +429,9 @@ impl<S: EventStore> Objects<S> {
         let mut attempt = 0;
         loop {
             let outcome = async {
+                if let Some(result) = self.update_cached(id, &mut command).await? {
+                    return Ok(result);
+                }
                 let mut object = self.get::<T>(id).await?;
                 let result = command(&mut object).map_err(Failure::Refused)?;
                 self.save(&mut object).await?;
@@ -442,6 +459,9 @@ impl<S: EventStore> Objects<S> {
         let mut attempt = 0;
         loop {
             let outcome = async {
+                if let Some(result) = self.update_group_cached(ids, &mut command).await? {
+                    return Ok(result);
+                }
                 let mut group = self.get_group::<G>(ids).await?;
                 let result = command(&mut group).map_err(Failure::Refused)?;
                 self.save(&mut group).await?;
@@ -452,6 +472,80 @@ impl<S: EventStore> Objects<S> {
                 Err(failure) if failure.retry(&mut attempt, self.retries) => continue,
                 Err(failure) => return Err(failure.into_error()),
             }
+        }
+    }
+}
+
+impl<S: EventStore> Objects<S> {
+    /// [`Objects::update`] from the cache, if it covers the object and the command records
+    /// something; `None` to take it from a read.
+    async fn update_cached<T, R, Err>(
+        &self,
+        id: &str,
+        command: &mut impl FnMut(&mut Tagged<T>) -> Result<R, Err>,
+    ) -> Result<Option<R>, Failure<Err>>
+    where
+        T: Object,
+    {
+        let Some((events, head)) = self.cache.as_ref().and_then(|c| c.serve(&QueryItem::tags([id]).into()))
+        else {
+            return Ok(None);
+        };
+        let mut object = Tagged::<T>::new(id);
+        for stored in &events {
+            object.fold_recorded(&codec::from_event(&stored.event)?);
+        }
+        if object.is_new() {
+            return Ok(None);
+        }
+        object.seen = Some(head);
+        match command(&mut object) {
+            Ok(result) if !object.pending.is_empty() => {
+                Ok(self.save_cached(&mut object).await?.then_some(result))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Objects::update_group`] from the cache, if it covers every member and the command
+    /// records something; `None` to take it from a read.
+    async fn update_group_cached<G, R, Err>(
+        &self,
+        ids: G::Ids<'_>,
+        command: &mut impl FnMut(&mut Group<G>) -> Result<R, Err>,
+    ) -> Result<Option<R>, Failure<Err>>
+    where
+        G: Members,
+    {
+        let Some(cache) = &self.cache else { return Ok(None) };
+        let mut members = G::create(ids);
+        let query = Query::new(G::ids(&members).into_iter().map(|id| QueryItem::tags([id])));
+        let Some((events, head)) = cache.serve(&query) else { return Ok(None) };
+        for stored in &events {
+            G::fold(&mut members, &codec::from_event(&stored.event)?, &stored.event.tags);
+        }
+        let mut group = Group { members, seen: Some(head), pending: Vec::new() };
+        set_seen::<G>(&mut group, Some(head));
+        match command(&mut group) {
+            Ok(result) if !group.pending.is_empty() => {
+                Ok(self.save_cached(&mut group).await?.then_some(result))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Saves what an update from the cache recorded: `false` when the save met a change the
+    /// cache missed, to be taken again from a read.
+    async fn save_cached(&self, target: &mut impl Save) -> Result<bool> {
+        match self.save(target).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_integrity() => {
+                if let Some(cache) = &self.cache {
+                    cache.forget();
+                }
+                Ok(false)
+            }
+            Err(error) => Err(error),
         }
     }
 }

@@ -70,6 +70,12 @@ impl<S: EventStore> EnrolmentWithObjects<S> {
         EnrolmentWithObjects { objects: Objects::new(store).retry_on_conflict(retries) }
     }
 
+    /// The same, with group decisions taken from the cache of [`Objects::with_cache`] where it
+    /// can.
+    pub fn with_cache(store: S, retries: u32) -> Self {
+        EnrolmentWithObjects { objects: Objects::new(store).retry_on_conflict(retries).with_cache() }
+    }
+
     /// The repository of objects.
     pub fn objects(&self) -> &Objects<S> {
         &self.objects

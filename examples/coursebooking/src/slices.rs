@@ -116,6 +116,11 @@ impl<S: EventStore> EnrolmentWithSlices<S> {
         EnrolmentWithSlices { dcb: Dcb::new(store).retry_on_conflict(retries) }
     }
 
+    /// The same, with decisions taken from the cache of [`Dcb::with_cache`] where it can.
+    pub fn with_cache(store: S, retries: u32) -> Self {
+        EnrolmentWithSlices { dcb: Dcb::new(store).retry_on_conflict(retries).with_cache() }
+    }
+
     /// The decision runner, to load and decide slices step by step.
     pub fn dcb(&self) -> &Dcb<S> {
         &self.dcb

@@ -47,6 +47,9 @@ pub struct Options {
     pub floor: bool,
     /// Start from an empty store.
     pub reset: bool,
+    /// Take the decisions of the `dcb`, `objects` and `slices` styles from a cache where it can
+    /// ([`eventsourcing::Dcb::with_cache`], [`eventsourcing::Objects::with_cache`]).
+    pub cache: bool,
     /// The PostgreSQL URL.
     pub database_url: String,
     /// The file store's directory.
@@ -71,6 +74,8 @@ options:
   --floor              measure the store's own floor for one durable commit first
   --json               end with one line holding a JSON object of the results
   --reset              start from an empty store (events otherwise accumulate across runs)
+  --cache              dcb, objects and slices styles: take decisions from a cache of what this
+                       process read and recorded where it can (one round trip instead of two)
   --database-url URL   PostgreSQL URL (default $DCB_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
   --dir PATH           file store directory (default data/speedrun)
   --server URL         gRPC server to use instead of one started in process";
@@ -89,6 +94,7 @@ impl Options {
             json: false,
             floor: false,
             reset: false,
+            cache: false,
             database_url: std::env::var("DCB_POSTGRES_URL")
                 .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned()),
             dir: DEFAULT_DIR.to_owned(),
@@ -102,6 +108,7 @@ impl Options {
                 "--json" => options.json = true,
                 "--floor" => options.floor = true,
                 "--reset" => options.reset = true,
+                "--cache" => options.cache = true,
                 "--database-url" => options.database_url = value("--database-url")?,
                 "--dir" => options.dir = value("--dir")?,
                 "--server" => options.server = Some(value("--server")?),
@@ -138,6 +145,9 @@ impl Options {
         }
         if options.clients == 0 {
             return Err("--clients must be at least 1".into());
+        }
+        if options.cache && style == "agg" {
+            return Err("--cache applies to the dcb, objects and slices styles, not to aggregates".into());
         }
         Ok(options)
     }
@@ -287,6 +297,9 @@ pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor
         events.0,
         events.1,
     );
+    if options.cache {
+        json.push_str(",\"cache\":true");
+    }
     if let Some(floor) = floor_us {
         let ratio = json_number(outcome.us_per_op().map(|us| us / floor), 3);
         let _ = write!(json, ",\"floor_us\":{floor:.2},\"floor_ratio\":{ratio}");
@@ -343,6 +356,8 @@ mod tests {
         assert!(parse(&["dcb-mem", "-3"]).unwrap_err().contains("unknown option -3"));
         assert!(parse(&["dcb-mem", "0"]).unwrap_err().contains("positive"));
         assert!(parse(&["dcb-mem", "--clients", "0"]).unwrap_err().contains("at least 1"));
+        assert!(parse(&["agg-mem", "--cache"]).unwrap_err().contains("not to aggregates"));
+        assert!(parse(&["slices-pg", "--cache"]).unwrap().cache);
         assert!(parse(&[]).unwrap_err().contains("no MODE"));
     }
 

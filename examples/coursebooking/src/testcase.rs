@@ -349,6 +349,12 @@ macro_rules! enrolment_tests {
             objects_stale_group_conflicts);
         $crate::enrolment_tests!(@style slices, $store, $crate::EnrolmentWithSlices::new,
             slices_conflict_inside_not_outside);
+        $crate::enrolment_tests!(@style decisions_cached, $store, $crate::EnrolmentWithDecisions::with_cache,
+            decisions_stale_join_conflicts);
+        $crate::enrolment_tests!(@style objects_cached, $store, $crate::EnrolmentWithObjects::with_cache,
+            objects_stale_group_conflicts);
+        $crate::enrolment_tests!(@style slices_cached, $store, $crate::EnrolmentWithSlices::with_cache,
+            slices_conflict_inside_not_outside);
     };
     (@style $style:ident, $make:expr, $new:path, $consistency:ident) => {
         mod $style {

@@ -222,16 +222,30 @@ async fn run_style<S: EventStore, R: AggregateRecorder>(
             };
             match style {
                 "dcb" => {
-                    let apps =
-                        stores.iter().map(|s| EnrolmentWithDecisions::new(s.clone(), RETRIES)).collect();
+                    let new = if options.cache {
+                        EnrolmentWithDecisions::with_cache
+                    } else {
+                        EnrolmentWithDecisions::new
+                    };
+                    let apps = stores.iter().map(|s| new(s.clone(), RETRIES)).collect();
                     report(options, "EnrolmentWithDecisions", store_description, apps, count, floor).await
                 }
                 "objects" => {
-                    let apps = stores.iter().map(|s| EnrolmentWithObjects::new(s.clone(), RETRIES)).collect();
+                    let new = if options.cache {
+                        EnrolmentWithObjects::with_cache
+                    } else {
+                        EnrolmentWithObjects::new
+                    };
+                    let apps = stores.iter().map(|s| new(s.clone(), RETRIES)).collect();
                     report(options, "EnrolmentWithObjects", store_description, apps, count, floor).await
                 }
                 _ => {
-                    let apps = stores.iter().map(|s| EnrolmentWithSlices::new(s.clone(), RETRIES)).collect();
+                    let new = if options.cache {
+                        EnrolmentWithSlices::with_cache
+                    } else {
+                        EnrolmentWithSlices::new
+                    };
+                    let apps = stores.iter().map(|s| new(s.clone(), RETRIES)).collect();
                     report(options, "EnrolmentWithSlices", store_description, apps, count, floor).await
                 }
             }

@@ -1,0 +1,270 @@
+//! The decision cache: the events of recently used tags, exact up to one position, so that a
+//! decision whose boundary it covers needs no read (see [`Dcb::with_cache`](crate::Dcb::with_cache)).
+//!
+//! What the cache knows comes from the store's own answers. A read of every event of some tags
+//! (at head `h`) knows those tags up to `h`. A conditional append that succeeded at positions
+//! `p - n + 1 ..= p` proves that nothing its query selects came between its `after` and
+//! `p - n`: with no `after`, an item that is one bare tag is then known up to `p`, as exactly
+//! the appended events that carry it. An append right after the known position (`p - n` is it)
+//! adds its events to the tags they carry and moves the known position to `p`; any other answer
+//! means that events the cache has not seen came in between, and it starts over from what that
+//! answer proves.
+//!
+//! Serving a decision from the cache is safe whatever happened since: the append goes under the
+//! decision's own query, after the known position, so any change the cache missed inside the
+//! boundary fails it, and the decision is then taken again from a fresh read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use dcb::{AppendCondition, Event, EventStore, Query, ReadResponse, SequencedEvent};
+
+/// Events held at most; beyond it the cache starts over.
+const MAX_EVENTS: usize = 1 << 16;
+/// Tags held at most; beyond it the cache starts over.
+const MAX_TAGS: usize = 1 << 14;
+
+/// Shared by the clones of one [`Dcb`](crate::Dcb).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecisionCache {
+    known: Arc<Mutex<Known>>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    /// The position every held tag is known up to (`None`: nothing is known).
+    head: Option<u64>,
+    /// Per tag, every event carrying it up to `head`, oldest first.
+    tags: HashMap<String, Vec<Arc<SequencedEvent>>>,
+    /// Events held over all tags (an event with several held tags counts for each).
+    held: usize,
+}
+
+impl Known {
+    fn start_over(&mut self, head: u64) {
+        self.head = Some(head);
+        self.tags.clear();
+        self.held = 0;
+    }
+
+    fn hold(&mut self, tag: &str, events: Vec<Arc<SequencedEvent>>) {
+        self.held += events.len();
+        if let Some(previous) = self.tags.insert(tag.to_owned(), events) {
+            self.held -= previous.len();
+        }
+    }
+
+    fn too_large(&self) -> bool {
+        self.held > MAX_EVENTS || self.tags.len() > MAX_TAGS
+    }
+}
+
+/// The query that reads everything the cache needs to serve `query` later: every event of one
+/// tag of each item. `None` when an item has no tag (types alone), which the cache cannot serve.
+pub(crate) fn tags_to_read(query: &Query) -> Option<Vec<String>> {
+    if query.items.is_empty() {
+        return None;
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(query.items.len());
+    for item in &query.items {
+        let tag = item.tags.first()?;
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    Some(tags)
+}
+
+/// The tags of `query` if each of its items is one bare tag (no types), so that a read of it
+/// returns every event of those tags.
+fn bare_tags(query: &Query) -> Option<Vec<String>> {
+    let tags = tags_to_read(query)?;
+    let bare = query.items.iter().all(|item| item.types.is_empty() && item.tags.len() == 1);
+    bare.then_some(tags)
+}
+
+/// Appends through `store`, teaching `cache` (if any) what the answer proves.
+pub(crate) async fn append<S: EventStore>(
+    store: &S,
+    cache: Option<&DecisionCache>,
+    events: Vec<Event>,
+    condition: Option<AppendCondition>,
+) -> dcb::Result<u64> {
+    let Some(cache) = cache else { return store.append(events, condition).await };
+    match store.append(events.clone(), condition.clone()).await {
+        Ok(last) => {
+            cache.learn_append(events, condition.as_ref(), last);
+            Ok(last)
+        }
+        Err(error) => {
+            if error.is_retryable() {
+                // Perhaps recorded: the cache cannot say what follows its position.
+                cache.forget();
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Reads `query` from `store`, teaching `cache` (if any) the tags of a query of bare tags.
+pub(crate) async fn read<S: EventStore>(
+    store: &S,
+    cache: Option<&DecisionCache>,
+    query: &Query,
+) -> dcb::Result<ReadResponse> {
+    let read = store.read(query, dcb::ReadOptions::default()).await?;
+    if let (Some(cache), Some(tags)) = (cache, bare_tags(query)) {
+        cache.learn_read(&tags, &read.events, read.head);
+    }
+    Ok(read)
+}
+
+impl DecisionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The events `query` selects, oldest first, and the position they are known up to, if every
+    /// item has a held tag.
+    pub(crate) fn serve(&self, query: &Query) -> Option<(Vec<Arc<SequencedEvent>>, u64)> {
+        let known = self.lock();
+        let head = known.head?;
+        if query.items.is_empty() {
+            return None;
+        }
+        let mut selected: Vec<Arc<SequencedEvent>> = Vec::new();
+        for item in &query.items {
+            let held = item.tags.iter().find_map(|tag| known.tags.get(tag))?;
+            selected.extend(held.iter().filter(|e| item.matches(&e.event)).cloned());
+        }
+        if query.items.len() > 1 {
+            selected.sort_unstable_by_key(|e| e.position);
+            selected.dedup_by_key(|e| e.position);
+        }
+        Some((selected, head))
+    }
+
+    /// Takes in a read of every event carrying `tags`, whose head was `head`.
+    pub(crate) fn learn_read(&self, tags: &[String], events: &[SequencedEvent], head: Option<u64>) {
+        let head = head.unwrap_or(0);
+        let mut known = self.lock();
+        if known.head != Some(head) || known.too_large() {
+            known.start_over(head);
+        }
+        let shared: Vec<Arc<SequencedEvent>> = events.iter().cloned().map(Arc::new).collect();
+        for tag in tags {
+            let carrying = shared.iter().filter(|e| e.event.has_tag(tag)).cloned().collect();
+            known.hold(tag, carrying);
+        }
+    }
+
+    /// Takes in an append of `events` that succeeded under `condition`, its last event at
+    /// `last`.
+    pub(crate) fn learn_append(&self, events: Vec<Event>, condition: Option<&AppendCondition>, last: u64) {
+        let before = last - events.len() as u64;
+        let appended: Vec<Arc<SequencedEvent>> = (before + 1..)
+            .zip(events)
+            .map(|(position, event)| Arc::new(SequencedEvent { position, event }))
+            .collect();
+        let mut known = self.lock();
+        if known.head == Some(before) && !known.too_large() {
+            let Known { tags, held, .. } = &mut *known;
+            for event in &appended {
+                for tag in &event.event.tags {
+                    if let Some(carrying) = tags.get_mut(tag)
+                        && carrying.last().is_none_or(|e| e.position != event.position)
+                    {
+                        carrying.push(event.clone());
+                        *held += 1;
+                    }
+                }
+            }
+        } else {
+            known.start_over(last);
+        }
+        known.head = Some(last);
+        // What the condition proves: with no `after`, nothing carried a bare-tag item's tag
+        // before this append.
+        let Some(condition) = condition.filter(|c| c.after.is_none()) else { return };
+        for item in &condition.fail_if_events_match.items {
+            if let [tag] = item.tags.as_slice()
+                && item.types.is_empty()
+                && !known.tags.contains_key(tag)
+            {
+                let carrying = appended.iter().filter(|e| e.event.has_tag(tag)).cloned().collect();
+                known.hold(tag, carrying);
+            }
+        }
+    }
+
+    /// Forgets everything: an append's outcome is unknown, or it met a change the cache missed.
+    pub(crate) fn forget(&self) {
+        let mut known = self.lock();
+        known.head = None;
+        known.tags.clear();
+        known.held = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dcb::QueryItem;
+
+    use super::*;
+
+    fn tagged(event_type: &str, tags: &[&str]) -> Event {
+        Event::new(event_type, "").with_tags(tags.iter().copied())
+    }
+
+    fn positions(served: Option<(Vec<Arc<SequencedEvent>>, u64)>) -> Option<(Vec<u64>, u64)> {
+        served.map(|(events, head)| (events.iter().map(|e| e.position).collect(), head))
+    }
+
+    fn bare(tag: &str) -> QueryItem {
+        QueryItem::tags([tag])
+    }
+
+    #[test]
+    fn an_append_with_no_after_makes_its_bare_tags_known() {
+        let cache = DecisionCache::default();
+        let registered = AppendCondition::new(bare("s1").into(), None);
+        cache.learn_append(vec![tagged("Registered", &["s1"])], Some(&registered), 4);
+        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![4], 4)));
+        // Another tag is not known, so a query needing it is not served.
+        assert_eq!(positions(cache.serve(&Query::new([bare("s1"), bare("c1")]))), None);
+        let registered = AppendCondition::new(bare("c1").into(), None);
+        cache.learn_append(vec![tagged("Registered", &["c1"])], Some(&registered), 5);
+        let both = Query::new([bare("s1"), bare("c1")]);
+        assert_eq!(positions(cache.serve(&both)), Some((vec![4, 5], 5)));
+        // A join carries both tags: held by each, served once.
+        let joined = AppendCondition::new(both.clone(), Some(5));
+        cache.learn_append(vec![tagged("Joined", &["s1", "c1"])], Some(&joined), 6);
+        assert_eq!(positions(cache.serve(&both)), Some((vec![4, 5, 6], 6)));
+        let joins = Query::from(QueryItem::types(["Joined"]).and_tags(["c1"]));
+        assert_eq!(positions(cache.serve(&joins)), Some((vec![6], 6)));
+    }
+
+    #[test]
+    fn an_append_after_a_gap_starts_over() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["s1".to_owned()], &[], Some(3));
+        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 3)));
+        // Positions 4 and 5 went to someone else: what they hold is unknown.
+        cache.learn_append(vec![tagged("Noted", &["s1"])], None, 6);
+        assert_eq!(positions(cache.serve(&bare("s1").into())), None);
+    }
+
+    #[test]
+    fn a_read_at_another_head_starts_over() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["s1".to_owned()], &[], Some(3));
+        let c1 = SequencedEvent { position: 5, event: tagged("Registered", &["c1"]) };
+        cache.learn_read(&["c1".to_owned()], &[c1], Some(5));
+        assert_eq!(positions(cache.serve(&bare("s1").into())), None);
+        assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![5], 5)));
+        // Types alone cannot be served: no tag says which events to hold.
+        assert_eq!(tags_to_read(&QueryItem::types(["Registered"]).into()), None);
+        cache.forget();
+        assert_eq!(positions(cache.serve(&bare("c1").into())), None);
+    }
+}
