@@ -305,8 +305,11 @@ BEGIN
                                     WHERE x.tag = item_tags[1] AND x.position > p_after
                                     ORDER BY x.position LIMIT p_limit);
         ELSE
+            -- The tag's index drives, in position order; the fence (OFFSET 0) keeps the planner
+            -- from starting at the type index instead, which reads every event of the types.
             found := found || ARRAY(SELECT x.position FROM @S.event_tags x
-                                    JOIN @S.events e ON e.position = x.position
+                                    CROSS JOIN LATERAL (SELECT e.type, e.tags FROM @S.events e
+                                                        WHERE e.position = x.position OFFSET 0) e
                                     WHERE x.tag = item_tags[1] AND x.position > p_after
                                       AND e.tags @> item_tags
                                       AND (i_types[i] = 0 OR e.type = ANY (item_types))
@@ -341,7 +344,6 @@ DECLARE
     head bigint;
     results bigint[] := '{}';
     ev int := 0;
-    it int;
     cnt int;
     outcome bigint;
     recorded bigint;
@@ -365,25 +367,45 @@ BEGIN
 @FLUSH
                 p_lo := NULL;
             END IF;
-            it := a_item_off[a] + 1;
-            -- The common shapes (one tag; one type) are checked inline; the rest in general.
-            -- The ORDER BY keeps the generic plan on the index: for a bare EXISTS the planner
-            -- may expect an early hit from a sequential scan.
-            IF a_items[a] = 1 AND i_types[it] = 0 AND i_tags[it] = 1 THEN
-                conflict := EXISTS (SELECT x.position FROM @S.event_tags x
-                                    WHERE x.tag = q_tags[i_tag_off[it] + 1]
-                                      AND x.position > a_after[a]
-                                    ORDER BY x.position LIMIT 1);
-            ELSIF a_items[a] = 1 AND i_types[it] = 1 AND i_tags[it] = 0 THEN
-                conflict := EXISTS (SELECT e.position FROM @S.events e
-                                    WHERE e.type = q_types[i_type_off[it] + 1]
-                                      AND e.position > a_after[a]
-                                    ORDER BY e.position LIMIT 1);
-            ELSE
-                conflict := cardinality(@S.first_matches(
-                    a_after[a], 1, a_item_off[a], a_item_off[a] + a_items[a],
-                    i_type_off, i_types, i_tag_off, i_tags, q_types, q_tags)) > 0;
-            END IF;
+            -- Item by item, inline (a call of `first_matches` costs several times as much), each
+            -- answered from an index in position order. The ORDER BY keeps the generic plan on
+            -- the index: for a bare EXISTS the planner may expect an early hit from a
+            -- sequential scan.
+            conflict := a_items[a] = 0
+                AND EXISTS (SELECT e.position FROM @S.events e WHERE e.position > a_after[a]
+                            ORDER BY e.position LIMIT 1);
+            FOR it IN a_item_off[a] + 1 .. a_item_off[a] + a_items[a] LOOP
+                EXIT WHEN conflict;
+                IF i_tags[it] = 1 AND i_types[it] = 0 THEN
+                    conflict := EXISTS (SELECT x.position FROM @S.event_tags x
+                                        WHERE x.tag = q_tags[i_tag_off[it] + 1]
+                                          AND x.position > a_after[a]
+                                        ORDER BY x.position LIMIT 1);
+                ELSIF i_tags[it] = 0 AND i_types[it] = 0 THEN
+                    conflict := EXISTS (SELECT e.position FROM @S.events e WHERE e.position > a_after[a]
+                                        ORDER BY e.position LIMIT 1);
+                ELSIF i_tags[it] = 0 THEN
+                    FOR k IN i_type_off[it] + 1 .. i_type_off[it] + i_types[it] LOOP
+                        conflict := EXISTS (SELECT e.position FROM @S.events e
+                                            WHERE e.type = q_types[k] AND e.position > a_after[a]
+                                            ORDER BY e.position LIMIT 1);
+                        EXIT WHEN conflict;
+                    END LOOP;
+                ELSE
+                    -- The first tag's index drives; the fence (OFFSET 0) keeps the planner from
+                    -- starting at the type index, which reads every event of the types.
+                    conflict := EXISTS (
+                        SELECT x.position FROM @S.event_tags x
+                        CROSS JOIN LATERAL (SELECT e.type, e.tags FROM @S.events e
+                                            WHERE e.position = x.position OFFSET 0) e
+                        WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > a_after[a]
+                          AND (i_tags[it] = 1
+                               OR e.tags @> q_tags[i_tag_off[it] + 1 : i_tag_off[it] + i_tags[it]])
+                          AND (i_types[it] = 0
+                               OR e.type = ANY (q_types[i_type_off[it] + 1 : i_type_off[it] + i_types[it]]))
+                        ORDER BY x.position LIMIT 1);
+                END IF;
+            END LOOP;
             IF conflict THEN
                 outcome := -1;
                 -- A retry of an append that already succeeded: the first match is the event of
