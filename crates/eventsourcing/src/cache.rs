@@ -14,15 +14,22 @@
 //! decision's own query, after the known position, so any change the cache missed inside the
 //! boundary fails it, and the decision is then taken again from a fresh read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dcb::{AppendCondition, Event, EventStore, Query, ReadResponse, SequencedEvent};
 
 /// Events held at most; beyond it the cache starts over.
 const MAX_EVENTS: usize = 1 << 16;
+/// Bytes of events held at most ([`Event::byte_size`]); beyond it the cache starts over.
+const MAX_BYTES: usize = 64 << 20;
 /// Tags held at most; beyond it the cache starts over.
 const MAX_TAGS: usize = 1 << 14;
+/// A tag with more events is never held: reading all of them for each decision would cost more
+/// than the narrow reads the cache saves.
+const MAX_TAG_EVENTS: usize = 4096;
+/// Hot tags remembered at most; beyond it they are forgotten (and found again).
+const MAX_HOT_TAGS: usize = 4096;
 
 /// Shared by the clones of one [`Dcb`](crate::Dcb).
 #[derive(Debug, Clone, Default)]
@@ -36,38 +43,59 @@ struct Known {
     head: Option<u64>,
     /// Per tag, every event carrying it up to `head`, oldest first.
     tags: HashMap<String, Vec<Arc<SequencedEvent>>>,
-    /// Events held over all tags (an event with several held tags counts for each).
+    /// Events held over all tags (an event with several held tags counts for each), and their
+    /// bytes.
     held: usize,
+    held_bytes: usize,
+    /// Tags found with more than [`MAX_TAG_EVENTS`] events, never held; kept across starts over.
+    hot: HashSet<String>,
 }
 
 impl Known {
-    fn start_over(&mut self, head: u64) {
-        self.head = Some(head);
+    fn start_over(&mut self, head: Option<u64>) {
+        self.head = head;
         self.tags.clear();
         self.held = 0;
+        self.held_bytes = 0;
     }
 
     fn hold(&mut self, tag: &str, events: Vec<Arc<SequencedEvent>>) {
+        if events.len() > MAX_TAG_EVENTS {
+            if self.hot.len() >= MAX_HOT_TAGS {
+                self.hot.clear();
+            }
+            self.hot.insert(tag.to_owned());
+            self.release(tag);
+            return;
+        }
         self.held += events.len();
-        if let Some(previous) = self.tags.insert(tag.to_owned(), events) {
+        self.held_bytes += events.iter().map(|e| e.event.byte_size()).sum::<usize>();
+        self.release(tag);
+        self.tags.insert(tag.to_owned(), events);
+    }
+
+    fn release(&mut self, tag: &str) {
+        if let Some(previous) = self.tags.remove(tag) {
             self.held -= previous.len();
+            self.held_bytes -= previous.iter().map(|e| e.event.byte_size()).sum::<usize>();
         }
     }
 
     fn too_large(&self) -> bool {
-        self.held > MAX_EVENTS || self.tags.len() > MAX_TAGS
+        self.held > MAX_EVENTS || self.held_bytes > MAX_BYTES || self.tags.len() > MAX_TAGS
     }
 }
 
-/// The query that reads everything the cache needs to serve `query` later: every event of one
-/// tag of each item. `None` when an item has no tag (types alone), which the cache cannot serve.
-pub(crate) fn tags_to_read(query: &Query) -> Option<Vec<String>> {
+/// The tags whose events, all read, let the cache serve `query` later: the first tag of each
+/// item that is not in `hot`. `None` when an item has no tag (types alone, which the cache cannot
+/// serve) or only hot ones.
+fn tags_to_read(query: &Query, hot: &HashSet<String>) -> Option<Vec<String>> {
     if query.items.is_empty() {
         return None;
     }
     let mut tags: Vec<String> = Vec::with_capacity(query.items.len());
     for item in &query.items {
-        let tag = item.tags.first()?;
+        let tag = item.tags.iter().find(|tag| !hot.contains(*tag))?;
         if !tags.contains(tag) {
             tags.push(tag.clone());
         }
@@ -78,7 +106,7 @@ pub(crate) fn tags_to_read(query: &Query) -> Option<Vec<String>> {
 /// The tags of `query` if each of its items is one bare tag (no types), so that a read of it
 /// returns every event of those tags.
 fn bare_tags(query: &Query) -> Option<Vec<String>> {
-    let tags = tags_to_read(query)?;
+    let tags = tags_to_read(query, &HashSet::new())?;
     let bare = query.items.iter().all(|item| item.types.is_empty() && item.tags.len() == 1);
     bare.then_some(tags)
 }
@@ -97,8 +125,9 @@ pub(crate) async fn append<S: EventStore>(
             Ok(last)
         }
         Err(error) => {
-            if error.is_retryable() {
-                // Perhaps recorded: the cache cannot say what follows its position.
+            // Perhaps recorded (the outcome is unknown), or refused by a change the cache may
+            // not have seen: either way it cannot say what follows its position.
+            if error.is_retryable() || error.is_integrity() {
                 cache.forget();
             }
             Err(error)
@@ -124,6 +153,12 @@ impl DecisionCache {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The tags a decision on `query` reads every event of, to be served later (see
+    /// [`tags_to_read`]); `None` to read `query` itself.
+    pub(crate) fn tags_to_read(&self, query: &Query) -> Option<Vec<String>> {
+        tags_to_read(query, &self.lock().hot)
+    }
+
     /// The events `query` selects, oldest first, and the position they are known up to, if every
     /// item has a held tag.
     pub(crate) fn serve(&self, query: &Query) -> Option<(Vec<Arc<SequencedEvent>>, u64)> {
@@ -147,11 +182,15 @@ impl DecisionCache {
     /// Takes in a read of every event carrying `tags`, whose head was `head`.
     pub(crate) fn learn_read(&self, tags: &[String], events: &[SequencedEvent], head: Option<u64>) {
         let head = head.unwrap_or(0);
-        let mut known = self.lock();
-        if known.head != Some(head) || known.too_large() {
-            known.start_over(head);
-        }
         let shared: Vec<Arc<SequencedEvent>> = events.iter().cloned().map(Arc::new).collect();
+        let mut known = self.lock();
+        if known.head.is_some_and(|known| known > head) {
+            // Older than what the cache knows (another task's append was learnt meanwhile).
+            return;
+        }
+        if known.head != Some(head) || known.too_large() {
+            known.start_over(Some(head));
+        }
         for tag in tags {
             let carrying = shared.iter().filter(|e| e.event.has_tag(tag)).cloned().collect();
             known.hold(tag, carrying);
@@ -167,8 +206,12 @@ impl DecisionCache {
             .map(|(position, event)| Arc::new(SequencedEvent { position, event }))
             .collect();
         let mut known = self.lock();
+        if known.head.is_some_and(|known| known >= last) {
+            // Already known: a read or an append learnt after this one covered it.
+            return;
+        }
         if known.head == Some(before) && !known.too_large() {
-            let Known { tags, held, .. } = &mut *known;
+            let Known { tags, held, held_bytes, .. } = &mut *known;
             for event in &appended {
                 for tag in &event.event.tags {
                     if let Some(carrying) = tags.get_mut(tag)
@@ -176,11 +219,12 @@ impl DecisionCache {
                     {
                         carrying.push(event.clone());
                         *held += 1;
+                        *held_bytes += event.event.byte_size();
                     }
                 }
             }
         } else {
-            known.start_over(last);
+            known.start_over(Some(last));
         }
         known.head = Some(last);
         // What the condition proves: with no `after`, nothing carried a bare-tag item's tag
@@ -199,10 +243,7 @@ impl DecisionCache {
 
     /// Forgets everything: an append's outcome is unknown, or it met a change the cache missed.
     pub(crate) fn forget(&self) {
-        let mut known = self.lock();
-        known.head = None;
-        known.tags.clear();
-        known.held = 0;
+        self.lock().start_over(None);
     }
 }
 
@@ -255,6 +296,32 @@ mod tests {
     }
 
     #[test]
+    fn answers_learnt_late_never_move_the_known_position_back() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["s1".to_owned()], &[], Some(12));
+        // An append at 11 whose answer arrives after the read at 12: already covered by it.
+        cache.learn_append(vec![tagged("Noted", &["c1"])], None, 11);
+        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 12)));
+        // A read at 11, older than what the cache knows: ignored.
+        cache.learn_read(&["c1".to_owned()], &[], Some(11));
+        assert_eq!(positions(cache.serve(&bare("c1").into())), None);
+        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 12)));
+    }
+
+    #[test]
+    fn a_tag_with_too_many_events_is_read_narrowly_instead() {
+        let cache = DecisionCache::default();
+        let many: Vec<SequencedEvent> = (1..=MAX_TAG_EVENTS as u64 + 1)
+            .map(|position| SequencedEvent { position, event: tagged("Joined", &["c1"]) })
+            .collect();
+        let query = Query::from(QueryItem::types(["Opened"]).and_tags(["c1"]));
+        assert_eq!(cache.tags_to_read(&query), Some(vec!["c1".to_owned()]));
+        cache.learn_read(&["c1".to_owned()], &many, Some(many.len() as u64));
+        assert_eq!(positions(cache.serve(&query)), None);
+        assert_eq!(cache.tags_to_read(&query), None, "read the query itself from now on");
+    }
+
+    #[test]
     fn a_read_at_another_head_starts_over() {
         let cache = DecisionCache::default();
         cache.learn_read(&["s1".to_owned()], &[], Some(3));
@@ -263,7 +330,7 @@ mod tests {
         assert_eq!(positions(cache.serve(&bare("s1").into())), None);
         assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![5], 5)));
         // Types alone cannot be served: no tag says which events to hold.
-        assert_eq!(tags_to_read(&QueryItem::types(["Registered"]).into()), None);
+        assert_eq!(cache.tags_to_read(&QueryItem::types(["Registered"]).into()), None);
         cache.forget();
         assert_eq!(positions(cache.serve(&bare("c1").into())), None);
     }

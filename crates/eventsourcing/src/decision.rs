@@ -3,7 +3,7 @@
 
 use dcb::{AppendCondition, EventStore, Query, QueryItem};
 
-use crate::cache::{self, DecisionCache, tags_to_read};
+use crate::cache::{self, DecisionCache};
 
 use crate::codec::{self, DomainEvent};
 use crate::error::{Error, Result};
@@ -122,9 +122,11 @@ impl<S: EventStore> Dcb<S> {
     /// the cache starts over. A decision served from the cache appends under its own query after
     /// that position, so a change the cache missed fails the append, and the decision is then
     /// read and taken again (not counted as a retry); a decision that records nothing or refuses
-    /// is always taken again from a read, so that no refusal rests on a stale cache. It pays
-    /// when one process makes most of the decisions about its tags; with many writers it mostly
-    /// starts over, at the cost of the wider reads.
+    /// is always taken again from a read, so that no refusal rests on a stale cache. So the fold
+    /// and the decision may run twice in one attempt. A tag with more than 4,096 events is never
+    /// held (its decisions read their own query, as without the cache). It pays when one process
+    /// makes most of the decisions about its tags; with many writers it mostly starts over, at
+    /// the cost of the wider reads.
     ///
     /// ```
     /// use dcb::{AppendCondition, MemoryStore, QueryItem};
@@ -303,8 +305,11 @@ impl<S: EventStore> Dcb<S> {
             {
                 match self.append(&chosen, AppendCondition::new(query.clone(), Some(head))).await {
                     Ok(position) => return Ok(position),
-                    Err(error) if error.is_integrity() => cache.forget(),
-                    Err(error) => return Err(error.into()),
+                    // Of unknown outcome: not to be taken again behind the caller's back.
+                    Err(error) if error.is_retryable() => return Err(error.into()),
+                    // A conflict with what the cache missed, or any other refusal of events
+                    // chosen from it: taken again from a read, which decides what stands.
+                    Err(_) => cache.forget(),
                 }
             }
         }
@@ -324,7 +329,7 @@ impl<S: EventStore> Dcb<S> {
         E: DomainEvent,
         St: Default,
     {
-        let (Some(cache), Some(tags)) = (&self.cache, tags_to_read(&query)) else {
+        let Some((cache, tags)) = self.cache.as_ref().and_then(|c| Some((c, c.tags_to_read(&query)?))) else {
             return self.read(query, fold).await;
         };
         let wide = Query::new(tags.iter().map(|tag| QueryItem::tags([tag.as_str()])));

@@ -57,6 +57,12 @@ impl Error {
         matches!(self, Error::Store(e) if e.is_integrity())
     }
 
+    /// Whether the store could not be reached: an append failing so may or may not have been
+    /// recorded ([`dcb::Error::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_retryable())
+    }
+
     /// Whether this is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })

@@ -329,7 +329,8 @@ impl<S: EventStore> Objects<S> {
     /// its clones) last read or recorded, without a read, where they are known to be current, as
     /// [`Dcb::with_cache`](crate::Dcb::with_cache) does for decisions (which says how it stays
     /// correct). An update it serves is taken again from a read when its save conflicts, when the
-    /// command refuses or records nothing, or when the object is not found.
+    /// command refuses or records nothing, or when the object is not found: the command may run
+    /// twice in one attempt.
     pub fn with_cache(mut self) -> Self {
         self.cache = Some(DecisionCache::default());
         self
@@ -535,17 +536,19 @@ impl<S: EventStore> Objects<S> {
     }
 
     /// Saves what an update from the cache recorded: `false` when the save met a change the
-    /// cache missed, to be taken again from a read.
+    /// cache missed (or refused what was chosen from it), to be taken again from a read.
     async fn save_cached(&self, target: &mut impl Save) -> Result<bool> {
         match self.save(target).await {
             Ok(_) => Ok(true),
-            Err(error) if error.is_integrity() => {
+            Err(error) if error.is_retryable() => Err(error),
+            // A conflict with what the cache missed, or any other refusal of events chosen from
+            // it: taken again from a read, which decides what stands.
+            Err(_) => {
                 if let Some(cache) = &self.cache {
                     cache.forget();
                 }
                 Ok(false)
             }
-            Err(error) => Err(error),
         }
     }
 }
