@@ -277,9 +277,11 @@ impl Connector {
                 self.redacted
             ));
         }
-        if error.code().is_some_and(|code| {
-            *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::FEATURE_NOT_SUPPORTED
-        }) {
+        let changed_under_us = error.as_db_error().is_some_and(|db| {
+            *db.code() == SqlState::UNDEFINED_FUNCTION
+                || (*db.code() == SqlState::FEATURE_NOT_SUPPORTED && db.message().contains("cached plan"))
+        });
+        if changed_under_us {
             // A prepared statement whose function went away (42883) or now returns another type
             // (0A000, "cached plan must not change result type"): a process of another build
             // opened the schema and made its own functions. The statement works again once

@@ -20,7 +20,8 @@ pub(crate) enum Term {
 /// Each item (or each type of a types-only item) is looked up in position order in its index
 /// and cut at the limit, then the union is ordered and cut again, so the cost follows the
 /// number of matches read, not the size of the store. An item's other tags and types are
-/// checked on the candidates its first tag yields, whatever the planner's statistics say. Further parameters are pushed on `terms`,
+/// checked on the candidates its first tag yields, or its tags on those of its types, whichever
+/// the planner's statistics say is fewer. Further parameters are pushed on `terms`,
 /// numbered after the statement's `fixed` ones.
 pub(crate) fn candidates(
     schema: &Schema,
@@ -79,12 +80,9 @@ pub(crate) fn candidates(
                 let any = param(terms, Term::Many(types.iter().map(|t| (*t).clone()).collect()));
                 filter.push_str(&format!(" AND e.type = ANY ({any}::text[])"));
             }
-            // The tag's index drives, in position order; the fence (OFFSET 0) keeps the planner
-            // from starting at the type index instead, which reads every event of the types.
             branches.push(format!(
-                "SELECT x.position FROM {s}.event_tags x CROSS JOIN LATERAL \
-                 (SELECT e.type, e.tags FROM {s}.events e WHERE e.position = x.position OFFSET 0) e \
-                 WHERE x.tag = {first} AND x.position > $1 \
+                "SELECT x.position FROM {s}.event_tags x JOIN {s}.events e \
+                 ON e.position = x.position WHERE x.tag = {first} AND x.position > $1 \
                  AND x.position < $2{filter} ORDER BY x.position {dir} LIMIT $3"
             ));
         }

@@ -259,27 +259,13 @@ mod tests {
     use super::*;
     use dcb::QueryItem;
 
-    /// Whether every scan of `events` in `plan` looks up given positions (or the last one, for
-    /// the head) rather than going through the table or a type's index.
-    fn events_scanned_only_by_position(plan: &str) -> bool {
-        let lines: Vec<&str> = plan.lines().collect();
-        lines.iter().enumerate().filter(|(_, line)| line.contains(" on events ")).all(|(at, _)| {
-            lines[at + 1..]
-                .iter()
-                .take_while(|line| !line.contains("->"))
-                .any(|line| line.contains("Index Cond: (\"position\" =") || line.contains("IS NOT NULL"))
-        })
-    }
-
     fn item(types: &[&str], tags: &[&str]) -> QueryItem {
         QueryItem::types(types.iter().copied()).and_tags(tags.iter().copied())
     }
 
     /// Every query shape is answered from the indexes: with sequential scans priced out, no
     /// plan of any shape, either direction, still contains one (which it would if no index
-    /// could answer it). An item with tags is answered from its tag's index even where the
-    /// statistics make its types look rarer: from the type index, a read would go through every
-    /// event of the types.
+    /// could answer it).
     #[tokio::test]
     async fn every_query_shape_is_answered_by_indexes() {
         let url = std::env::var("DCB_TEST_POSTGRES_URL")
@@ -288,16 +274,8 @@ mod tests {
         let store = PostgresStore::open(Options::new(url.clone(), name.clone()))
             .await
             .expect("open (is PostgreSQL running? see scripts/ensure-postgres)");
-        // Tag x is common and type A rare, so the type index looks the better start.
-        for _ in 0..5 {
-            let common = (0..1_000).map(|_| dcb::Event::new("B", "").tagged("x")).collect();
-            store.append(common, None).await.unwrap();
-        }
-        let rare = (0..50).map(|i| dcb::Event::new("A", "").tagged(format!("r{i}"))).collect();
-        store.append(rare, None).await.unwrap();
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        client.batch_execute(&format!("ANALYZE \"{name}\".events, \"{name}\".event_tags")).await.unwrap();
         client.batch_execute("SET enable_seqscan = off").await.unwrap();
         let shapes = [
             Query::all(),
@@ -328,9 +306,6 @@ mod tests {
                     .collect();
                 let plan = plan.join("\n");
                 assert!(!plan.contains("Seq Scan"), "{query:?}:\n{plan}");
-                if !query.items.is_empty() && query.items.iter().all(|item| !item.tags.is_empty()) {
-                    assert!(events_scanned_only_by_position(&plan), "{query:?}:\n{plan}");
-                }
             }
         }
         client.batch_execute(&format!("DROP SCHEMA \"{name}\" CASCADE")).await.unwrap();

@@ -113,11 +113,12 @@ pub(crate) async fn run(
                 }
             }
             Err(error) => {
-                let error = connector.error("appending", error);
-                if matches!(error, Error::Unavailable { .. }) {
+                // A new connection only for a lost one: a lock timeout (55P03, also
+                // `Unavailable`) leaves a healthy connection.
+                if current.client.is_closed() || error.code().is_none() {
                     conn = None;
                 }
-                fail_all(batch, &error);
+                fail_all(batch, &connector.error("appending", error));
             }
         }
     }
