@@ -82,8 +82,10 @@ impl ClientOptions {
     }
 
     /// How long one wait for the server may take: an append, a head, the start of a read and
-    /// then each of its batches (a long read is not cut off while the server keeps sending), the
-    /// start of a subscription (which then has none).
+    /// then each of its batches (a long read is not cut off while the server keeps sending, but
+    /// one whose server scans longer than this before its next batch is: UmaDB, which has no type
+    /// index, may for a types-only query over a large store), the start of a subscription (which
+    /// then has none). Default 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -330,9 +332,13 @@ enum State {
     Reading,
     /// Every event of the read has been handed over.
     Done,
-    /// The read failed for the reason held: it can be neither continued (tonic's stream answers
-    /// `None` after an error, as if complete) nor trusted for a head.
-    Failed(String),
+    /// The read failed for the reason held (and whether that failure was worth retrying): it
+    /// can be neither continued (tonic's stream answers `None` after an error, as if complete)
+    /// nor trusted for a head.
+    Failed {
+        cause: String,
+        retryable: bool,
+    },
 }
 
 impl ReadBatches {
@@ -369,16 +375,20 @@ impl ReadBatches {
         match &self.state {
             State::Reading => {}
             State::Done => return Ok(None),
-            State::Failed(cause) => {
+            // Of the kind the failure was: a server's fault is not worth a retry.
+            State::Failed { cause, retryable: true } => {
                 return Err(dcb::Error::Unavailable {
                     message: format!("the read from {} was cut ({cause}); start it again", self.url),
                     source: None,
                 });
             }
+            State::Failed { cause, retryable: false } => {
+                return Err(dcb::Error::Internal(format!("the read from {} failed ({cause})", self.url)));
+            }
         }
         let batch = self.receive().await;
         if let Err(error) = &batch {
-            self.state = State::Failed(error.to_string());
+            self.state = State::Failed { cause: error.to_string(), retryable: error.is_retryable() };
         }
         batch
     }
@@ -436,7 +446,7 @@ impl ReadBatches {
     /// The head of the events received so far, with the meaning of [`ReadResponse::head`]; `None`
     /// after an error.
     pub fn head(&self) -> Option<u64> {
-        if matches!(self.state, State::Failed(_)) {
+        if matches!(self.state, State::Failed { .. }) {
             return None;
         }
         if self.options.limit.is_some() && !self.options.backwards {
@@ -514,7 +524,14 @@ impl EventStore for GrpcStore {
         let stream = self
             .retrying("subscribe", || self.waiting("subscribe", self.open_subscription(request.clone())))
             .await?;
-        let follow = Follow { store: self.clone(), request, stream, buffer: VecDeque::new(), failed: false };
+        let follow = Follow {
+            store: self.clone(),
+            request,
+            stream,
+            buffer: VecDeque::new(),
+            failed: false,
+            quiet: None,
+        };
         Ok(Box::pin(futures_util::stream::unfold(follow, Follow::next)))
     }
 }
@@ -541,6 +558,10 @@ struct Follow {
     stream: tonic::Streaming<proto::SubscribeResponse>,
     buffer: VecDeque<dcb::SequencedEvent>,
     failed: bool,
+    /// Since when, and with what pause next, the stream has been cut again and again without
+    /// delivering an event: a server that accepts the subscription and breaks it at once must
+    /// not be subscribed to again in a tight loop, nor for ever.
+    quiet: Option<(tokio::time::Instant, Duration)>,
 }
 
 impl Follow {
@@ -586,6 +607,7 @@ impl Follow {
             }
             self.request.after = Some(event.position);
             self.buffer.push_back(event);
+            self.quiet = None;
         }
     }
 
@@ -594,6 +616,14 @@ impl Follow {
     async fn resubscribe(&mut self, error: dcb::Error) -> dcb::Result<()> {
         if !error.is_retryable() {
             return Err(error);
+        }
+        match &mut self.quiet {
+            None => self.quiet = Some((tokio::time::Instant::now(), Duration::from_millis(20))),
+            Some((since, _)) if since.elapsed() >= dcb::subscription::PATIENCE => return Err(error),
+            Some((_, pause)) => {
+                tokio::time::sleep(*pause).await;
+                *pause = (*pause * 2).min(Duration::from_secs(1));
+            }
         }
         tracing::debug!(%error, after = ?self.request.after, "subscription cut, subscribing again");
         let (store, request) = (&self.store, &self.request);

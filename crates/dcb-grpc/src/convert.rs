@@ -49,11 +49,14 @@ pub(crate) fn error_to_status(error: &dcb::Error) -> Status {
 
 /// The `dcb::Error` a client reports for a status of an idempotent call (read, head, tracking,
 /// subscribe): from the error response in its details when there is one (any UmaDB-compatible
-/// server sends it), else from its code, with `INTERNAL` as unavailable: without details it comes
-/// from the transport (tonic's code for an HTTP/2 stream reset, a connection closed mid-message),
-/// and the call may simply be made again.
+/// server sends it), else from its code, with `INTERNAL` and `RESOURCE_EXHAUSTED` as unavailable:
+/// without details they come from the transport (tonic's codes for an HTTP/2 stream reset, a
+/// connection closed mid-message, an `ENHANCE_YOUR_CALM` reset), and the call may simply be made
+/// again.
 pub(crate) fn status_to_error(status: Status) -> dcb::Error {
-    if status.code() == Code::Internal && protocol_details(&status).is_none() {
+    if matches!(status.code(), Code::Internal | Code::ResourceExhausted)
+        && protocol_details(&status).is_none()
+    {
         return unknown_outcome(&status, "");
     }
     mapped(status)
@@ -331,13 +334,13 @@ mod tests {
         let cases = [
             (Code::FailedPrecondition, "integrity"),
             (Code::InvalidArgument, "invalid"),
-            (Code::ResourceExhausted, "invalid"),
             (Code::Unauthenticated, "auth"),
             (Code::Unavailable, "unavailable"),
             (Code::DataLoss, "corruption"),
-            // tonic's code for an HTTP/2 reset or a stream cut mid-message: an idempotent call is
-            // simply made again.
+            // tonic's codes for an HTTP/2 reset or a stream cut mid-message, and for an
+            // `ENHANCE_YOUR_CALM` reset: an idempotent call is simply made again.
             (Code::Internal, "unavailable"),
+            (Code::ResourceExhausted, "unavailable"),
             (Code::Unimplemented, "internal"),
         ];
         for (code, expected) in cases {

@@ -362,6 +362,23 @@ async fn subscribing_again_is_bounded_by_the_request_timeout() {
     assert!(waited.is_ok(), "stuck after {} subscribe calls", calls.load(Ordering::SeqCst));
 }
 
+/// A server that accepts every subscription and cuts it at once, before any event: the client
+/// subscribes again with growing pauses, not in a tight loop.
+#[tokio::test]
+async fn a_subscription_cut_again_and_again_backs_off() {
+    let cut = || Script::ending(vec![Err(Status::internal("reset"))]);
+    let server = Scripted::subscribing((0..1_000).map(|_| cut()).collect());
+    let calls = server.subscribe_calls.clone();
+    let store = store_for(server).await;
+    let mut stream = store.subscribe(Query::all(), None).await.unwrap();
+    let consumer = tokio::spawn(async move { stream.next().await.map(|item| item.is_ok()) });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    consumer.abort();
+    // Pauses of 20, 40, 80 ms ... 1 s: about eight calls in two seconds.
+    let made = calls.load(Ordering::SeqCst);
+    assert!((3..=12).contains(&made), "{made} subscribe calls in two seconds");
+}
+
 /// `request_timeout` bounds each wait for a read's next batch: a server that stalls mid-read fails
 /// the read instead of holding its caller forever.
 #[tokio::test]
