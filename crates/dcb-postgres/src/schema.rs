@@ -110,7 +110,7 @@ impl Schema {
 }
 
 /// What a store or recorder needs in its schema: tables and indexes, created when one of them is
-/// missing, and functions, created again only when the ones in place are not exactly these. Each
+/// missing (or the functions are made again), and functions, created again only when the ones in place are not exactly these. Each
 /// function carries the schema version and the digest of the text that created it as its comment
 /// (`dcb <part> v<version> <digest>`): a function made by any other text (an older build, or one
 /// of the same version with other text) has another comment or none, and one made by a newer

@@ -46,7 +46,7 @@ pub trait Slice: Send + Sync {
 /// [`Dcb::decide`]) and slices ([`Dcb::execute`]).
 ///
 /// Each decision costs one read and at most one append ([`Dcb::with_cache`] saves the read where
-/// it can). With [`Dcb::retry_on_conflict`], a decision whose append met a concurrent change
+/// it can, and takes a decision it served wrongly again from a read). With [`Dcb::retry_on_conflict`], a decision whose append met a concurrent change
 /// inside its boundary is read and decided again, a bounded number of times; other errors, the
 /// caller's own included, are never retried.
 #[derive(Debug, Clone)]
