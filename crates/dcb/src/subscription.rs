@@ -21,16 +21,18 @@ const FIRST_BATCH: u32 = 16;
 /// the consumer is slow, as long as events are no larger than those of the read before (events
 /// near the size limits would make a page of [`CATCH_UP_BATCH`] over a gigabyte).
 ///
-/// Stores answer reads by count, not by bytes, so this is an estimate: a page that follows one of
-/// small events and meets events near the size limits holds up to [`CATCH_UP_BATCH`] of them.
+/// Stores answer reads by count, not by bytes, so this is an estimate: pages grow at most twice as
+/// long as the page before, so that a page that meets events near the size limits after small
+/// ones holds at most twice as many of them as the page before held events.
 pub const CATCH_UP_BYTES: usize = 4 << 20;
 
 /// The size of the next read after one that returned `events`: [`CATCH_UP_BYTES`] worth of events
-/// as large as the largest of them (one large event among small ones is a sign of more), at least
-/// [`FIRST_BATCH`], at most [`CATCH_UP_BATCH`].
+/// as large as the largest of them (one large event among small ones is a sign of more), at most
+/// twice as many as it returned, at least [`FIRST_BATCH`], at most [`CATCH_UP_BATCH`].
 fn next_batch(events: &[SequencedEvent]) -> u32 {
     let largest = events.iter().map(|e| e.event.byte_size()).max().unwrap_or(0).max(1);
-    (CATCH_UP_BYTES / largest).clamp(FIRST_BATCH as usize, CATCH_UP_BATCH as usize) as u32
+    (CATCH_UP_BYTES / largest).min(2 * events.len()).clamp(FIRST_BATCH as usize, CATCH_UP_BATCH as usize)
+        as u32
 }
 
 /// How long a subscription whose store cannot be reached keeps trying before it yields the error
@@ -147,15 +149,17 @@ mod tests {
     }
 
     /// Pages hold about CATCH_UP_BYTES: many small events, few large ones (sized by the largest),
-    /// never fewer than the first page nor more than CATCH_UP_BATCH.
+    /// growing at most twice per page, never fewer than the first page nor more than
+    /// CATCH_UP_BATCH.
     #[test]
     fn catch_up_pages_are_sized_by_bytes() {
-        assert_eq!(next_batch(&events(16, 100)), CATCH_UP_BATCH);
-        assert_eq!(next_batch(&events(16, 64 << 10)), 63);
+        assert_eq!(next_batch(&events(16, 100)), 32, "twice the page before at most");
+        assert_eq!(next_batch(&events(1000, 100)), CATCH_UP_BATCH);
+        assert_eq!(next_batch(&events(100, 64 << 10)), 63);
         let mut mixed = events(1000, 100);
         mixed.extend(events(1, 64 << 10));
         assert_eq!(next_batch(&mixed), 63);
         assert_eq!(next_batch(&events(3, 1 << 20)), FIRST_BATCH);
-        assert_eq!(next_batch(&events(1, 0)), CATCH_UP_BATCH);
+        assert_eq!(next_batch(&events(1, 0)), FIRST_BATCH);
     }
 }
