@@ -128,6 +128,46 @@ fn a_failed_sync_is_never_retried() {
     assert!(crate::verify(&dir.0).unwrap().is_ok());
 }
 
+/// Without a sync per batch, the log is synced before each checkpoint; when that sync fails the
+/// store is poisoned like after any failed sync, so no later checkpoint can sync again (and pass
+/// over the pages the kernel failed to write) and cover them.
+#[test]
+fn a_failed_sync_before_a_checkpoint_poisons_the_store() {
+    let dir = Dir::new("failed-checkpoint-sync");
+    let rt = runtime();
+    let faults = Faults::new();
+    let options = FileStoreOptions::default().sync(crate::SyncMode::NotSynced);
+    let store = open_on(&dir.0, options, Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    rt.block_on(store.append(events("unsynced", 2), None)).unwrap();
+    faults.fail_sync.store(true, Ordering::SeqCst);
+    assert!(rt.block_on(store.checkpoint()).is_err());
+    faults.fail_sync.store(false, Ordering::SeqCst);
+    let syncs = faults.syncs.load(Ordering::SeqCst);
+    assert_reopen_error(rt.block_on(store.append(events("after", 1), None)));
+    assert!(rt.block_on(store.checkpoint()).is_err(), "a poisoned store wrote a checkpoint");
+    drop(store);
+    assert_eq!(faults.syncs.load(Ordering::SeqCst), syncs, "the log was synced again");
+    assert!(!dir.0.join("index.ckpt").exists());
+}
+
+/// The checkpoint an open writes after a long replay is only a shortcut: a disk too full for it
+/// must not keep the store from opening.
+#[test]
+fn a_store_opens_when_its_checkpoint_cannot_be_written() {
+    let dir = Dir::new("no-room-for-checkpoint");
+    let rt = runtime();
+    let store = FileStore::open(&dir.0).unwrap();
+    rt.block_on(store.append(events("kept", 50), None)).unwrap();
+    drop(store);
+    std::fs::remove_file(dir.0.join("index.ckpt")).unwrap();
+    let faults = Faults::new();
+    faults.write_budget.store(0, Ordering::SeqCst);
+    let options = FileStoreOptions::default().checkpoint_interval(1);
+    let store = open_on(&dir.0, options, Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    assert_eq!(all(&store, &rt).len(), 50);
+    assert!(!dir.0.join("index.ckpt").exists());
+}
+
 #[test]
 fn readers_see_only_synced_batches_and_never_wait_for_a_sync() {
     let dir = Dir::new("held-sync");

@@ -195,8 +195,10 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
     let lock = lock_dir(dir)?;
     let log_path = dir.join(LOG_FILE);
     let checkpoint_path = dir.join(CHECKPOINT_FILE);
-    if !log_path.exists() {
-        if checkpoint_path.exists() {
+    // `try_exists`: an error (EIO, say) must not pass for "no log", which a new one would replace.
+    let exists = |path: &Path| path.try_exists().map_err(|e| io_error(path, "cannot look up", e));
+    if !exists(&log_path)? {
+        if exists(&checkpoint_path)? {
             return Err(corruption(&log_path, 0, "the log is missing but an index checkpoint exists"));
         }
         // It syncs the directory itself.
@@ -228,8 +230,11 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
     let allocated = end.end + end.zeroed;
     debug_assert_eq!(index.len(), end.head);
     let mut checkpointed = start;
-    if end.end - start >= options.checkpoint_interval {
-        writer::write_checkpoint(&*storage, dir, &index, store_id, end.end)?;
+    // Only a shortcut for the next open: a checkpoint that cannot be written (a full disk, say)
+    // must not keep the store from opening.
+    if end.end - start >= options.checkpoint_interval
+        && writer::write_checkpoint(&*storage, dir, &index, store_id, end.end).is_ok()
+    {
         checkpointed = end.end;
     }
     storage.remove(&dir.join(CHECKPOINT_TMP)).map_err(|e| io_error(dir, "cannot clean up", e))?;

@@ -208,13 +208,21 @@ impl Writer {
                 }
                 Ok(None) => {}
             }
+            // Encoded before the index lock is taken (only this thread changes the index, which
+            // holds the durable events and the batch's so far): readers wait for the pushes
+            // alone, not for the copy of up to 64 MiB.
+            let first = durable + pending.len() as u64 + 1;
+            let mut entries = Vec::with_capacity(request.events.len());
+            for (position, event) in (first..).zip(&request.events) {
+                let offset = batch_start + self.buf.len() as u64;
+                let len = format::encode_event(&mut self.buf, self.shared.seal, position, event);
+                entries.push((offset, len as u32));
+            }
             let last = {
                 let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
-                for event in &request.events {
-                    let offset = batch_start + self.buf.len() as u64;
-                    let position = index.len() + 1;
-                    let len = format::encode_event(&mut self.buf, self.shared.seal, position, event);
-                    index.push(offset, len as u32, &event.event_type, &event.tags);
+                debug_assert_eq!(index.len() + 1, first);
+                for (event, (offset, len)) in request.events.iter().zip(entries) {
+                    index.push(offset, len, &event.event_type, &event.tags);
                 }
                 index.len()
             };
@@ -342,11 +350,13 @@ impl Writer {
         let durable = index.tracking.get(&t.source);
         match tracking.get(&t.source).or(durable) {
             Some(&recorded) if t.position <= recorded => {
+                let on_unsynced = durable.is_none_or(|&r| t.position > r);
+                // Answered at once, a refusal names the durable position it rests on.
+                let recorded = if on_unsynced { recorded } else { durable.map_or(recorded, |&r| r) };
                 let error = Error::Integrity(format!(
                     "tracking position {} for source {:?} does not exceed the recorded {recorded}",
                     t.position, t.source
                 ));
-                let on_unsynced = durable.is_none_or(|&r| t.position > r);
                 Err(Refusal { error, on_unsynced })
             }
             _ => Ok(None),
@@ -354,25 +364,31 @@ impl Writer {
     }
 
     /// Writes the index as of `end` to a new checkpoint file and renames it into place.
+    ///
+    /// A checkpoint that cannot be written leaves the store as it was (the one before stays
+    /// valid, and the next is tried later); a failed sync of the log poisons the store, since
+    /// it is never retried: the kernel reports a writeback error once, and a second sync would
+    /// pass over the lost pages.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
         if self.sync == SyncMode::NotSynced {
             // A checkpoint must never cover log bytes that a power failure could take back (the
             // store would then not open); in this mode the batches were not synced yet.
             let path = &self.shared.log_path;
-            self.shared.log.sync_data().map_err(|e| io_error(path, "fdatasync failed on", e))?;
+            if let Err(e) = self.shared.log.sync_data() {
+                let error = io_error(path, "fdatasync failed on", e);
+                self.shared.poison(error.to_string());
+                return Err(error);
+            }
         }
-        let result = write_checkpoint(
+        write_checkpoint(
             &*self.storage,
             &self.shared.dir,
             &self.shared.index.read().unwrap_or_else(PoisonError::into_inner),
             self.shared.store_id,
             self.end,
-        );
-        match &result {
-            Ok(()) => self.checkpointed = self.end,
-            Err(error) => self.shared.poison(error.to_string()),
-        }
-        result
+        )?;
+        self.checkpointed = self.end;
+        Ok(())
     }
 }
 
