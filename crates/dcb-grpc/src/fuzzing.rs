@@ -1,6 +1,7 @@
 //! A hook for fuzzing request decoding and validation: everything the server does with request
 //! bytes before a store sees them.
 
+use bytes::Bytes;
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -34,8 +35,21 @@ pub fn check_request(bytes: &[u8]) -> bool {
     true
 }
 
-fn decode<M: Message + Default + DecodeFailure>(bytes: &[u8]) -> Result<M, Status> {
-    M::decode(bytes).map_err(M::status)
+/// Decodes as the server does, and checks that the server's decoding agrees with prost's: the
+/// same message when both decode, and a refusal by the server only where prost decodes something
+/// over a limit, which validation refuses too.
+fn decode<M: DecodeFailure + PartialEq>(bytes: &[u8]) -> Result<M, Status> {
+    let decoded = M::decode_message(Bytes::copy_from_slice(bytes));
+    match (&decoded, M::decode(bytes)) {
+        (Ok(ours), Ok(prost)) => assert!(*ours == prost, "the server's decoding differs from prost's"),
+        (Ok(_), Err(error)) => panic!("the server decoded what prost refuses: {error}"),
+        (Err(status), Ok(_)) => {
+            let details = proto::ErrorResponse::decode(status.details()).expect("error details decode");
+            assert_eq!(details.error_type, ErrorType::InvalidArgument as i32, "{status:?}");
+        }
+        (Err(_), Err(_)) => {}
+    }
+    decoded
 }
 
 #[cfg(test)]

@@ -23,6 +23,25 @@ pub const MAX_IN_FLIGHT_APPENDS: usize = 1024;
 /// Client connections served at once by default (see
 /// [`ServerOptions::max_connections`](crate::ServerOptions::max_connections)).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// HTTP/2 streams (calls) one connection may have open at once; further calls of its client wait
+/// until one ends. Without it one connection could open thousands of calls.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// How long a new connection may take to start by default (see
+/// [`ServerOptions::handshake_timeout`](crate::ServerOptions::handshake_timeout)).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time before the first TCP keepalive probe on a client connection; with
+/// [`TCP_KEEPALIVE_INTERVAL`] and [`TCP_KEEPALIVE_RETRIES`], the kernel gives up on a vanished
+/// peer after about two minutes and the connection's slot is freed.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between unanswered TCP keepalive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered TCP keepalive probes before the connection is dropped.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 6;
+/// Time between the server's HTTP/2 pings on a connection; a client that answers none within
+/// [`HTTP2_KEEPALIVE_TIMEOUT`] (a peer gone without a TCP reset, a stuck proxy) is disconnected.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long the server waits for the answer to an HTTP/2 ping.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long calls may keep a stopping server running by default (see
 /// [`ServerOptions::shutdown_grace`](crate::ServerOptions::shutdown_grace)).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

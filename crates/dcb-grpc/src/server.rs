@@ -23,8 +23,10 @@ use crate::batch::{self, EncodedBatch, Entry};
 use crate::codec::{DecodeFailure, WireCodec};
 use crate::convert::{append_from_wire, error_to_status, query_from_wire, status};
 use crate::limits::{
-    DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SHUTDOWN_GRACE,
-    MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_IN_FLIGHT_APPENDS, MAX_RESPONSE_BYTES,
+    DEFAULT_BATCH_SIZE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_SHUTDOWN_GRACE, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_BATCH_BYTES,
+    MAX_BATCH_SIZE, MAX_IN_FLIGHT_APPENDS, MAX_RESPONSE_BYTES, MAX_STREAMS_PER_CONNECTION,
+    TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
 };
 use crate::proto;
 use crate::proto::dcb_server::{Dcb, DcbServer};
@@ -42,6 +44,7 @@ pub struct ServerOptions {
     max_request_bytes: Option<usize>,
     max_connections: Option<usize>,
     shutdown_grace: Option<Duration>,
+    handshake_timeout: Option<Duration>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::Identity>,
 }
@@ -54,6 +57,7 @@ impl fmt::Debug for ServerOptions {
         debug.field("max_request_bytes", &self.max_request_bytes);
         debug.field("max_connections", &self.max_connections);
         debug.field("shutdown_grace", &self.shutdown_grace);
+        debug.field("handshake_timeout", &self.handshake_timeout);
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls.is_some());
         debug.finish()
@@ -66,8 +70,9 @@ impl ServerOptions {
         Self::default()
     }
 
-    /// Requires every call (subscriptions included) to carry `authorization: Bearer <key>`.
-    /// The health service stays open, so that probes need no key.
+    /// Requires every call (subscriptions included) to carry `authorization: Bearer <key>`,
+    /// checked from the headers before the request message is read. The health service stays
+    /// open, so that probes need no key.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
         self
@@ -92,6 +97,15 @@ impl ServerOptions {
     /// connections are then abandoned; in-flight appends are still waited for.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// How long a new connection may take to start (default [`DEFAULT_HANDSHAKE_TIMEOUT`]): to
+    /// send the HTTP/2 preface's 24 bytes (with TLS, the first 24 bytes of its handshake), and with
+    /// TLS to finish the handshake. A connection that does not is closed and gives its slot (see
+    /// [`max_connections`](Self::max_connections)) back.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
         self
     }
 
@@ -198,13 +212,19 @@ pub async fn serve<S: EventStore>(
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let dcb = Routes { generated, service, max_request_bytes };
 
+    let handshake = options.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
     #[allow(unused_mut)]
-    let mut builder = Server::builder().layer(tower::util::MapResponseLayer::new(refuse_oversized));
+    let mut builder = Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(tower::util::MapResponseLayer::new(refuse_oversized));
     #[cfg(feature = "tls")]
     if let Some(identity) = options.tls {
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        let tls = tonic::transport::ServerTlsConfig::new().identity(identity).timeout(handshake);
+        builder = builder.tls_config(tls)?;
     }
-    let incoming = limited(listener, options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS));
+    let incoming = limited(listener, options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS), handshake);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight appends");
@@ -227,27 +247,54 @@ pub async fn serve<S: EventStore>(
         }
     };
     // Appends whose clients went away are not tracked by the transport; wait for them here, even
-    // when the transport failed.
-    let _all = appends.acquire_many(MAX_IN_FLIGHT_APPENDS as u32).await;
+    // when the transport failed. A store that hangs holds this up for as long as it hangs: say so,
+    // so that an operator knows what a second signal to the binary would abandon.
+    let all = appends.acquire_many(MAX_IN_FLIGHT_APPENDS as u32);
+    tokio::pin!(all);
+    loop {
+        let in_flight = MAX_IN_FLIGHT_APPENDS - appends.available_permits();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "waiting for in-flight appends to finish");
+        }
+        tokio::select! {
+            _all = &mut all => break,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
     tracing::info!("stopped");
     Ok(served?)
 }
 
 /// The connections of `listener`, at most `max` at a time: the next one is accepted only when a
 /// slot is free, so a flood of clients waits in the kernel's backlog instead of taking memory and
-/// tasks here.
-fn limited(listener: TcpListener, max: usize) -> impl Stream<Item = Result<Limited, std::io::Error>> {
+/// tasks here. Each must start within `handshake` (see [`Limited`]), and has TCP keepalive on, so
+/// that the slot of a client that vanished without a reset comes back.
+fn limited(
+    listener: TcpListener,
+    max: usize,
+    handshake: Duration,
+) -> impl Stream<Item = Result<Limited, std::io::Error>> {
     let slots = Arc::new(Semaphore::new(max));
-    futures_util::stream::unfold((listener, slots), |(listener, slots)| async move {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE_IDLE))
+        .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+        .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+    futures_util::stream::unfold((incoming, slots), move |(mut incoming, slots)| async move {
         if slots.available_permits() == 0 {
             tracing::warn!("connection limit reached: new clients wait until one leaves");
         }
         let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(Limited { stream, _slot: slot }), (listener, slots)));
+            match incoming.next().await? {
+                Ok(stream) => {
+                    let limited = Limited {
+                        stream,
+                        _slot: slot,
+                        handshake: Some(Box::pin(tokio::time::sleep(handshake))),
+                        received: 0,
+                    };
+                    return Some((Ok(limited), (incoming, slots)));
                 }
                 // Out of file descriptors, typically: pause instead of spinning on the error.
                 Err(error) => {
@@ -259,10 +306,21 @@ fn limited(listener: TcpListener, max: usize) -> impl Stream<Item = Result<Limit
     })
 }
 
+/// The length of the HTTP/2 client preface. A connection that has not sent this much within the
+/// handshake timeout is closed.
+const PREFACE_BYTES: usize = 24;
+
 /// A connection holding its slot until it closes.
+///
+/// Until it has sent [`PREFACE_BYTES`], it is closed at its handshake deadline: hyper waits for the
+/// HTTP/2 preface without a timeout (its keepalive pings start only after it), so a client that
+/// connects and sends nothing would otherwise hold a slot for ever.
 struct Limited {
     stream: tokio::net::TcpStream,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// The handshake deadline, until [`PREFACE_BYTES`] have been received.
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
+    received: usize,
 }
 
 impl Connected for Limited {
@@ -279,7 +337,31 @@ impl tokio::io::AsyncRead for Limited {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let filled = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Some(deadline) = &mut this.handshake {
+            match poll {
+                Poll::Ready(Ok(())) => {
+                    let read = buf.filled().len() - filled;
+                    this.received += read;
+                    // At the end of the stream too: the connection closes by itself.
+                    if this.received >= PREFACE_BYTES || read == 0 {
+                        this.handshake = None;
+                    }
+                }
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    let remote = this.stream.peer_addr().ok();
+                    tracing::debug!(?remote, "a connection did not start in time");
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client sent no HTTP/2 preface in time",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        poll
     }
 }
 
@@ -361,21 +443,36 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
+/// The refusal of calls during shutdown: `UNAVAILABLE` (retryable, at another server or this one
+/// once it is back) with the protocol's error details, as for a store that is unavailable.
 fn shutting_down() -> Status {
-    Status::unavailable("the server is shutting down")
+    error_to_status(&dcb::Error::Unavailable { message: "the server is shutting down".into(), source: None })
 }
 
-impl<S: EventStore> Service<S> {
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(expected) = &self.shared.authorization else { return Ok(()) };
-        let given = request.metadata().get("authorization").map_or(&b""[..], |value| value.as_bytes());
+impl Shared {
+    /// Checks the call's `authorization` header. `Routes` does it from the headers alone, before
+    /// the request body is read: an unauthenticated client must not get the server to receive and
+    /// decode a message of up to the request limit.
+    fn authorize<B>(&self, request: &http::Request<B>) -> Result<(), Status> {
+        let Some(expected) = &self.authorization else { return Ok(()) };
+        let given = request.headers().get("authorization").map_or(&b""[..], |value| value.as_bytes());
         if constant_time_eq(given, expected) {
             Ok(())
         } else {
-            tracing::debug!(remote = ?request.remote_addr(), "refused a call without the right API key");
+            tracing::debug!(remote = ?remote_address(request), "refused a call without the right API key");
             Err(status(ErrorType::Authentication, "missing or wrong API key (authorization: Bearer <key>)"))
         }
     }
+}
+
+/// The client's address, as tonic records it for the connection.
+fn remote_address<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    let extensions = request.extensions();
+    #[cfg(feature = "tls")]
+    if let Some(info) = extensions.get::<tonic::transport::server::TlsConnectInfo<TcpConnectInfo>>() {
+        return info.get_ref().remote_addr();
+    }
+    extensions.get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr)
 }
 
 fn to_status(error: dcb::Error) -> Status {
@@ -457,6 +554,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Err(refusal) = self.service.shared.authorize(&request) {
+            // Answered without reading the body: hyper resets the rest of the stream.
+            return Box::pin(std::future::ready(Ok(refusal.into_http())));
+        }
         let service = self.service.clone();
         let max_request_bytes = Some(self.max_request_bytes);
         match request.uri().path() {
@@ -518,7 +619,6 @@ impl<S: EventStore> Service<S> {
         &self,
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<BoxStream<EncodedBatch>>, Status> {
-        self.authorize(&request)?;
         let request = request.into_inner();
         if request.subscribe == Some(true) {
             return Err(status(
@@ -551,7 +651,6 @@ impl<S: EventStore> Service<S> {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<BoxStream<EncodedBatch>>, Status> {
-        self.authorize(&request)?;
         let request = request.into_inner();
         let query = checked_query(request.query)?;
         let events = self.store.subscribe(query, request.after).await.map_err(to_status)?;
@@ -589,7 +688,6 @@ impl<S: EventStore> Dcb for Service<S> {
         &self,
         request: Request<proto::AppendRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
-        self.authorize(&request)?;
         if *self.shared.stopping.borrow() {
             return Err(shutting_down());
         }
@@ -612,11 +710,7 @@ impl<S: EventStore> Dcb for Service<S> {
         }
     }
 
-    async fn head(
-        &self,
-        request: Request<proto::HeadRequest>,
-    ) -> Result<Response<proto::HeadResponse>, Status> {
-        self.authorize(&request)?;
+    async fn head(&self, _: Request<proto::HeadRequest>) -> Result<Response<proto::HeadResponse>, Status> {
         let position = self.store.head().await.map_err(to_status)?;
         Ok(Response::new(proto::HeadResponse { position }))
     }
@@ -625,12 +719,26 @@ impl<S: EventStore> Dcb for Service<S> {
         &self,
         request: Request<proto::TrackingRequest>,
     ) -> Result<Response<proto::TrackingResponse>, Status> {
-        self.authorize(&request)?;
         let source = request.into_inner().source;
         checked_source(&source)?;
         let position = self.store.tracking_position(&source).await.map_err(to_status)?;
         Ok(Response::new(proto::TrackingResponse { position }))
     }
+}
+
+/// The number of events to ask the store for after a page of `fetched` events whose largest
+/// encoded entry was `largest` bytes: about one message worth of events that size (one large
+/// event among small ones is a sign of more), at most twice as many as the page before, at most
+/// a message's `batch`, at least one.
+///
+/// Stores answer by count, so what a page holds is bounded only by its count times the largest
+/// event there can be (about 1.3 MiB within `dcb::limits`). Growing at most twofold keeps a read's
+/// first pages small (64, 128, 256, … events), so that large events met early are met in a small
+/// page. A read that has reached `batch` over small events can still meet `batch` events of the
+/// largest size in one page (up to 4,096, some 5 GiB); only a store read bounded by bytes, which
+/// the store contract lacks, would prevent that.
+fn next_page(fetched: usize, largest: usize, batch: usize) -> u32 {
+    (MAX_BATCH_BYTES / largest.max(1)).min(fetched.saturating_mul(2)).clamp(1, batch) as u32
 }
 
 /// Takes the next batch from `buffer`: up to `batch` events and [`MAX_BATCH_BYTES`], but always
@@ -776,8 +884,7 @@ impl<S: EventStore> Reader<S> {
             self.buffer.push_back(entry);
         }
         if fetched > 0 {
-            // Sized by the largest event: one large event among small ones is a sign of more.
-            self.page = ((MAX_BATCH_BYTES / largest.max(1)) as u32).clamp(1, self.batch as u32);
+            self.page = next_page(fetched, largest, self.batch);
         }
         let remaining = remaining.map(|left| left - fetched as u64);
         let last = self.buffer.back().map(|e| e.position);
@@ -899,6 +1006,24 @@ mod tests {
         let mut buffer = entries(1, 10);
         assert_eq!(take_batch(&mut buffer, 4).len(), 4);
         assert_eq!(buffer.len(), 6);
+    }
+
+    #[test]
+    fn pages_grow_at_most_twofold_and_hold_about_a_message_of_the_largest_event() {
+        // Small events: the page doubles up to the batch size, never jumps to it.
+        let mut page = 64;
+        let mut pages = vec![page];
+        while page < 4096 {
+            page = next_page(page as usize, 100, 4096);
+            pages.push(page);
+        }
+        assert_eq!(pages, [64, 128, 256, 512, 1024, 2048, 4096]);
+        assert_eq!(next_page(4096, 100, 4096), 4096);
+        // Large events shrink it at once, down to one event.
+        assert_eq!(next_page(4096, 1 << 20, 4096), 2);
+        assert_eq!(next_page(2, 1_300_000, 4096), 1);
+        assert_eq!(next_page(1, 100, 4096), 2);
+        assert_eq!(next_page(64, 100, 10), 10);
     }
 
     #[test]

@@ -204,6 +204,47 @@ fn a_sigterm_while_the_store_opens_stops_the_server_cleanly() {
     );
 }
 
+/// A second SIGTERM ends a server that is still stopping (here held up by a health watch, for up
+/// to the minute `--shutdown-grace` allows) at once, with a failure status. The limits given as
+/// flags apply.
+#[test]
+fn a_second_sigterm_ends_a_stopping_server_at_once() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let flags = ["--shutdown-grace", "60", "--max-request-bytes", "4096", "--max-connections", "8"];
+    let mut server =
+        ServerProcess::start(&[&["--listen", "127.0.0.1:0", "--store", "mem"][..], &flags].concat());
+    let url = format!("http://{}", server.address);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut watch = runtime.block_on(async {
+        let store = GrpcStore::connect(url.clone()).await.unwrap();
+        let refused = store.append(vec![Event::new("Big", vec![0u8; 8192])], None).await;
+        assert!(
+            matches!(refused, Err(dcb::Error::InvalidArgument(_))),
+            "over --max-request-bytes: {refused:?}"
+        );
+        store.append(vec![Event::new("Small", "")], None).await.unwrap();
+        let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
+        let request = HealthCheckRequest { service: String::new() };
+        let mut watch = HealthClient::new(channel).watch(request).await.unwrap().into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+        watch
+    });
+    server.signal("TERM");
+    runtime.block_on(async {
+        let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+        assert_eq!(
+            next.expect("NOT_SERVING within 10 s").unwrap().unwrap().status(),
+            ServingStatus::NotServing
+        );
+    });
+    assert_eq!(server.exit_within(Duration::from_millis(500)), None, "the watch did not hold the server up");
+    server.signal("TERM");
+    let status = server.exit_within(Duration::from_secs(10)).expect("exited within 10 s of a second SIGTERM");
+    assert_eq!(status.code(), Some(1), "{status}");
+    drop(watch);
+}
+
 #[test]
 fn a_killed_server_loses_no_acknowledged_append_and_writes_nothing_partial() {
     run_kills(CI_KILLS);

@@ -159,6 +159,36 @@ async fn every_method_refuses_a_missing_or_wrong_key() {
     server.stop().await;
 }
 
+/// The key is checked from the headers, before the request message is read: a client without it
+/// cannot make the server receive and decode a message of up to 16 MiB (millions of empty events
+/// when decoded). Here the request message never comes, so only a refusal from the headers alone
+/// answers at all.
+#[tokio::test]
+async fn a_call_without_the_key_is_refused_before_its_message_is_read() {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let server = Server::start(MemoryStore::new(), ServerOptions::new().api_key("k")).await;
+    let channel = Channel::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for method in ["Append", "Head", "GetTrackingInfo", "Read", "Subscribe"] {
+        let path = PathAndQuery::try_from(format!("/umadb.v1.DCB/{method}")).unwrap();
+        let never = futures_util::stream::pending::<proto::HeadRequest>();
+        let codec = tonic_prost::ProstCodec::<proto::HeadRequest, proto::HeadResponse>::default();
+        grpc.ready().await.unwrap();
+        let call = grpc.streaming(with_key(never, Some("wrong")), path, codec);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), call).await;
+        let status = answer.unwrap_or_else(|_| panic!("{method}: no answer before the message"));
+        let status = status.expect_err("a call with the wrong key was served");
+        assert_eq!(status.code(), Code::Unauthenticated, "{method}: {status:?}");
+        assert_eq!(error_type(&status), ErrorType::Authentication, "{method}");
+    }
+    // A message that does come, still being sent when the refusal is: the client gets the refusal.
+    let mut client = server.raw().await;
+    let flood = append(vec![proto::Event::default(); 1_000_000]);
+    let status = client.append(with_key(flood, None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_client_store_sends_its_key_and_reports_a_wrong_one() {
     let server = Server::start(MemoryStore::new(), ServerOptions::new().api_key("k")).await;
@@ -500,6 +530,8 @@ async fn shutdown_ends_subscriptions_and_finishes_in_flight_appends() {
     server.stop.take().unwrap().send(()).unwrap();
     let ended = subscribed.message().await.expect_err("a subscription outlived the shutdown");
     assert_eq!(ended.code(), Code::Unavailable);
+    // With the protocol's details, as UmaDB clients expect of every refusal.
+    assert_eq!(error_type(&ended), ErrorType::Io);
     // The client gives up on its append; the server must still finish it, whole.
     pending_append.abort();
     for _ in 0..10 {
@@ -620,6 +652,54 @@ async fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
     assert!(!second.is_finished(), "a second connection was served while the only slot was taken");
     drop(first);
     assert_eq!(second.await.unwrap().unwrap(), Some(1));
+    server.stop().await;
+}
+
+/// One connection serves at most `MAX_STREAMS_PER_CONNECTION` calls at once; its client's next
+/// call waits for one of them to end.
+#[tokio::test]
+async fn one_connection_has_a_bounded_number_of_calls_at_once() {
+    let server = Server::start(MemoryStore::new(), ServerOptions::new()).await;
+    let mut client = server.raw().await;
+    let subscribe = proto::SubscribeRequest { query: None, after: None, batch_size: None };
+    let max = dcb_grpc::limits::MAX_STREAMS_PER_CONNECTION as usize;
+    let subscriptions = (0..max).map(|_| {
+        let mut client = client.clone();
+        let subscribe = subscribe.clone();
+        async move { client.subscribe(subscribe).await.unwrap().into_inner() }
+    });
+    let mut subscriptions = futures_util::future::join_all(subscriptions).await;
+    let wait = std::time::Duration::from_millis(300);
+    let head = tokio::time::timeout(wait, client.head(proto::HeadRequest {})).await;
+    assert!(head.is_err(), "a call beyond the limit was served on the same connection");
+    subscriptions.pop();
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), client.head(proto::HeadRequest {}));
+    head.await.expect("served once a call ended").unwrap();
+    drop(subscriptions);
+    server.stop().await;
+}
+
+/// A client that connects and sends nothing is disconnected at the handshake timeout, and its
+/// connection slot goes to the next client.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_and_frees_its_slot() {
+    use tokio::io::AsyncReadExt;
+    let options =
+        ServerOptions::new().max_connections(1).handshake_timeout(std::time::Duration::from_millis(200));
+    let server = Server::start(MemoryStore::new(), options).await;
+    let mut silent = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    let closed = async {
+        let mut buf = [0; 256];
+        while let Ok(read) = silent.read(&mut buf).await {
+            if read == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), closed).await.expect("closed by the server");
+    let client = GrpcStore::connect(server.url.clone()).await.unwrap();
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), client.head()).await;
+    assert_eq!(head.expect("served in the freed slot").unwrap(), None);
     server.stop().await;
 }
 

@@ -1,12 +1,17 @@
 //! `dcb-server`: serves a DCB event store over the umadb.v1 gRPC protocol.
 //!
 //! Every option can also be given through an environment variable (`DCB_LISTEN`, `DCB_STORE`,
-//! `DCB_API_KEY`, `DCB_TLS_CERT`, `DCB_TLS_KEY`); the command line wins. Logs go to stderr
-//! through `tracing`, filtered by `RUST_LOG` (default `info`).
+//! `DCB_API_KEY`, `DCB_TLS_CERT`, `DCB_TLS_KEY`, `DCB_MAX_REQUEST_BYTES`, `DCB_MAX_CONNECTIONS`,
+//! `DCB_SHUTDOWN_GRACE`); the command line wins. Logs go to stderr through `tracing`, filtered by
+//! `RUST_LOG` (default `info`).
+//!
+//! The first SIGTERM or Ctrl-C stops the server cleanly (see [`dcb_grpc::serve`]); a second one,
+//! for an operator who will not wait for a hung store, exits at once with status 1.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use dcb::EventStore;
@@ -20,7 +25,14 @@ use tokio::net::TcpListener;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "dcb-server", version, about = "Serves a DCB event store over the umadb.v1 gRPC protocol")]
+#[command(
+    name = "dcb-server",
+    version,
+    about = "Serves a DCB event store over the umadb.v1 gRPC protocol",
+    after_help = "The first SIGTERM or Ctrl-C stops the server cleanly: it refuses new calls, ends \
+                  reads and subscriptions, and waits for in-flight appends. A second one exits at \
+                  once with status 1."
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the log names the one bound).
     #[arg(long, env = "DCB_LISTEN", default_value = "127.0.0.1:50051")]
@@ -42,6 +54,32 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "DCB_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Largest request message accepted, in bytes (encoded); larger ones are refused as invalid
+    /// before they are decoded.
+    #[arg(long, env = "DCB_MAX_REQUEST_BYTES", default_value_t = dcb_grpc::limits::DEFAULT_MAX_REQUEST_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_request_bytes: usize,
+
+    /// Most client connections served at once; further clients wait until one leaves.
+    #[arg(long, env = "DCB_MAX_CONNECTIONS", default_value_t = dcb_grpc::limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+
+    /// Seconds that calls the server does not end itself (a health watch, a slow call) may keep it
+    /// running after the shutdown signal; in-flight appends are waited for regardless.
+    #[arg(long, env = "DCB_SHUTDOWN_GRACE", value_name = "SECONDS",
+          default_value_t = dcb_grpc::limits::DEFAULT_SHUTDOWN_GRACE.as_secs_f64(),
+          value_parser = seconds)]
+    shutdown_grace: f64,
+}
+
+/// A number of seconds: finite, not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.0..1e9).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds")),
+    }
 }
 
 /// The schema a PostgreSQL store is served from.
@@ -119,7 +157,10 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 fn server_options(args: &Args) -> Result<ServerOptions, String> {
-    let mut options = ServerOptions::new();
+    let mut options = ServerOptions::new()
+        .max_request_bytes(args.max_request_bytes)
+        .max_connections(args.max_connections)
+        .shutdown_grace(Duration::from_secs_f64(args.shutdown_grace));
     if let Some(key) = &args.api_key {
         if key.is_empty() {
             return Err("--api-key is empty".into());
@@ -155,6 +196,10 @@ async fn serve<S: EventStore>(
 /// Completes on Ctrl-C or SIGTERM. The signals are caught from the moment this is called, not
 /// from when the future is first polled: one that arrives while the store opens, or just after
 /// the server said it listens, still stops the server cleanly instead of killing the process.
+///
+/// After the first signal, a second one ends the process at once: a clean stop waits for every
+/// in-flight append, which a hung store can hold up for ever. Exiting mid-append is no worse than
+/// a crash, which every store survives.
 fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, String> {
     #[cfg(unix)]
     {
@@ -164,21 +209,39 @@ fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, String
             (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?);
         Ok(async move {
             tokio::select! {
-                _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = interrupt.recv() => tracing::info!("Ctrl-C received: stopping (again to exit at once)"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received: stopping (again to exit at once)"),
             }
+            tokio::spawn(async move {
+                let signal = tokio::select! {
+                    _ = interrupt.recv() => "Ctrl-C",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                exit_at_once(signal);
+            });
         })
     }
     #[cfg(not(unix))]
     {
         Ok(async {
             match tokio::signal::ctrl_c().await {
-                Ok(()) => tracing::info!("Ctrl-C received"),
+                Ok(()) => tracing::info!("Ctrl-C received: stopping (again to exit at once)"),
                 Err(error) => {
                     tracing::error!(%error, "cannot listen for Ctrl-C");
                     std::future::pending::<()>().await;
                 }
             }
+            tokio::spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    exit_at_once("Ctrl-C");
+                }
+            });
         })
     }
+}
+
+/// Ends the process without waiting for anything.
+fn exit_at_once(signal: &str) -> ! {
+    tracing::error!("second {signal} received: exiting at once, without waiting for in-flight appends");
+    std::process::exit(1)
 }

@@ -50,6 +50,25 @@ impl ServerProcess {
         assert!(status.success(), "dcb-server exited with {status} on SIGTERM");
     }
 
+    /// Sends the server `signal` (a name `kill` knows, such as `TERM`), without waiting for it.
+    pub(crate) fn signal(&self, signal: &str) {
+        run(Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()));
+    }
+
+    /// The server's exit status, once it has exited, if it does so within `timeout`.
+    pub(crate) fn exit_within(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server with SIGKILL, as a crash or an out-of-memory killer would.
     pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL dcb-server");
