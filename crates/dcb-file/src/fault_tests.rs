@@ -150,6 +150,30 @@ fn a_failed_sync_before_a_checkpoint_poisons_the_store() {
     assert!(!dir.0.join("index.ckpt").exists());
 }
 
+/// A checkpoint the disk has no room for leaves the store as it was (appends go on, the
+/// checkpoint before stays), and no part-written file that would hold on to the space.
+#[test]
+fn a_checkpoint_that_cannot_be_written_changes_nothing() {
+    let dir = Dir::new("checkpoint-no-room");
+    let rt = runtime();
+    let faults = Faults::new();
+    let store =
+        open_on(&dir.0, FileStoreOptions::default(), Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    rt.block_on(store.append(events("before", 20), None)).unwrap();
+    rt.block_on(store.checkpoint()).unwrap();
+    let kept = std::fs::read(dir.0.join("index.ckpt")).unwrap();
+    rt.block_on(store.append(events("more", 20), None)).unwrap();
+    faults.write_budget.store(100, Ordering::SeqCst);
+    assert!(rt.block_on(store.checkpoint()).is_err());
+    assert!(!dir.0.join("index.ckpt.tmp").exists(), "the part-written checkpoint was left");
+    assert_eq!(std::fs::read(dir.0.join("index.ckpt")).unwrap(), kept);
+    faults.write_budget.store(u64::MAX, Ordering::SeqCst);
+    assert_eq!(rt.block_on(store.append(events("after", 1), None)).unwrap(), 41);
+    drop(store);
+    let store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(all(&store, &rt).len(), 41);
+}
+
 /// The checkpoint an open writes after a long replay is only a shortcut: a disk too full for it
 /// must not keep the store from opening.
 #[test]

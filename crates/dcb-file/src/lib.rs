@@ -237,7 +237,9 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
     {
         checkpointed = end.end;
     }
-    storage.remove(&dir.join(CHECKPOINT_TMP)).map_err(|e| io_error(dir, "cannot clean up", e))?;
+    // Best effort: a leftover that cannot be removed only makes later checkpoints fail, which
+    // changes nothing, and must not keep the store from opening.
+    let _ = storage.remove(&dir.join(CHECKPOINT_TMP));
     let head = index.len();
     let mapped = GrowingMap::new(log.clone(), end.end).map_err(|e| io_error(&log_path, "cannot map", e))?;
     let shared = Arc::new(Shared {
@@ -259,6 +261,7 @@ fn open(dir: &Path, options: FileStoreOptions, storage: Arc<dyn Storage>) -> Res
         end: end.end,
         allocated,
         checkpointed,
+        tried: checkpointed,
         checkpoint_interval: options.checkpoint_interval,
         buf: Vec::new(),
     };

@@ -96,6 +96,9 @@ pub(crate) struct Writer {
     pub(crate) allocated: u64,
     /// The log offset the last checkpoint covers.
     pub(crate) checkpointed: u64,
+    /// The log offset of the last checkpoint tried, written or not: after a failure (a full
+    /// disk) the next waits a whole gap, rather than every batch encoding the index again.
+    pub(crate) tried: u64,
     pub(crate) checkpoint_interval: u64,
     pub(crate) buf: Vec<u8>,
 }
@@ -157,8 +160,7 @@ impl Writer {
             }
             self.commit_batch(&mut appends);
         }
-        if self.shared.check_poisoned().is_ok() && self.end - self.checkpointed >= self.next_checkpoint_gap()
-        {
+        if self.shared.check_poisoned().is_ok() && self.end - self.tried >= self.next_checkpoint_gap() {
             let _ = self.checkpoint();
         }
         for reply in checkpoints {
@@ -220,7 +222,8 @@ impl Writer {
             }
             let last = {
                 let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
-                debug_assert_eq!(index.len() + 1, first);
+                // Log positions that disagreed with the index would be damage: checked always.
+                assert_eq!(index.len() + 1, first, "the batch's positions follow the index");
                 for (event, (offset, len)) in request.events.iter().zip(entries) {
                     index.push(offset, len, &event.event_type, &event.tags);
                 }
@@ -380,6 +383,7 @@ impl Writer {
                 return Err(error);
             }
         }
+        self.tried = self.end;
         write_checkpoint(
             &*self.storage,
             &self.shared.dir,
@@ -420,10 +424,15 @@ pub(crate) fn write_checkpoint(
     let tmp = dir.join(CHECKPOINT_TMP);
     let target = dir.join(CHECKPOINT_FILE);
     storage.remove(&tmp).map_err(|e| io_error(&tmp, "cannot remove", e))?;
-    let file = storage.open(&tmp, true).map_err(|e| io_error(&tmp, "cannot create", e))?;
-    file.write_all_at(bytes, 0).map_err(|e| io_error(&tmp, "cannot write", e))?;
-    file.sync_data().map_err(|e| io_error(&tmp, "fdatasync failed on", e))?;
-    drop(file);
+    let written = storage.open(&tmp, true).map_err(|e| io_error(&tmp, "cannot create", e)).and_then(|file| {
+        file.write_all_at(bytes, 0).map_err(|e| io_error(&tmp, "cannot write", e))?;
+        file.sync_data().map_err(|e| io_error(&tmp, "fdatasync failed on", e))
+    });
+    if let Err(error) = written {
+        // A part-written file would hold on to space a full disk needs for the log.
+        let _ = storage.remove(&tmp);
+        return Err(error);
+    }
     storage.rename(&tmp, &target).map_err(|e| io_error(&target, "cannot rename the new checkpoint to", e))?;
     storage.sync_dir(dir).map_err(|e| io_error(dir, "cannot sync the directory", e))?;
     Ok(())

@@ -24,8 +24,10 @@ pub const MAX_IN_FLIGHT_APPENDS: usize = 1024;
 /// [`ServerOptions::max_connections`](crate::ServerOptions::max_connections)).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// HTTP/2 streams (calls) one connection may have open at once; further calls of its client wait
-/// until one ends. Without it one connection could open thousands of calls.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// until one ends. Without it one connection could open any number of calls. A client that
+/// multiplexes everything on one connection (`GrpcStore` does) and keeps more subscriptions open
+/// than this would have its other calls wait: it needs more connections.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
 /// How long a new connection may take to start by default (see
 /// [`ServerOptions::handshake_timeout`](crate::ServerOptions::handshake_timeout)).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -249,17 +249,16 @@ pub async fn serve<S: EventStore>(
     // Appends whose clients went away are not tracked by the transport; wait for them here, even
     // when the transport failed. A store that hangs holds this up for as long as it hangs: say so,
     // so that an operator knows what a second signal to the binary would abandon.
-    let all = appends.acquire_many(MAX_IN_FLIGHT_APPENDS as u32);
-    tokio::pin!(all);
-    loop {
-        let in_flight = MAX_IN_FLIGHT_APPENDS - appends.available_permits();
-        if in_flight > 0 {
+    // Polled rather than awaited with `acquire_many`, which would take the permits as they come
+    // back and leave none to count.
+    let mut said = None::<tokio::time::Instant>;
+    while appends.try_acquire_many(MAX_IN_FLIGHT_APPENDS as u32).is_err() {
+        if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            let in_flight = MAX_IN_FLIGHT_APPENDS - appends.available_permits();
             tracing::info!(in_flight, "waiting for in-flight appends to finish");
+            said = Some(tokio::time::Instant::now());
         }
-        tokio::select! {
-            _all = &mut all => break,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("stopped");
     Ok(served?)
