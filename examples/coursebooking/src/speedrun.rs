@@ -65,7 +65,8 @@ usage: speedrun MODE [SECONDS] [options]
 MODE is STYLE-STORE:
   STYLE  agg (event-sourced aggregates), dcb (plain decision models),
          objects (enduring objects and groups), slices (one decision per use case)
-  STORE  mem (in memory), file (embedded durable files), pg (PostgreSQL), grpc (remote)
+  STORE  mem (in memory), file (embedded durable files), pg (PostgreSQL),
+         grpc (a gRPC server started in this process over a file store in --dir, or --server)
 SECONDS defaults to 10.
 
 options:
@@ -73,11 +74,12 @@ options:
   --prefill N          load N unrelated events first, to measure at volume
   --floor              measure the store's own floor for one durable commit first
   --json               end with one line holding a JSON object of the results
-  --reset              start from an empty store (events otherwise accumulate across runs)
+  --reset              start from an empty store (events otherwise accumulate across runs): deletes
+                       the file store in --dir, or drops PostgreSQL schema `speedrun`
   --cache              dcb, objects and slices styles: take decisions from a cache of what this
                        process read and recorded where it can (one round trip instead of two)
   --database-url URL   PostgreSQL URL (default $DCB_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
-  --dir PATH           file store directory (default data/speedrun)
+  --dir PATH           file store directory, of the file and grpc modes (default data/speedrun)
   --server URL         gRPC server to use instead of one started in process";
 
 impl Options {
@@ -138,7 +140,8 @@ impl Options {
             if !(seconds > 0.0 && seconds.is_finite()) {
                 return Err(format!("SECONDS must be positive, not {seconds}"));
             }
-            options.duration = Duration::from_secs_f64(seconds);
+            options.duration = Duration::try_from_secs_f64(seconds)
+                .map_err(|_| format!("SECONDS {seconds} is too large"))?;
         }
         if positional.len() > 2 {
             return Err(format!("unexpected argument {:?}", positional[2]));
@@ -221,6 +224,9 @@ pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Ou
             while !stop.load(Ordering::Relaxed) {
                 iteration(&app, &ops).await?;
                 iterations.fetch_add(1, Ordering::Relaxed);
+                // An in-memory store never makes a client wait: without this, as many clients as
+                // runtime threads would keep the ticker (and the stop) from ever running.
+                tokio::task::yield_now().await;
             }
             Ok::<(), EnrolmentError>(())
         }));
@@ -229,6 +235,8 @@ pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Ou
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
+    // A late tick is not made up for by a burst of lines over windows of no length.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_ops, mut last_at) = (0, start);
     while start.elapsed() < duration && !tasks.iter().any(|t| t.is_finished()) {
         let remaining = duration.saturating_sub(start.elapsed());
@@ -276,6 +284,23 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Deletes the file store in `dir` for `--reset`: only a store's directory (or an empty one), so
+/// that `--dir ~ --reset` cannot wipe a home directory.
+pub fn reset_file_store(dir: &std::path::Path) -> Result<(), String> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let is_store = dir.join("events.log").exists();
+    let is_empty = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none());
+    if !is_store && !is_empty {
+        return Err(format!(
+            "--reset: {} holds no file store (no events.log); not deleting it",
+            dir.display()
+        ));
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| format!("cannot reset {}: {e}", dir.display()))
 }
 
 /// `value` with `decimals` decimals, or `null` when there is none.
@@ -357,6 +382,7 @@ mod tests {
         assert!(parse(&["dcb-mem", "0"]).unwrap_err().contains("positive"));
         assert!(parse(&["dcb-mem", "--clients", "0"]).unwrap_err().contains("at least 1"));
         assert!(parse(&["agg-mem", "--cache"]).unwrap_err().contains("not to aggregates"));
+        assert!(parse(&["dcb-mem", "1e20"]).unwrap_err().contains("too large"));
         assert!(parse(&["slices-pg", "--cache"]).unwrap().cache);
         assert!(parse(&[]).unwrap_err().contains("no MODE"));
     }
@@ -386,5 +412,20 @@ mod tests {
         let line = json_line(&options, &nothing, (10, 10), Some(2500.0));
         assert!(line.contains("\"us_per_op\":null") && line.contains("\"floor_ratio\":null"), "{line}");
         assert!(!line.contains("inf") && !line.contains("NaN"), "{line}");
+    }
+
+    /// `--reset` deletes a file store's directory, or an empty one, and refuses any other.
+    #[test]
+    fn reset_deletes_only_a_file_store() {
+        let dir = std::env::temp_dir().join(format!("speedrun-reset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        assert!(reset_file_store(&dir).unwrap_err().contains("no file store"));
+        assert!(dir.join("notes.txt").exists());
+        std::fs::remove_file(dir.join("notes.txt")).unwrap();
+        std::fs::write(dir.join("events.log"), "").unwrap();
+        reset_file_store(&dir).unwrap();
+        assert!(!dir.exists());
+        reset_file_store(&dir).unwrap();
     }
 }

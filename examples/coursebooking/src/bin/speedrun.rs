@@ -153,13 +153,16 @@ async fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
 async fn pg_floor(url: &str) -> Result<Duration, String> {
     let client = pg_connect(url).await?;
     let error = |e: tokio_postgres::Error| format!("cannot measure the PostgreSQL floor: {e}");
+    // In the speedrun's schema, so that `--reset` drops it too.
+    let table = format!("{PG_SCHEMA}.speedrun_floor");
     client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS speedrun_floor (id bigserial PRIMARY KEY, n integer NOT NULL)",
-        )
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}; \
+             CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, n integer NOT NULL)"
+        ))
         .await
         .map_err(error)?;
-    let insert = client.prepare("INSERT INTO speedrun_floor (n) VALUES ($1)").await.map_err(error)?;
+    let insert = client.prepare(&format!("INSERT INTO {table} (n) VALUES ($1)")).await.map_err(error)?;
     let mut times = Vec::with_capacity(500);
     for i in 0..550 {
         let start = Instant::now();
@@ -168,15 +171,15 @@ async fn pg_floor(url: &str) -> Result<Duration, String> {
             times.push(start.elapsed());
         }
     }
-    client.batch_execute("TRUNCATE speedrun_floor").await.map_err(error)?;
+    client.batch_execute(&format!("TRUNCATE {table}")).await.map_err(error)?;
     times.sort();
     Ok(times[times.len() / 2])
 }
 
 /// Opens the file store in `dir`, emptied first with `--reset`.
 fn open_file_store(options: &Options, dir: &std::path::Path) -> Result<dcb_file::FileStore, String> {
-    if options.reset && dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot reset {}: {e}", dir.display()))?;
+    if options.reset {
+        speedrun::reset_file_store(dir)?;
     }
     dcb_file::FileStore::open(dir)
         .map_err(|e| format!("cannot open the file store in {}: {e}", dir.display()))
