@@ -71,7 +71,7 @@ async fn run(options: &Options) -> Result<(), String> {
             }
             let floor = if options.floor { Some(pg_floor(url).await?) } else { None };
             let pg_options = dcb_postgres::Options::new(url, PG_SCHEMA).application_name("speedrun");
-            let open_error = |e: dcb::Error| format!("cannot open the PostgreSQL store at {redacted}: {e}");
+            let open_error = |e: dcb::Error| format!("cannot open the PostgreSQL store: {}", with_causes(&e));
             // Only what the style uses is opened; the clients share it, so that concurrent appends
             // are committed in groups.
             let (stores, recorders) = if options.style == "agg" {
@@ -99,6 +99,9 @@ async fn run(options: &Options) -> Result<(), String> {
                             "--floor: the server's store is out of reach here, so no floor is measured"
                         );
                     }
+                    if options.reset {
+                        eprintln!("--reset: the server's store is out of reach here, so it is not emptied");
+                    }
                     url.clone()
                 }
                 None => {
@@ -115,7 +118,7 @@ async fn run(options: &Options) -> Result<(), String> {
             for _ in 0..options.clients {
                 let store = dcb_grpc::GrpcStore::connect(url.clone())
                     .await
-                    .map_err(|e| format!("cannot connect to the gRPC server at {url}: {e}"))?;
+                    .map_err(|e| format!("cannot reach the gRPC server: {}", with_causes(&e)))?;
                 stores.push(store);
             }
             let recorders = stores.iter().map(|s| eventsourcing::DcbRecorder::new(s.clone())).collect();
@@ -131,6 +134,20 @@ async fn run(options: &Options) -> Result<(), String> {
     }
 }
 
+/// `error` and the errors it rests on, each once: `connection refused` is in the last of them.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = next.source();
+    }
+    text
+}
+
 /// The schema of the PostgreSQL modes' tables.
 const PG_SCHEMA: &str = "speedrun";
 
@@ -139,7 +156,7 @@ async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let redacted = dcb_postgres::Options::new(url, PG_SCHEMA).redacted_url();
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| format!("cannot connect to PostgreSQL at {redacted}: {e}"))?;
+        .map_err(|e| format!("cannot connect to PostgreSQL at {redacted}: {}", with_causes(&e)))?;
     tokio::spawn(connection);
     Ok(client)
 }
