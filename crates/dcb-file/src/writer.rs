@@ -320,7 +320,7 @@ impl Writer {
             drop(index);
             return self.check_tracking(request, tracking);
         };
-        let span = retry_span(condition, &request.events, conflict).filter(|span| *span.end() <= top);
+        let span = retry_span(condition, &request.events, conflict, top);
         let entries: Vec<_> = span.into_iter().flatten().map(|p| (p, index.entry(p))).collect();
         drop(index);
         if !entries.is_empty() {

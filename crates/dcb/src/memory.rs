@@ -388,8 +388,7 @@ impl State {
             if let Some(&conflict) =
                 may_conflict.then(|| self.scan(query, first)).as_deref().and_then(<[u64]>::first)
             {
-                if let Some(span) = retry_span(condition, &request.events, conflict)
-                    && *span.end() <= self.head().unwrap_or(0)
+                if let Some(span) = retry_span(condition, &request.events, conflict, self.head().unwrap_or(0))
                 {
                     let recorded: Vec<SequencedEvent> = span.map(|p| self.materialise(p)).collect();
                     if let Some(position) = already_appended(&request.events, &recorded) {

@@ -398,7 +398,8 @@ impl AppendRequest {
 /// matching the condition came between `after` and `p` (or it would have failed), so the first
 /// match is its own first matching event: `p` is `first_match` less that event's index in the
 /// append. The rule holds
-/// for appends that hold events outside the condition's query too. None when no submitted event
+/// for appends that hold events outside the condition's query too. None when the span would end
+/// past `head`, the store's last position, when no submitted event
 /// matches the query (then the failure says nothing about the append itself) or when a submitted
 /// event lacks a uuid or carries the nil one: the nil uuid identifies nothing, since clients send
 /// it for "no uuid" (the Python `eventsourcing` library does by default), and two different
@@ -413,23 +414,25 @@ impl AppendRequest {
 ///     Event::new("Joined", "{}").with_tags(["course-2"]).with_uuid(Uuid::from_u128(8)),
 /// ];
 /// // Recorded at 11 and 12 by the first attempt; the retry's condition fails at 12.
-/// assert_eq!(retry_span(&condition, &sent, 12), Some(11..=12));
+/// assert_eq!(retry_span(&condition, &sent, 12, 12), Some(11..=12));
 /// let recorded: Vec<_> =
 ///     sent.iter().zip(11..).map(|(e, position)| SequencedEvent { position, event: e.clone() }).collect();
 /// assert_eq!(already_appended(&sent, &recorded), Some(12));
 ///
 /// let anonymous = [Event::new("Joined", "{}").with_tags(["course-2"]).with_uuid(Uuid::nil())];
-/// assert_eq!(retry_span(&condition, &anonymous, 12), None);
+/// assert_eq!(retry_span(&condition, &anonymous, 12, 12), None);
 /// ```
 pub fn retry_span(
     condition: &AppendCondition,
     submitted: &[Event],
     first_match: u64,
+    head: u64,
 ) -> Option<RangeInclusive<u64>> {
     let offset = retry_offset(&condition.fail_if_events_match, submitted)? as u64;
     let after = condition.after.unwrap_or(0);
     let start = first_match.checked_sub(offset).filter(|&start| start > after)?;
-    Some(start..=start.checked_add(submitted.len() as u64 - 1)?)
+    let end = start.checked_add(submitted.len() as u64 - 1).filter(|&end| end <= head)?;
+    Some(start..=end)
 }
 
 /// The first part of [`retry_span`], for stores that find the span themselves: the index in

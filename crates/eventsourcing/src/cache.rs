@@ -111,6 +111,21 @@ fn bare_tags(query: &Query) -> Option<Vec<String>> {
     bare.then_some(tags)
 }
 
+/// The tags a successful append under `condition` proves carried nothing before it: with no
+/// `after`, those of the items that are one bare tag.
+fn proven_empty(condition: Option<&AppendCondition>) -> Vec<String> {
+    let Some(condition) = condition.filter(|c| c.after.is_none()) else { return Vec::new() };
+    condition
+        .fail_if_events_match
+        .items
+        .iter()
+        .filter_map(|item| match item.tags.as_slice() {
+            [tag] if item.types.is_empty() => Some(tag.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Appends through `store`, teaching `cache` (if any) what the answer proves.
 pub(crate) async fn append<S: EventStore>(
     store: &S,
@@ -119,9 +134,10 @@ pub(crate) async fn append<S: EventStore>(
     condition: Option<AppendCondition>,
 ) -> dcb::Result<u64> {
     let Some(cache) = cache else { return store.append(events, condition).await };
-    match store.append(events.clone(), condition.clone()).await {
+    let proven = proven_empty(condition.as_ref());
+    match store.append(events.clone(), condition).await {
         Ok(last) => {
-            cache.learn_append(events, condition.as_ref(), last);
+            cache.learn_append(events, proven, last);
             Ok(last)
         }
         Err(error) => {
@@ -197,9 +213,9 @@ impl DecisionCache {
         }
     }
 
-    /// Takes in an append of `events` that succeeded under `condition`, its last event at
-    /// `last`.
-    pub(crate) fn learn_append(&self, events: Vec<Event>, condition: Option<&AppendCondition>, last: u64) {
+    /// Takes in an append of `events` that succeeded, its last event at `last`, under a
+    /// condition that proved the `proven` tags empty before it (see [`proven_empty`]).
+    pub(crate) fn learn_append(&self, events: Vec<Event>, proven: Vec<String>, last: u64) {
         let before = last - events.len() as u64;
         let appended: Vec<Arc<SequencedEvent>> = (before + 1..)
             .zip(events)
@@ -227,18 +243,24 @@ impl DecisionCache {
             known.start_over(Some(last));
         }
         known.head = Some(last);
-        // What the condition proves: with no `after`, nothing carried a bare-tag item's tag
-        // before this append.
-        let Some(condition) = condition.filter(|c| c.after.is_none()) else { return };
-        for item in &condition.fail_if_events_match.items {
-            if let [tag] = item.tags.as_slice()
-                && item.types.is_empty()
-                && !known.tags.contains_key(tag)
-            {
-                let carrying = appended.iter().filter(|e| e.event.has_tag(tag)).cloned().collect();
-                known.hold(tag, carrying);
+        for tag in proven {
+            if !known.tags.contains_key(&tag) {
+                let carrying = appended.iter().filter(|e| e.event.has_tag(&tag)).cloned().collect();
+                known.hold(&tag, carrying);
             }
         }
+    }
+
+    /// What a failed append of a decision served from this cache means: `Err` for one of unknown
+    /// outcome, to give the caller (it is not to be taken again behind the caller's back); `Ok`
+    /// for any refusal (a conflict with what the cache missed, or events chosen from it refused),
+    /// after forgetting everything, to take the decision again from a read.
+    pub(crate) fn after_served_failure<E>(&self, error: E, retryable: bool) -> Result<(), E> {
+        if retryable {
+            return Err(error);
+        }
+        self.forget();
+        Ok(())
     }
 
     /// Forgets everything: an append's outcome is unknown, or it met a change the cache missed.
@@ -269,17 +291,17 @@ mod tests {
     fn an_append_with_no_after_makes_its_bare_tags_known() {
         let cache = DecisionCache::default();
         let registered = AppendCondition::new(bare("s1").into(), None);
-        cache.learn_append(vec![tagged("Registered", &["s1"])], Some(&registered), 4);
+        cache.learn_append(vec![tagged("Registered", &["s1"])], proven_empty(Some(&registered)), 4);
         assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![4], 4)));
         // Another tag is not known, so a query needing it is not served.
         assert_eq!(positions(cache.serve(&Query::new([bare("s1"), bare("c1")]))), None);
         let registered = AppendCondition::new(bare("c1").into(), None);
-        cache.learn_append(vec![tagged("Registered", &["c1"])], Some(&registered), 5);
+        cache.learn_append(vec![tagged("Registered", &["c1"])], proven_empty(Some(&registered)), 5);
         let both = Query::new([bare("s1"), bare("c1")]);
         assert_eq!(positions(cache.serve(&both)), Some((vec![4, 5], 5)));
         // A join carries both tags: held by each, served once.
         let joined = AppendCondition::new(both.clone(), Some(5));
-        cache.learn_append(vec![tagged("Joined", &["s1", "c1"])], Some(&joined), 6);
+        cache.learn_append(vec![tagged("Joined", &["s1", "c1"])], proven_empty(Some(&joined)), 6);
         assert_eq!(positions(cache.serve(&both)), Some((vec![4, 5, 6], 6)));
         let joins = Query::from(QueryItem::types(["Joined"]).and_tags(["c1"]));
         assert_eq!(positions(cache.serve(&joins)), Some((vec![6], 6)));
@@ -291,7 +313,7 @@ mod tests {
         cache.learn_read(&["s1".to_owned()], &[], Some(3));
         assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 3)));
         // Positions 4 and 5 went to someone else: what they hold is unknown.
-        cache.learn_append(vec![tagged("Noted", &["s1"])], None, 6);
+        cache.learn_append(vec![tagged("Noted", &["s1"])], vec![], 6);
         assert_eq!(positions(cache.serve(&bare("s1").into())), None);
     }
 
@@ -300,7 +322,7 @@ mod tests {
         let cache = DecisionCache::default();
         cache.learn_read(&["s1".to_owned()], &[], Some(12));
         // An append at 11 whose answer arrives after the read at 12: already covered by it.
-        cache.learn_append(vec![tagged("Noted", &["c1"])], None, 11);
+        cache.learn_append(vec![tagged("Noted", &["c1"])], vec![], 11);
         assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 12)));
         // A read at 11, older than what the cache knows: ignored.
         cache.learn_read(&["c1".to_owned()], &[], Some(11));

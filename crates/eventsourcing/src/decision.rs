@@ -305,11 +305,10 @@ impl<S: EventStore> Dcb<S> {
             {
                 match self.append(&chosen, AppendCondition::new(query.clone(), Some(head))).await {
                     Ok(position) => return Ok(position),
-                    // Of unknown outcome: not to be taken again behind the caller's back.
-                    Err(error) if error.is_retryable() => return Err(error.into()),
-                    // A conflict with what the cache missed, or any other refusal of events
-                    // chosen from it: taken again from a read, which decides what stands.
-                    Err(_) => cache.forget(),
+                    Err(error) => {
+                        let retryable = error.is_retryable();
+                        cache.after_served_failure(error, retryable)?;
+                    }
                 }
             }
         }
