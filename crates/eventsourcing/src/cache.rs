@@ -1,20 +1,28 @@
-//! The decision cache: the events of recently used tags, exact up to one position, so that a
-//! decision whose boundary it covers needs no read (see [`Dcb::with_cache`](crate::Dcb::with_cache)).
+//! The decision cache: the events of recently used tags, each tag exact up to a position of its
+//! own, so that a decision whose boundary it covers needs no read (see
+//! [`Dcb::with_cache`](crate::Dcb::with_cache)).
 //!
-//! What the cache knows comes from the store's own answers. A read of every event of some tags
-//! (at head `h`) knows those tags up to `h`. A conditional append that succeeded at positions
-//! `p - n + 1 ..= p` proves that nothing its query selects came between its `after` and
-//! `p - n`: with no `after`, an item that is one bare tag is then known up to `p`, as exactly
-//! the appended events that carry it. An append right after the known position (`p - n` is it)
-//! adds its events to the tags they carry and moves the known position to `p`; any other answer
-//! means that events the cache has not seen came in between, and it starts over from what that
-//! answer proves.
+//! What the cache knows comes from the store's own answers:
+//! - a read of every event of some tags, at head `h`, knows those tags up to `h`;
+//! - a conditional append that succeeded at positions `b + 1 ..= p` proves that nothing its
+//!   query selects came after its `after` and up to `b`: a held tag that is one of its items,
+//!   on its own and known at least up to that `after`, is then known up to `p`, its own events
+//!   added (with no `after`, such a tag is known up to `p` even if it was not held);
+//! - an append right after a tag's known position (`b` is it) adds its events to the tag.
 //!
-//! Serving a decision from the cache is safe whatever happened since: the append goes under the
-//! decision's own query, after the known position, so any change the cache missed inside the
-//! boundary fails it, and the decision is then taken again from a fresh read.
+//! Tags the cache learnt in one run of appends, each right after the one before, move on
+//! together: the cache saw every event of that run, so a held tag that none of them carries is
+//! known up to its end too. Such tags refer to their run instead of each holding a position, so
+//! that a run moves on in constant time. A tag carried by an append that came after a gap (other
+//! writers' events the cache has not seen) and not proven by its condition is forgotten.
+//!
+//! A decision is served at the lowest position its tags are known up to, and only if no held
+//! event it selects lies beyond it. Serving is safe whatever happened since: the append goes
+//! under the decision's own query after that position, so any change the cache missed inside
+//! the boundary fails it, and the decision is then taken again from a fresh read. What must
+//! hold is the cache's invariant: a held tag's events are all of its events up to its position.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dcb::{AppendCondition, Event, EventStore, Query, ReadResponse, SequencedEvent};
@@ -30,6 +38,9 @@ const MAX_TAGS: usize = 1 << 14;
 const MAX_TAG_EVENTS: usize = 4096;
 /// Hot tags remembered at most; beyond it they are forgotten (and found again).
 const MAX_HOT_TAGS: usize = 4096;
+/// Runs remembered at most. A tag of a forgotten run falls back to the position it joined the
+/// run at, which it is still known up to.
+const MAX_RUNS: usize = 256;
 
 /// Shared by the clones of one [`Dcb`](crate::Dcb).
 #[derive(Debug, Clone, Default)]
@@ -37,12 +48,24 @@ pub(crate) struct DecisionCache {
     known: Arc<Mutex<Known>>,
 }
 
+/// Every event of one tag up to a position.
+#[derive(Debug)]
+struct Held {
+    /// Oldest first.
+    events: Vec<Arc<SequencedEvent>>,
+    /// The position the tag was known up to when it was learnt or last moved on.
+    at: u64,
+    /// The run it was learnt in, which may since have moved it further.
+    run: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Known {
-    /// The position every held tag is known up to (`None`: nothing is known).
-    head: Option<u64>,
-    /// Per tag, every event carrying it up to `head`, oldest first.
-    tags: HashMap<String, Vec<Arc<SequencedEvent>>>,
+    tags: HashMap<String, Held>,
+    /// The last position of each remembered run, oldest first; the newest is the one appends
+    /// can extend. Run ids count from `first_run`.
+    runs: VecDeque<u64>,
+    first_run: u64,
     /// Events held over all tags (an event with several held tags counts for each), and their
     /// bytes.
     held: usize,
@@ -52,32 +75,91 @@ struct Known {
 }
 
 impl Known {
-    fn start_over(&mut self, head: Option<u64>) {
-        self.head = head;
+    fn start_over(&mut self) {
         self.tags.clear();
+        self.first_run += self.runs.len() as u64;
+        self.runs.clear();
         self.held = 0;
         self.held_bytes = 0;
     }
 
-    fn hold(&mut self, tag: &str, events: Vec<Arc<SequencedEvent>>) {
+    /// The position `held` is known up to.
+    fn position(&self, held: &Held) -> u64 {
+        held.run
+            .and_then(|run| run.checked_sub(self.first_run))
+            .and_then(|index| self.runs.get(index as usize))
+            .copied()
+            .unwrap_or(held.at)
+    }
+
+    fn tag_position(&self, tag: &str) -> Option<u64> {
+        self.tags.get(tag).map(|held| self.position(held))
+    }
+
+    /// The last position of the newest run.
+    fn frontier(&self) -> Option<u64> {
+        self.runs.back().copied()
+    }
+
+    /// The id of the run that ends at `position` once an answer ending there is taken in,
+    /// starting a run when `position` lies beyond the newest one; `None` for an answer older
+    /// than the newest run, which has no run to join.
+    fn run_ending_at(&mut self, position: u64, continues: bool) -> Option<u64> {
+        let newest = self.first_run + self.runs.len() as u64;
+        match self.frontier() {
+            Some(end) if continues || end == position => {
+                *self.runs.back_mut().expect("a run") = position;
+                Some(newest - 1)
+            }
+            Some(end) if end > position => None,
+            _ => {
+                if self.runs.len() == MAX_RUNS {
+                    self.runs.pop_front();
+                    self.first_run += 1;
+                }
+                self.runs.push_back(position);
+                Some(newest)
+            }
+        }
+    }
+
+    fn hold(&mut self, tag: &str, events: Vec<Arc<SequencedEvent>>, at: u64, run: Option<u64>) {
+        self.release(tag);
         if events.len() > MAX_TAG_EVENTS {
             if self.hot.len() >= MAX_HOT_TAGS {
                 self.hot.clear();
             }
             self.hot.insert(tag.to_owned());
-            self.release(tag);
             return;
         }
         self.held += events.len();
         self.held_bytes += events.iter().map(|e| e.event.byte_size()).sum::<usize>();
-        self.release(tag);
-        self.tags.insert(tag.to_owned(), events);
+        self.tags.insert(tag.to_owned(), Held { events, at, run });
+    }
+
+    /// Adds `events` (all carrying `tag`, right after its position) to a held tag, now known up
+    /// to `at`.
+    fn extend(
+        &mut self,
+        tag: &str,
+        events: impl Iterator<Item = Arc<SequencedEvent>>,
+        at: u64,
+        run: Option<u64>,
+    ) {
+        let Some(held) = self.tags.get_mut(tag) else { return };
+        for event in events {
+            self.held += 1;
+            self.held_bytes += event.event.byte_size();
+            held.events.push(event);
+        }
+        held.at = at;
+        held.run = run;
     }
 
     fn release(&mut self, tag: &str) {
         if let Some(previous) = self.tags.remove(tag) {
-            self.held -= previous.len();
-            self.held_bytes -= previous.iter().map(|e| e.event.byte_size()).sum::<usize>();
+            self.held -= previous.events.len();
+            self.held_bytes -= previous.events.iter().map(|e| e.event.byte_size()).sum::<usize>();
         }
     }
 
@@ -111,22 +193,37 @@ fn bare_tags(query: &Query) -> Option<Vec<String>> {
     bare.then_some(tags)
 }
 
-/// The tags a successful append under `condition` proves carried nothing before it: with no
-/// `after`, those of the items that are one bare tag.
-fn proven_empty(condition: Option<&AppendCondition>) -> Vec<String> {
-    let Some(condition) = condition.filter(|c| c.after.is_none()) else { return Vec::new() };
-    condition
-        .fail_if_events_match
-        .items
-        .iter()
-        .filter_map(|item| match item.tags.as_slice() {
-            [tag] if item.types.is_empty() => Some(tag.clone()),
-            _ => None,
-        })
-        .collect()
+/// What a successful append under a condition proves: no event of the `tags` (the items that
+/// are one bare tag) came after `after` and before the append's own events.
+#[derive(Debug, Default)]
+struct Proof {
+    after: u64,
+    tags: Vec<String>,
+}
+
+impl Proof {
+    fn of(condition: Option<&AppendCondition>) -> Self {
+        let Some(condition) = condition else { return Proof::default() };
+        let tags = condition
+            .fail_if_events_match
+            .items
+            .iter()
+            .filter_map(|item| match item.tags.as_slice() {
+                [tag] if item.types.is_empty() => Some(tag.clone()),
+                _ => None,
+            })
+            .collect();
+        Proof { after: condition.after.unwrap_or(0), tags }
+    }
 }
 
 /// Appends through `store`, teaching `cache` (if any) what the answer proves.
+///
+/// A failed append teaches nothing and leaves the cache as it was: what it holds stays exact
+/// whether or not an append of unknown outcome was recorded (its positions lie beyond every
+/// position the cache knows a tag up to, and no later append can seem to follow on from them),
+/// and a conflict's cause lies beyond the condition's `after`, where a decision served from the
+/// cache looks anyway.
 pub(crate) async fn append<S: EventStore>(
     store: &S,
     cache: Option<&DecisionCache>,
@@ -134,21 +231,10 @@ pub(crate) async fn append<S: EventStore>(
     condition: Option<AppendCondition>,
 ) -> dcb::Result<u64> {
     let Some(cache) = cache else { return store.append(events, condition).await };
-    let proven = proven_empty(condition.as_ref());
-    match store.append(events.clone(), condition).await {
-        Ok(last) => {
-            cache.learn_append(events, proven, last);
-            Ok(last)
-        }
-        Err(error) => {
-            // Perhaps recorded (the outcome is unknown), or refused by a change the cache may
-            // not have seen: either way it cannot say what follows its position.
-            if error.is_retryable() || error.is_integrity() {
-                cache.forget();
-            }
-            Err(error)
-        }
-    }
+    let proof = Proof::of(condition.as_ref());
+    let last = store.append(events.clone(), condition).await?;
+    cache.learn_append(events, proof, last);
+    Ok(last)
 }
 
 /// Reads `query` from `store`, teaching `cache` (if any) the tags of a query of bare tags.
@@ -176,23 +262,33 @@ impl DecisionCache {
     }
 
     /// The events `query` selects, oldest first, and the position they are known up to, if every
-    /// item has a held tag.
+    /// item has a held tag and no held event the query selects lies beyond the lowest position
+    /// its tags are known up to (an append after it would meet that event).
     pub(crate) fn serve(&self, query: &Query) -> Option<(Vec<Arc<SequencedEvent>>, u64)> {
         let known = self.lock();
-        let head = known.head?;
         if query.items.is_empty() {
             return None;
         }
+        let mut served_at = u64::MAX;
         let mut selected: Vec<Arc<SequencedEvent>> = Vec::new();
         for item in &query.items {
-            let held = item.tags.iter().find_map(|tag| known.tags.get(tag))?;
-            selected.extend(held.iter().filter(|e| item.matches(&e.event)).cloned());
+            let (held, at) = item
+                .tags
+                .iter()
+                .filter_map(|tag| known.tags.get(tag))
+                .map(|held| (held, known.position(held)))
+                .max_by_key(|(_, at)| *at)?;
+            served_at = served_at.min(at);
+            selected.extend(held.events.iter().filter(|e| item.matches(&e.event)).cloned());
+        }
+        if selected.iter().any(|e| e.position > served_at) {
+            return None;
         }
         if query.items.len() > 1 {
             selected.sort_unstable_by_key(|e| e.position);
             selected.dedup_by_key(|e| e.position);
         }
-        Some((selected, head))
+        Some((selected, served_at))
     }
 
     /// Takes in a read of every event carrying `tags`, whose head was `head`.
@@ -200,53 +296,57 @@ impl DecisionCache {
         let head = head.unwrap_or(0);
         let shared: Vec<Arc<SequencedEvent>> = events.iter().cloned().map(Arc::new).collect();
         let mut known = self.lock();
-        if known.head.is_some_and(|known| known > head) {
-            // Older than what the cache knows (another task's append was learnt meanwhile).
-            return;
+        if known.too_large() {
+            known.start_over();
         }
-        if known.head != Some(head) || known.too_large() {
-            known.start_over(Some(head));
-        }
+        let run = known.run_ending_at(head, false);
         for tag in tags {
+            // A tag known further (by an answer learnt meanwhile) keeps what it knows.
+            if known.tag_position(tag).is_some_and(|at| at >= head) {
+                continue;
+            }
             let carrying = shared.iter().filter(|e| e.event.has_tag(tag)).cloned().collect();
-            known.hold(tag, carrying);
+            known.hold(tag, carrying, head, run);
         }
     }
 
     /// Takes in an append of `events` that succeeded, its last event at `last`, under a
-    /// condition that proved the `proven` tags empty before it (see [`proven_empty`]).
-    pub(crate) fn learn_append(&self, events: Vec<Event>, proven: Vec<String>, last: u64) {
+    /// condition that proved what `proof` says.
+    fn learn_append(&self, events: Vec<Event>, proof: Proof, last: u64) {
         let before = last - events.len() as u64;
         let appended: Vec<Arc<SequencedEvent>> = (before + 1..)
             .zip(events)
             .map(|(position, event)| Arc::new(SequencedEvent { position, event }))
             .collect();
         let mut known = self.lock();
-        if known.head.is_some_and(|known| known >= last) {
-            // Already known: a read or an append learnt after this one covered it.
-            return;
+        if known.too_large() {
+            known.start_over();
         }
-        if known.head == Some(before) && !known.too_large() {
-            let Known { tags, held, held_bytes, .. } = &mut *known;
-            for event in &appended {
-                for tag in &event.event.tags {
-                    if let Some(carrying) = tags.get_mut(tag)
-                        && carrying.last().is_none_or(|e| e.position != event.position)
-                    {
-                        carrying.push(event.clone());
-                        *held += 1;
-                        *held_bytes += event.event.byte_size();
-                    }
-                }
+        // Where each tag the append touches stands before it: the run it joins moves on below.
+        let mut touched: Vec<(&str, Option<u64>)> = Vec::new();
+        for tag in appended.iter().flat_map(|e| &e.event.tags).chain(&proof.tags) {
+            if !touched.iter().any(|(seen, _)| *seen == tag) {
+                touched.push((tag, known.tag_position(tag)));
             }
-        } else {
-            known.start_over(Some(last));
         }
-        known.head = Some(last);
-        for tag in proven {
-            if !known.tags.contains_key(&tag) {
-                let carrying = appended.iter().filter(|e| e.event.has_tag(&tag)).cloned().collect();
-                known.hold(&tag, carrying);
+        let continues = known.frontier() == Some(before);
+        let run = known.run_ending_at(last, continues);
+        for (tag, at) in touched {
+            let proven = proof.tags.iter().any(|p| p == tag);
+            let carrying = appended.iter().filter(|e| e.event.has_tag(tag)).cloned();
+            match at {
+                // Known past this append already.
+                Some(at) if at >= last => {}
+                // Nothing of the tag unseen before the append: its events follow on.
+                Some(at) if at == before || (proven && at >= proof.after) => {
+                    known.extend(tag, carrying, last, run)
+                }
+                // Events of the tag may have come between: its own would be missing.
+                Some(_) if carrying.clone().next().is_some() => known.release(tag),
+                // Not carried: still known up to where it was.
+                Some(_) => {}
+                None if proven && proof.after == 0 => known.hold(tag, carrying.collect(), last, run),
+                None => {}
             }
         }
     }
@@ -254,18 +354,9 @@ impl DecisionCache {
     /// What a failed append of a decision served from this cache means: `Err` for one of unknown
     /// outcome, to give the caller (it is not to be taken again behind the caller's back); `Ok`
     /// for any refusal (a conflict with what the cache missed, or events chosen from it refused),
-    /// after forgetting everything, to take the decision again from a read.
+    /// to take the decision again from a read, which brings the cache up to date.
     pub(crate) fn after_served_failure<E>(&self, error: E, retryable: bool) -> Result<(), E> {
-        if retryable {
-            return Err(error);
-        }
-        self.forget();
-        Ok(())
-    }
-
-    /// Forgets everything: an append's outcome is unknown, or it met a change the cache missed.
-    pub(crate) fn forget(&self) {
-        self.lock().start_over(None);
+        if retryable { Err(error) } else { Ok(()) }
     }
 }
 
@@ -287,47 +378,102 @@ mod tests {
         QueryItem::tags([tag])
     }
 
+    fn both(a: &str, b: &str) -> Query {
+        Query::new([bare(a), bare(b)])
+    }
+
+    /// An append of `events` at `last` under a condition on the bare tags `tags` after `after`.
+    fn appended(cache: &DecisionCache, events: Vec<Event>, tags: &[&str], after: Option<u64>, last: u64) {
+        let condition = AppendCondition::new(Query::new(tags.iter().map(|tag| bare(tag))), after);
+        cache.learn_append(events, Proof::of(Some(&condition)), last);
+    }
+
     #[test]
     fn an_append_with_no_after_makes_its_bare_tags_known() {
         let cache = DecisionCache::default();
-        let registered = AppendCondition::new(bare("s1").into(), None);
-        cache.learn_append(vec![tagged("Registered", &["s1"])], proven_empty(Some(&registered)), 4);
+        appended(&cache, vec![tagged("Registered", &["s1"])], &["s1"], None, 4);
         assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![4], 4)));
         // Another tag is not known, so a query needing it is not served.
-        assert_eq!(positions(cache.serve(&Query::new([bare("s1"), bare("c1")]))), None);
-        let registered = AppendCondition::new(bare("c1").into(), None);
-        cache.learn_append(vec![tagged("Registered", &["c1"])], proven_empty(Some(&registered)), 5);
-        let both = Query::new([bare("s1"), bare("c1")]);
-        assert_eq!(positions(cache.serve(&both)), Some((vec![4, 5], 5)));
+        assert_eq!(positions(cache.serve(&both("s1", "c1"))), None);
+        appended(&cache, vec![tagged("Registered", &["c1"])], &["c1"], None, 5);
+        assert_eq!(positions(cache.serve(&both("s1", "c1"))), Some((vec![4, 5], 5)));
         // A join carries both tags: held by each, served once.
-        let joined = AppendCondition::new(both.clone(), Some(5));
-        cache.learn_append(vec![tagged("Joined", &["s1", "c1"])], proven_empty(Some(&joined)), 6);
-        assert_eq!(positions(cache.serve(&both)), Some((vec![4, 5, 6], 6)));
+        appended(&cache, vec![tagged("Joined", &["s1", "c1"])], &["s1", "c1"], Some(5), 6);
+        assert_eq!(positions(cache.serve(&both("s1", "c1"))), Some((vec![4, 5, 6], 6)));
         let joins = Query::from(QueryItem::types(["Joined"]).and_tags(["c1"]));
         assert_eq!(positions(cache.serve(&joins)), Some((vec![6], 6)));
     }
 
     #[test]
-    fn an_append_after_a_gap_starts_over() {
+    fn tags_a_run_of_appends_does_not_carry_move_on_with_it() {
         let cache = DecisionCache::default();
-        cache.learn_read(&["s1".to_owned()], &[], Some(3));
-        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 3)));
-        // Positions 4 and 5 went to someone else: what they hold is unknown.
-        cache.learn_append(vec![tagged("Noted", &["s1"])], vec![], 6);
-        assert_eq!(positions(cache.serve(&bare("s1").into())), None);
+        cache.learn_read(&["s1".to_owned(), "c1".to_owned()], &[], Some(3));
+        // Right after 3, then right after that: every event in between was seen.
+        cache.learn_append(vec![tagged("Noted", &["s1"])], Proof::default(), 4);
+        cache.learn_append(vec![tagged("Noted", &["x"])], Proof::default(), 5);
+        assert_eq!(positions(cache.serve(&both("s1", "c1"))), Some((vec![4], 5)));
     }
 
     #[test]
-    fn answers_learnt_late_never_move_the_known_position_back() {
+    fn after_a_gap_a_carried_tag_is_forgotten_unless_the_condition_proves_it() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["s1".to_owned(), "c1".to_owned(), "d1".to_owned()], &[], Some(3));
+        // Positions 4 and 5 went to someone else: what they hold is unknown.
+        cache.learn_append(vec![tagged("Noted", &["s1"])], Proof::default(), 6);
+        assert_eq!(positions(cache.serve(&bare("s1").into())), None);
+        // The tags it did not carry are still known up to 3.
+        assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![], 3)));
+        // A condition on c1 after 3 proves that nothing of it came in between.
+        appended(&cache, vec![tagged("Noted", &["c1"])], &["c1"], Some(3), 9);
+        assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![9], 9)));
+        // d1 did not move on with c1 across the gap.
+        assert_eq!(positions(cache.serve(&bare("d1").into())), Some((vec![], 3)));
+        // Served together at the lower position, as nothing selected lies beyond it...
+        assert_eq!(positions(cache.serve(&both("d1", "x"))), None);
+        assert_eq!(
+            positions(cache.serve(&Query::new([bare("d1"), QueryItem::types(["Other"]).and_tags(["c1"])]))),
+            Some((vec![], 3))
+        );
+        // ...but not when a held event selected lies beyond it: the append would meet it.
+        assert_eq!(positions(cache.serve(&both("d1", "c1"))), None);
+    }
+
+    #[test]
+    fn answers_learnt_late_never_move_a_tag_back() {
         let cache = DecisionCache::default();
         cache.learn_read(&["s1".to_owned()], &[], Some(12));
         // An append at 11 whose answer arrives after the read at 12: already covered by it.
-        cache.learn_append(vec![tagged("Noted", &["c1"])], vec![], 11);
+        cache.learn_append(vec![tagged("Noted", &["s1"])], Proof::default(), 11);
         assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 12)));
-        // A read at 11, older than what the cache knows: ignored.
-        cache.learn_read(&["c1".to_owned()], &[], Some(11));
-        assert_eq!(positions(cache.serve(&bare("c1").into())), None);
+        // A read at 11, older than what the cache knows of s1: ignored for s1, taken for c1.
+        let c1 = SequencedEvent { position: 10, event: tagged("Registered", &["c1"]) };
+        cache.learn_read(&["s1".to_owned(), "c1".to_owned()], &[c1], Some(11));
         assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 12)));
+        assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![10], 11)));
+    }
+
+    #[test]
+    fn a_late_read_does_not_join_a_run_that_went_past_it() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["s1".to_owned()], &[], Some(3));
+        cache.learn_append(vec![tagged("Noted", &["c1"])], Proof::default(), 4);
+        // A read of c1 at 3 answered late: c1's event at 4 is not in it, so c1 is known up to 3
+        // only, not up to the run's end.
+        cache.learn_read(&["c1".to_owned()], &[], Some(3));
+        assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![], 3)));
+        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 4)));
+    }
+
+    #[test]
+    fn a_run_forgotten_leaves_its_tags_where_they_joined_it() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["s1".to_owned()], &[], Some(1));
+        cache.learn_append(vec![tagged("Noted", &["x"])], Proof::default(), 2);
+        // MAX_RUNS runs begun by reads further on: the run of s1 is forgotten.
+        for run in 0..MAX_RUNS as u64 {
+            cache.learn_read(&[format!("t{run}")], &[], Some(10 + run));
+        }
+        assert_eq!(positions(cache.serve(&bare("s1").into())), Some((vec![], 1)));
     }
 
     #[test]
@@ -341,19 +487,140 @@ mod tests {
         cache.learn_read(&["c1".to_owned()], &many, Some(many.len() as u64));
         assert_eq!(positions(cache.serve(&query)), None);
         assert_eq!(cache.tags_to_read(&query), None, "read the query itself from now on");
+        // Types alone cannot be served: no tag says which events to hold.
+        assert_eq!(cache.tags_to_read(&QueryItem::types(["Registered"]).into()), None);
     }
 
     #[test]
-    fn a_read_at_another_head_starts_over() {
-        let cache = DecisionCache::default();
-        cache.learn_read(&["s1".to_owned()], &[], Some(3));
-        let c1 = SequencedEvent { position: 5, event: tagged("Registered", &["c1"]) };
-        cache.learn_read(&["c1".to_owned()], &[c1], Some(5));
-        assert_eq!(positions(cache.serve(&bare("s1").into())), None);
-        assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![5], 5)));
-        // Types alone cannot be served: no tag says which events to hold.
-        assert_eq!(cache.tags_to_read(&QueryItem::types(["Registered"]).into()), None);
-        cache.forget();
-        assert_eq!(positions(cache.serve(&bare("c1").into())), None);
+    fn two_writers_each_keep_their_own_tags() {
+        // Each cache sees only its own appends, which the other's interleave.
+        let (one, two) = (DecisionCache::default(), DecisionCache::default());
+        appended(&one, vec![tagged("Registered", &["s1"])], &["s1"], None, 1);
+        appended(&two, vec![tagged("Registered", &["s2"])], &["s2"], None, 2);
+        appended(&one, vec![tagged("Registered", &["c1"])], &["c1"], None, 3);
+        appended(&two, vec![tagged("Registered", &["c2"])], &["c2"], None, 4);
+        // one serves s1 and c1 at 1: c1's event at 3 lies beyond it.
+        assert_eq!(positions(one.serve(&both("s1", "c1"))), None);
+        let (s1, c1) = (
+            SequencedEvent { position: 1, event: tagged("Registered", &["s1"]) },
+            SequencedEvent { position: 3, event: tagged("Registered", &["c1"]) },
+        );
+        one.learn_read(&["s1".to_owned(), "c1".to_owned()], &[s1, c1], Some(4));
+        assert_eq!(positions(one.serve(&both("s1", "c1"))), Some((vec![1, 3], 4)));
+        appended(&two, vec![tagged("Joined", &["s2", "c2"])], &["s2", "c2"], Some(4), 5);
+        // one's join comes after two's: its condition on s1 and c1 after 4 proves both.
+        appended(&one, vec![tagged("Joined", &["s1", "c1"])], &["s1", "c1"], Some(4), 6);
+        assert_eq!(positions(one.serve(&both("s1", "c1"))), Some((vec![1, 3, 6], 6)));
+    }
+
+    /// A store's answer on its way to the cache that asked, delivered in any order.
+    enum Answer {
+        Read(Vec<String>, Vec<SequencedEvent>, u64),
+        Append(Vec<Event>, Proof, u64),
+    }
+
+    /// Every held tag holds exactly the events of `log` carrying it up to its position, and a
+    /// query served is exactly what `log` holds for it up to the position served at.
+    fn check_exact(cache: &DecisionCache, log: &[Event], seed: u64) {
+        let known = cache.lock();
+        for (tag, held) in &known.tags {
+            let at = known.position(held);
+            let expected: Vec<u64> =
+                (1..=at.min(log.len() as u64)).filter(|p| log[*p as usize - 1].has_tag(tag)).collect();
+            let actual: Vec<u64> = held.events.iter().map(|e| e.position).collect();
+            assert_eq!(actual, expected, "seed {seed}: tag {tag} known up to {at}");
+        }
+    }
+
+    #[test]
+    fn what_the_cache_holds_stays_exact_whatever_the_order_of_answers() {
+        const TAGS: [&str; 5] = ["a", "b", "c", "d", "e"];
+        for seed in 0..200 {
+            let mut rng = dcb::testkit::Rng::new(seed);
+            let caches: Vec<DecisionCache> = (0..3).map(|_| DecisionCache::default()).collect();
+            let mut log: Vec<Event> = Vec::new();
+            let mut pending: Vec<(usize, Answer)> = Vec::new();
+            let some_tags = |rng: &mut dcb::testkit::Rng, most: u64| -> Vec<String> {
+                let mut tags: Vec<String> = Vec::new();
+                for _ in 0..=rng.below(most) {
+                    let tag = rng.pick(&TAGS).to_string();
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                tags
+            };
+            for _ in 0..300 {
+                let cache = rng.below(caches.len() as u64) as usize;
+                let head = log.len() as u64;
+                match rng.below(100) {
+                    0..30 => {
+                        let tags = some_tags(&mut rng, 2);
+                        let events = (1..=head)
+                            .filter(|p| tags.iter().any(|t| log[*p as usize - 1].has_tag(t)))
+                            .map(|p| SequencedEvent { position: p, event: log[p as usize - 1].clone() })
+                            .collect();
+                        pending.push((cache, Answer::Read(tags, events, head)));
+                    }
+                    30..65 => {
+                        let condition_tags = some_tags(&mut rng, 2);
+                        let query = Query::new(condition_tags.iter().map(|t| bare(t)));
+                        let after = match rng.below(4) {
+                            0 => None,
+                            1 => Some(head),
+                            2 => Some(rng.below(head + 1)),
+                            _ => match caches[cache].serve(&query) {
+                                Some((served, at)) => {
+                                    // What is served is exactly what the log holds up to `at`.
+                                    let expected: Vec<u64> =
+                                        (1..=at).filter(|p| query.matches(&log[*p as usize - 1])).collect();
+                                    let served: Vec<u64> = served.iter().map(|e| e.position).collect();
+                                    assert_eq!(served, expected, "seed {seed}");
+                                    Some(at)
+                                }
+                                None => Some(head),
+                            },
+                        };
+                        let from = after.unwrap_or(0);
+                        if (from + 1..=head).any(|p| query.matches(&log[p as usize - 1])) {
+                            continue; // refused: nothing learnt
+                        }
+                        let events: Vec<Event> = (0..=rng.below(2))
+                            .map(|_| {
+                                tagged(
+                                    "Noted",
+                                    &some_tags(&mut rng, 3).iter().map(String::as_str).collect::<Vec<_>>(),
+                                )
+                            })
+                            .collect();
+                        log.extend(events.iter().cloned());
+                        let condition = AppendCondition::new(query, after);
+                        pending.push((
+                            cache,
+                            Answer::Append(events, Proof::of(Some(&condition)), log.len() as u64),
+                        ));
+                    }
+                    65..80 => log.push(tagged(
+                        "Other",
+                        &some_tags(&mut rng, 2).iter().map(String::as_str).collect::<Vec<_>>(),
+                    )),
+                    _ => {
+                        if pending.is_empty() {
+                            continue;
+                        }
+                        let (to, answer) = pending.swap_remove(rng.below(pending.len() as u64) as usize);
+                        match answer {
+                            Answer::Read(tags, events, head) => {
+                                caches[to].learn_read(&tags, &events, Some(head))
+                            }
+                            Answer::Append(events, proof, last) => {
+                                caches[to].learn_append(events, proof, last)
+                            }
+                        }
+                        check_exact(&caches[to], &log, seed);
+                    }
+                }
+            }
+        }
     }
 }

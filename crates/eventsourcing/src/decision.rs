@@ -115,18 +115,21 @@ impl<S: EventStore> Dcb<S> {
     /// clones) last read or recorded, without a read, when they are known to be current up to a
     /// position: then the decision costs one round trip, its append.
     ///
-    /// The cache holds every event of the tags of recent decisions, exact up to one position. A
-    /// read for a decision reads every event of one tag of each query item (types alone are never
-    /// cached), and each append this handle makes right after that position moves it on. An
-    /// append of another writer in between is noticed at this handle's next append or read, and
-    /// the cache starts over. A decision served from the cache appends under its own query after
-    /// that position, so a change the cache missed fails the append, and the decision is then
-    /// read and taken again (not counted as a retry); a decision that records nothing or refuses
-    /// is always taken again from a read, so that no refusal rests on a stale cache. So the fold
-    /// and the decision may run twice in one attempt. A tag with more than 4,096 events is never
-    /// held (its decisions read their own query, as without the cache). It pays when one process
-    /// makes most of the decisions about its tags; with many writers it mostly starts over, at
-    /// the cost of the wider reads.
+    /// The cache holds every event of the tags of recent decisions, each tag exact up to a
+    /// position of its own. A read for a decision reads every event of one tag of each query item
+    /// (types alone are never cached). An append of this handle keeps the tags of its condition
+    /// that are one bare tag known (the condition proved nothing else came), and moves every
+    /// held tag on when it lands right after the last one; a tag it carries that another
+    /// writer's appends may have touched in between is forgotten. A decision served from the
+    /// cache appends under its own query after the lowest position its tags are known up to, so a
+    /// change the cache missed fails the append, and the decision is then read and taken again
+    /// (not counted as a retry); a decision that records nothing or refuses is always taken again
+    /// from a read, so that no refusal rests on a stale cache. So the fold and the decision may
+    /// run twice in one attempt. A tag with more than 4,096 events is never held (its decisions
+    /// read their own query, as without the cache). It pays when one process makes most of the
+    /// decisions about its tags, or takes decisions about the same tags again and again while
+    /// others write elsewhere; a decision whose tags were last learnt at different positions, with
+    /// events of the later ones in between, is read.
     ///
     /// ```
     /// use dcb::{AppendCondition, MemoryStore, QueryItem};
