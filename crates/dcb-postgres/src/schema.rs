@@ -608,6 +608,31 @@ mod tests {
         }
     }
 
+    /// The digest of each part's tables and functions (templates) when [`SCHEMA_VERSION`] was
+    /// last considered.
+    const CONSIDERED: [(&str, u32, u64); 2] =
+        [("store", 1, 0x2dbf27dcdb127065), ("recorder", 1, 0x1586d599753a2772)];
+
+    /// Fails whenever the SQL changes, so that every change is a decision about the version.
+    #[test]
+    fn every_change_of_the_sql_is_weighed_against_the_schema_version() {
+        let parts = [
+            ("store", format!("{STORE_TABLES}{STORE_FUNCTIONS}{}", flush())),
+            ("recorder", format!("{RECORDER_TABLES}{RECORDER_FUNCTIONS}")),
+        ];
+        for ((part, sql), (considered, version, digest)) in parts.iter().zip(CONSIDERED) {
+            assert_eq!(*part, considered);
+            assert!(
+                fnv1a(part, sql) as u64 == digest && version == SCHEMA_VERSION,
+                "the {part} SQL changed (digest {:#x}): if a build of schema version {SCHEMA_VERSION} \
+                 could not work with the new tables or functions (other arguments, results or \
+                 columns), raise SCHEMA_VERSION; either way record the digest and version in \
+                 CONSIDERED",
+                fnv1a(part, sql) as u64
+            );
+        }
+    }
+
     #[test]
     fn lock_keys_differ_per_schema_and_purpose() {
         let a = Schema::new("a").unwrap();
