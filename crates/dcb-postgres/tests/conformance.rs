@@ -39,3 +39,101 @@ async fn race_between_sixteen_stores(options: dcb_postgres::Options) {
     assert_eq!(summary.unknown_recorded + summary.unknown_absent, 0);
     common::drop_schema(options.schema()).await;
 }
+
+/// One group commit whose later conditions meet its earlier appends: the first append is
+/// accepted, the second's condition matches it (refused once the first is in the table), and so
+/// does the third's, though nothing is left to insert before checking it. The three are queued
+/// while a batch before them waits for a table lock, so that they form the next batch together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_later_in_a_batch_see_every_append_accepted_before_them() {
+    use dcb::{AppendCondition, Event, EventStore, Query, QueryItem};
+    use std::time::Duration;
+
+    let options = common::fresh_options().await;
+    let store = dcb_postgres::PostgresStore::open(options.clone()).await.expect("open");
+    let head = store.append(vec![Event::new("Opened", "")], None).await.expect("append");
+    let admin = common::admin().await;
+    admin.batch_execute("BEGIN").await.unwrap();
+    admin
+        .batch_execute(&format!("LOCK TABLE \"{}\".events IN EXCLUSIVE MODE", options.schema()))
+        .await
+        .unwrap();
+    // Blocked at its insert, holding the writer until the lock goes.
+    let blocked = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(vec![Event::new("Opened", "")], None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let on_x = || Some(AppendCondition::new(Query::from(QueryItem::tags(["x"])), Some(head)));
+    let mut queued = Vec::new();
+    for condition in [None, on_x(), on_x()] {
+        let store = store.clone();
+        queued.push(tokio::spawn(async move {
+            store.append(vec![Event::new("Noted", "").tagged("x")], condition).await
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.batch_execute("COMMIT").await.unwrap();
+    blocked.await.unwrap().expect("the blocked append");
+    let mut outcomes = Vec::new();
+    for append in queued {
+        outcomes.push(append.await.unwrap());
+    }
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    for refused in &outcomes[1..] {
+        assert!(refused.as_ref().is_err_and(|e| e.is_integrity()), "{refused:?}");
+    }
+    let x = store.read(&QueryItem::tags(["x"]).into(), dcb::ReadOptions::default()).await.unwrap();
+    assert_eq!(x.events.len(), 1);
+    common::drop_schema(options.schema()).await;
+}
+
+/// Conditions that match any event (no items) are answered from the position index, not by
+/// scanning the table: after enough calls for PostgreSQL to settle on a generic plan for the
+/// statements inside `append_batch`, the events table has still not been scanned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_on_every_event_do_not_scan_the_table() {
+    use dcb::{AppendCondition, Event, EventStore, Query};
+
+    let options = common::fresh_options().await;
+    let store = dcb_postgres::PostgresStore::open(options.clone()).await.expect("open");
+    let admin = common::admin().await;
+    let many: Vec<Event> = (0..2000).map(|_| Event::new("Opened", "")).collect();
+    store.append(many, None).await.expect("append");
+    // Scans of the table while it was empty or tiny are the planner's right choice.
+    let before = sequential_scans(&store, &admin, options.schema(), 2001).await;
+    let mut head = store.head().await.unwrap().unwrap();
+    for _ in 0..12 {
+        let condition = AppendCondition::new(Query::all(), Some(head));
+        head = store.append(vec![Event::new("Noted", "")], Some(condition)).await.expect("append");
+    }
+    assert_eq!(sequential_scans(&store, &admin, options.schema(), 2014).await, before);
+    common::drop_schema(options.schema()).await;
+}
+
+/// The sequential scans of the store's events table so far, once `inserted` inserts have been
+/// reported, counting an event this appends first: a backend reports its counts at the end of a
+/// transaction, at most once a second, so that event is appended after a second's pause.
+async fn sequential_scans(
+    store: &dcb_postgres::PostgresStore,
+    admin: &tokio_postgres::Client,
+    schema: &str,
+    inserted: i64,
+) -> i64 {
+    use dcb::{Event, EventStore};
+    use std::time::Duration;
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    store.append(vec![Event::new("Nudged", "")], None).await.expect("append");
+    let sql =
+        "SELECT seq_scan, n_tup_ins FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'events'";
+    for _ in 0..100 {
+        admin.batch_execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
+        let row = admin.query_one(sql, &[&schema]).await.unwrap();
+        if row.get::<_, i64>(1) >= inserted {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the writer's counts were never reported");
+}
