@@ -708,6 +708,7 @@ mod tests {
                                 before: Some(upto + 1),
                                 limit: Some(limit),
                                 backwards,
+                                ..ReadOptions::default()
                             };
                             let expected: Vec<u64> = rt
                                 .block_on(memory.read(query, options))

@@ -443,9 +443,14 @@ impl AsRef<[u8]> for MappedRun {
 const TOUCH_AHEAD_MAX: usize = 64;
 
 /// Reads the events at `entries` (ascending or descending) from the log's mapping, verifying
-/// each record's checksum and position. Records that lie back to back in the log form a run, and
-/// the data of a run's events are views of the mapping, without a copy.
-pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<Vec<SequencedEvent>> {
+/// each record's checksum and position, while `options` takes more (its byte budget: see
+/// [`ReadOptions::takes_more`]). Records that lie back to back in the log form a run, and the
+/// data of a run's events are views of the mapping, without a copy.
+pub(crate) fn read_events(
+    shared: &Shared,
+    entries: &[(u64, Entry)],
+    options: ReadOptions,
+) -> Result<Vec<SequencedEvent>> {
     let Some(end) = entries.iter().map(|(_, e)| e.offset + u64::from(e.len)).max() else {
         return Ok(Vec::new());
     };
@@ -459,6 +464,7 @@ pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<V
         }
     }
     let mut events = Vec::with_capacity(entries.len());
+    let mut bytes = 0;
     let mut i = 0;
     while i < entries.len() {
         // The longest run of records adjacent in the log, in the order asked for.
@@ -478,9 +484,14 @@ pub(crate) fn read_events(shared: &Shared, entries: &[(u64, Entry)]) -> Result<V
         let run = MappedRun { mapping: mapping.clone(), offset: lo as usize, len: (hi - lo) as usize };
         let run = Bytes::from_owner(run);
         for &(position, entry) in &entries[i..j] {
+            if !options.takes_more(bytes) {
+                return Ok(events);
+            }
             let start = (entry.offset - lo) as usize;
             let record = &run[start..start + entry.len as usize];
-            events.push(decode_at(shared, position, entry.offset, record, |data| run.slice_ref(data))?);
+            let event = decode_at(shared, position, entry.offset, record, |data| run.slice_ref(data))?;
+            bytes += event.event.byte_size();
+            events.push(event);
         }
         i = j;
     }
@@ -529,7 +540,7 @@ impl EventStore for FileStore {
                 .map(|p| (p, index.entry(p)))
                 .collect()
         };
-        let events = read_events(shared, &entries)?;
+        let events = read_events(shared, &entries, options)?;
         Ok(ReadResponse::new(events, durable, options))
     }
 

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use dcb::{AppendRequest, Error, Event, Result, SequencedEvent, Uuid, already_appended, retry_span};
+use dcb::{
+    AppendRequest, Error, Event, ReadOptions, Result, SequencedEvent, Uuid, already_appended, retry_span,
+};
 use tokio::sync::{oneshot, watch};
 
 use crate::format::{self, CHECKPOINT_FILE, CHECKPOINT_TMP, Commit, Seal};
@@ -326,7 +328,7 @@ impl Writer {
         if !entries.is_empty() {
             // Perhaps a retry: the events where it would have been recorded, durable or pending.
             let durable_part: Vec<_> = entries.iter().copied().filter(|&(p, _)| p <= durable).collect();
-            let mut recorded = read_events(&self.shared, &durable_part)?;
+            let mut recorded = read_events(&self.shared, &durable_part, ReadOptions::default())?;
             for &(position, _) in entries.iter().filter(|&&(p, _)| p > durable) {
                 let event = pending[(position - durable - 1) as usize].clone();
                 recorded.push(SequencedEvent { position, event });

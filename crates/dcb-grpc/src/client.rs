@@ -276,6 +276,7 @@ impl GrpcStore {
             first: None,
             last: None,
             delivered: 0,
+            delivered_bytes: 0,
             state: State::Reading,
         })
     }
@@ -306,7 +307,8 @@ impl GrpcStore {
 /// The events of one read, in the batches the server sends them: see [`GrpcStore::read_batches`].
 ///
 /// What the server sends is checked, not trusted: events must come in the read's order and inside
-/// its window, and the read is cut at its limit, so that a faulty or foreign server cannot make a
+/// its window, and the read is cut at its limit and byte budget (which the protocol cannot carry:
+/// the rest of the stream is dropped), so that a faulty or foreign server cannot make a
 /// read return what the contract says it cannot.
 #[derive(Debug)]
 pub struct ReadBatches {
@@ -324,6 +326,8 @@ pub struct ReadBatches {
     first: Option<u64>,
     last: Option<u64>,
     delivered: u64,
+    /// The bytes of the events handed over ([`dcb::Event::byte_size`]), for the byte budget.
+    delivered_bytes: usize,
     state: State,
 }
 
@@ -362,9 +366,10 @@ impl ReadBatches {
             }
     }
 
-    /// Whether the read has handed over as many events as it may return.
+    /// Whether the read has handed over as many events, or as many bytes, as it may return.
     fn at_the_limit(&self) -> bool {
         self.options.limit.is_some_and(|limit| self.delivered >= u64::from(limit))
+            || !self.options.takes_more(self.delivered_bytes)
     }
 
     /// The next batch, in the read's order; `None` once the read is complete. A batch may be
@@ -430,6 +435,7 @@ impl ReadBatches {
             self.first = self.first.or(Some(event.position));
             self.last = Some(event.position);
             self.delivered += 1;
+            self.delivered_bytes += event.event.byte_size();
             events.push(event);
         }
         if self.at_the_limit() {
@@ -449,7 +455,7 @@ impl ReadBatches {
         if matches!(self.state, State::Failed { .. }) {
             return None;
         }
-        if self.options.limit.is_some() && !self.options.backwards {
+        if (self.options.limit.is_some() || self.options.max_bytes.is_some()) && !self.options.backwards {
             // Later matches were not considered.
             return self.last;
         }

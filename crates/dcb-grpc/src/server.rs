@@ -730,12 +730,9 @@ impl<S: EventStore> Dcb for Service<S> {
 /// event among small ones is a sign of more), at most twice as many as the page before, at most
 /// a message's `batch`, at least one.
 ///
-/// Stores answer by count, so what a page holds is bounded only by its count times the largest
-/// event there can be (about 1.3 MiB within `dcb::limits`). Growing at most twofold keeps a read's
-/// first pages small (64, 128, 256, … events), so that large events met early are met in a small
-/// page. A read that has reached `batch` over small events can still meet `batch` events of the
-/// largest size in one page (up to 4,096, some 5 GiB); only a store read bounded by bytes, which
-/// the store contract lacks, would prevent that.
+/// What a page holds is bounded by the byte budget of its read ([`ReadOptions::max_bytes`]);
+/// the count only saves reads that would stop at the budget anyway. Growing at most twofold keeps
+/// a read's first pages small (64, 128, 256, … events).
 fn next_page(fetched: usize, largest: usize, batch: usize) -> u32 {
     (MAX_BATCH_BYTES / largest.max(1)).min(fetched.saturating_mul(2)).clamp(1, batch) as u32
 }
@@ -871,10 +868,18 @@ impl<S: EventStore> Reader<S> {
 
     async fn page(&mut self, after: Option<u64>, before: u64, remaining: Option<u64>) -> dcb::Result<()> {
         let limit = remaining.map_or(self.page, |left| left.min(u64::from(self.page)) as u32);
-        let options =
-            ReadOptions { after, before: Some(before), limit: Some(limit), backwards: self.backwards };
+        // About one message's worth of bytes at most, so that a page of large events never
+        // holds more than that (and one event) in memory.
+        let options = ReadOptions {
+            after,
+            before: Some(before),
+            limit: Some(limit),
+            max_bytes: Some(MAX_BATCH_BYTES),
+            backwards: self.backwards,
+        };
         let read = self.store.read(&self.query, options).await?;
         let fetched = read.events.len();
+        let fetched_bytes: usize = read.events.iter().map(|e| e.event.byte_size()).sum();
         self.encoder.reserve(read.events.iter().map(batch::entry_len_bound).sum());
         let mut largest = 0;
         for event in &read.events {
@@ -888,7 +893,10 @@ impl<S: EventStore> Reader<S> {
         let remaining = remaining.map(|left| left - fetched as u64);
         let last = self.buffer.back().map(|e| e.position);
         self.state = match last {
-            Some(last) if fetched == limit as usize && remaining != Some(0) => {
+            Some(last)
+                if (fetched == limit as usize || !options.takes_more(fetched_bytes))
+                    && remaining != Some(0) =>
+            {
                 let (after, before) = if self.backwards { (after, last) } else { (Some(last), before) };
                 ReadState::window(after, before, remaining)
             }

@@ -131,10 +131,22 @@ impl PostgresStore {
                 Term::Many(values) => params.push(values),
             }
         }
-        let rows = self.query("reading events", &sql, &params).await?;
+        // Rows are taken as they arrive, so that a byte budget bounds what is held: the rows
+        // after it are dropped unread.
+        let connector = &self.shared.reads.connector;
+        let doing = |e| connector.error("reading events", e);
+        let conn = self.shared.reads.get().await?;
+        let statement = conn.prepare(&sql).await.map_err(doing)?;
+        let rows = conn.client.query_raw(&statement, params.iter().copied()).await.map_err(doing)?;
+        let mut rows = std::pin::pin!(rows);
         let mut head = None;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(doing)?;
+            if !options.takes_more(bytes) {
+                break;
+            }
             let decode = |e| Error::Internal(format!("decoding an event row: {e}"));
             head = row.try_get::<_, Option<i64>>(0).map_err(decode)?;
             let Some(position) = row.try_get::<_, Option<i64>>(1).map_err(decode)? else {
@@ -143,7 +155,7 @@ impl PostgresStore {
             let keys: Option<Vec<String>> = row.try_get(6).map_err(decode)?;
             let values: Option<Vec<String>> = row.try_get(7).map_err(decode)?;
             let data: Vec<u8> = row.try_get(3).map_err(decode)?;
-            events.push(SequencedEvent {
+            let event = SequencedEvent {
                 position: position as u64,
                 event: Event {
                     event_type: row.try_get(2).map_err(decode)?,
@@ -152,7 +164,9 @@ impl PostgresStore {
                     uuid: row.try_get::<_, Option<Uuid>>(5).map_err(decode)?,
                     metadata: keys.unwrap_or_default().into_iter().zip(values.unwrap_or_default()).collect(),
                 },
-            });
+            };
+            bytes += event.event.byte_size();
+            events.push(event);
         }
         Ok(ReadResponse::new(events, head.map_or(0, |head| head as u64), options))
     }

@@ -466,9 +466,17 @@ impl State {
     fn read(&self, query: &Query, options: ReadOptions) -> Vec<SequencedEvent> {
         let positions = self.scan(query, options);
         let mut events = Vec::with_capacity(positions.len());
+        let mut bytes = 0;
         for window in positions.chunks(16) {
             self.touch(window);
-            events.extend(window.iter().map(|&p| self.materialise(p)));
+            for &position in window {
+                if !options.takes_more(bytes) {
+                    return events;
+                }
+                let event = self.materialise(position);
+                bytes += event.event.byte_size();
+                events.push(event);
+            }
         }
         events
     }

@@ -265,6 +265,9 @@ pub struct ReadOptions {
     pub before: Option<u64>,
     /// At most this many events are returned.
     pub limit: Option<u32>,
+    /// No more events are returned once those returned add up to this many bytes
+    /// ([`Event::byte_size`]); the first always is, however large. See [`ReadOptions::max_bytes`].
+    pub max_bytes: Option<usize>,
     /// Newest first instead of oldest first.
     pub backwards: bool,
 }
@@ -286,6 +289,30 @@ impl ReadOptions {
     pub fn limit(mut self, limit: u32) -> Self {
         self.limit = Some(limit);
         self
+    }
+
+    /// Returns no more events once those returned add up to `bytes` bytes or more (by
+    /// [`Event::byte_size`]), so that what a read holds in memory is bounded whatever its events
+    /// weigh; the first matching event is always returned, however large, so that a reader paging
+    /// on from the last event it got always moves on. Like a limit, a forward read with a byte
+    /// budget reports the last event returned as its head ([`ReadResponse::head`]).
+    ///
+    /// ```
+    /// use dcb::ReadOptions;
+    ///
+    /// let page = ReadOptions::default().limit(1_000).max_bytes(4 << 20);
+    /// assert!(page.takes_more(0) && page.takes_more((4 << 20) - 1));
+    /// assert!(!page.takes_more(4 << 20));
+    /// ```
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether a read that has so far taken events of `bytes_taken` bytes in all takes the next
+    /// matching one, as far as [`ReadOptions::max_bytes`] goes (the limit is counted apart).
+    pub fn takes_more(&self, bytes_taken: usize) -> bool {
+        self.max_bytes.is_none_or(|max| bytes_taken == 0 || bytes_taken < max)
     }
 
     /// Returns the newest matches first.
@@ -316,8 +343,8 @@ pub struct ReadResponse {
     ///   whole store (matching or not), or the position just below `before` if that is lower;
     ///   `None` when that is 0. A backward read returns the newest matches, so nothing after
     ///   them (below `before`) was left out;
-    /// - a forward read with a limit: the position of the last event returned, `None` when
-    ///   none was returned (the events after it were not all considered).
+    /// - a forward read with a limit or a byte budget: the position of the last event returned,
+    ///   `None` when none was returned (the events after it were not all considered).
     pub head: Option<u64>,
 }
 
@@ -332,7 +359,7 @@ impl ReadResponse {
     /// assert_eq!(read.head, Some(4));
     /// ```
     pub fn new(events: Vec<SequencedEvent>, store_head: u64, options: ReadOptions) -> Self {
-        let head = if options.limit.is_some() && !options.backwards {
+        let head = if (options.limit.is_some() || options.max_bytes.is_some()) && !options.backwards {
             events.last().map(|event| event.position)
         } else {
             Some(options.last_considered(store_head)).filter(|&head| head > 0)

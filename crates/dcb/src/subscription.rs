@@ -75,7 +75,7 @@ where
 }
 
 /// A subscription built from reads: it reads matching events after its cursor in batches (of
-/// about [`CATCH_UP_BYTES`], so that a slow consumer holds no more), and when there are none it
+/// at most [`CATCH_UP_BYTES`] and one event, so that a slow consumer holds no more), and when there are none it
 /// waits until `heads` announces a new head, then reads again.
 ///
 /// Correctness rests on the store's safe head: a read never returns position `p` while a lower
@@ -116,7 +116,12 @@ pub fn follow<S: EventStore>(
                 return None;
             }
             f.heads.borrow_and_update();
-            let options = ReadOptions { after: f.cursor, limit: Some(f.batch), ..ReadOptions::default() };
+            let options = ReadOptions {
+                after: f.cursor,
+                limit: Some(f.batch),
+                max_bytes: Some(CATCH_UP_BYTES),
+                ..ReadOptions::default()
+            };
             match f.store.read(&f.query, options).await {
                 Err(error) => {
                     f.failed = true;

@@ -211,6 +211,39 @@ pub async fn read_with_limit_reports_the_last_returned_position<S: EventStore>(s
     assert_eq!(read.head, None);
 }
 
+/// A byte budget stops a read once the events returned add up to it (by `Event::byte_size`),
+/// always after at least one event; forwards it reports the last returned position as the head,
+/// like a limit, and backwards the store head. Both bounds together stop at whichever comes first.
+pub async fn reads_stop_at_their_byte_budget<S: EventStore>(store: &S) {
+    // Events of 1 + 10, 1 + 100, 1 + 10, 1 + 1000 and 1 + 10 bytes.
+    let sizes = [10, 100, 10, 1000, 10];
+    append(store, sizes.iter().map(|&size| Event::new("E", vec![7u8; size])).collect()).await;
+    let budget = |bytes: usize| ReadOptions::default().max_bytes(bytes);
+    let every = types(&["E"]);
+    let read_with = |options: ReadOptions| read(store, &every, options);
+    let cases: [(ReadOptions, &[u64], Option<u64>); 8] = [
+        (budget(11), &[1], Some(1)),
+        (budget(12), &[1, 2], Some(2)),
+        (budget(112), &[1, 2], Some(2)),
+        (budget(113), &[1, 2, 3], Some(3)),
+        (budget(0), &[1], Some(1)),
+        (budget(1 << 20), &[1, 2, 3, 4, 5], Some(5)),
+        (budget(200).after(2), &[3, 4], Some(4)),
+        (budget(200).limit(1), &[1], Some(1)),
+    ];
+    for (options, positions_read, head) in cases {
+        let got = read_with(options).await;
+        assert_eq!(positions(&got), positions_read, "{options:?}");
+        assert_eq!(got.head, head, "{options:?}");
+    }
+    let back = read_with(budget(1002).backwards()).await;
+    assert_eq!(positions(&back), [5, 4]);
+    assert_eq!(back.head, Some(5));
+    let nothing = read(store, &tags(&["never-used"]), budget(10)).await;
+    assert!(nothing.events.is_empty());
+    assert_eq!(nothing.head, None);
+}
+
 async fn read_limited<S: EventStore>(store: &S, limit: u32) -> crate::ReadResponse {
     read(store, &types(&["Odd"]), ReadOptions::default().limit(limit)).await
 }

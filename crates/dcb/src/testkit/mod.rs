@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             read_after_is_exclusive,
             read_without_limit_reports_the_store_head,
             read_with_limit_reports_the_last_returned_position,
+            reads_stop_at_their_byte_budget,
             backward_reads_return_newest_first_and_the_store_head,
             read_before_is_exclusive_and_caps_the_head,
             read_matrix,

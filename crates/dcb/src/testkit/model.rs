@@ -61,7 +61,17 @@ impl NaiveModel {
         if let Some(limit) = options.limit {
             events.truncate(limit as usize);
         }
-        let head = if options.limit.is_some() && !options.backwards {
+        let mut bytes = 0;
+        let within_budget = events
+            .iter()
+            .take_while(|e| {
+                let takes = options.takes_more(bytes);
+                bytes += e.event.byte_size();
+                takes
+            })
+            .count();
+        events.truncate(within_budget);
+        let head = if (options.limit.is_some() || options.max_bytes.is_some()) && !options.backwards {
             events.last().map(|e| e.position)
         } else {
             self.events.iter().map(|e| e.position).rfind(|&p| p < before)
@@ -212,6 +222,7 @@ pub async fn run<S: EventStore>(store: &S, config: ModelConfig) {
                         after,
                         before,
                         limit: rng.chance(50).then(|| rng.below(5) as u32),
+                        max_bytes: rng.chance(30).then(|| rng.below(64) as usize),
                         backwards: rng.chance(30),
                     };
                     let actual = store.read(&query, options).await.expect("read");
