@@ -99,21 +99,46 @@ pub(crate) fn candidates(
 }
 
 /// One SQL statement answering `query` with `$1` as `after`, `$2` as `before` and `$3` as the
-/// limit (null for none): the candidates, the events joined in, and the store head from the same
-/// snapshot in every row (and in the single all-null row when nothing matched).
+/// limit (null for none), and with `budgeted`, `$4` as a byte budget: the candidates, the events
+/// joined in, and the store head from the same snapshot in every row (and in the single all-null
+/// row when nothing matched).
 ///
-/// The text depends only on the query's shape (how many items, types and tags), so prepared
-/// statements are reused across queries of the same shape.
-pub(crate) fn read_sql(schema: &Schema, query: &Query, backwards: bool) -> (String, Vec<Term>) {
+/// A budgeted read sends only the events before the one that reaches the budget (the first one
+/// always), each weighed as [`dcb::Event::byte_size`] weighs it, so that the rows past it are
+/// neither sent nor read from their TOAST tables (`octet_length` reads a stored value's size from
+/// its header).
+///
+/// The text depends only on the query's shape (how many items, types and tags) and on
+/// `budgeted`, so prepared statements are reused across queries of the same shape.
+pub(crate) fn read_sql(
+    schema: &Schema,
+    query: &Query,
+    backwards: bool,
+    budgeted: bool,
+) -> (String, Vec<Term>) {
     let s = &schema.quoted;
     let dir = if backwards { "DESC" } else { "ASC" };
     let mut terms = Vec::new();
-    let candidates = candidates(schema, query, backwards, 3, &mut terms);
+    let fixed = if budgeted { 4 } else { 3 };
+    let candidates = candidates(schema, query, backwards, fixed, &mut terms);
+    let matched = if budgeted {
+        const SIZE: &str = "octet_length(e.type) + octet_length(e.data) \
+             + coalesce(octet_length(array_to_string(e.tags, '')), 0) \
+             + coalesce(octet_length(array_to_string(e.meta_keys, '')), 0) \
+             + coalesce(octet_length(array_to_string(e.meta_values, '')), 0)";
+        format!(
+            "(SELECT * FROM (SELECT e.*, sum({SIZE}) OVER (ORDER BY e.position {dir} \
+             ROWS UNBOUNDED PRECEDING) - ({SIZE}) AS taken \
+             FROM c JOIN {s}.events e ON e.position = c.position) w WHERE w.taken = 0 OR w.taken < $4) e"
+        )
+    } else {
+        format!("(c JOIN {s}.events e ON e.position = c.position)")
+    };
     let sql = format!(
         "WITH c AS ({candidates}) \
          SELECT h.head, e.position, e.type, e.data, e.tags, e.uuid, e.meta_keys, e.meta_values \
          FROM (SELECT max(position) AS head FROM {s}.events) h \
-         LEFT JOIN (c JOIN {s}.events e ON e.position = c.position) ON true \
+         LEFT JOIN {matched} ON true \
          ORDER BY e.position {dir}"
     );
     (sql, terms)

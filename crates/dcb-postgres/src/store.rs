@@ -120,19 +120,25 @@ impl PostgresStore {
     }
 
     async fn read_once(&self, query: &Query, options: ReadOptions) -> Result<ReadResponse> {
-        let (sql, terms) = read_sql(&self.shared.schema, query, options.backwards);
+        let (sql, terms) =
+            read_sql(&self.shared.schema, query, options.backwards, options.max_bytes.is_some());
         let after = options.after.map_or(0, clamp);
         let before = options.before.map_or(i64::MAX, clamp);
         let limit = options.limit.map(i64::from);
+        let budget = options.max_bytes.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &before, &limit];
+        if budget.is_some() {
+            params.push(&budget);
+        }
         for term in &terms {
             match term {
                 Term::One(value) => params.push(value),
                 Term::Many(values) => params.push(values),
             }
         }
-        // Rows are taken as they arrive, so that a byte budget bounds what is held: the rows
-        // after it are dropped unread.
+        // The statement cuts a budgeted read (see `read_sql`); rows are still taken as they
+        // arrive and cut here by the contract's own measure, so that what is held stays bounded
+        // should the statement's weighing ever differ.
         let connector = &self.shared.reads.connector;
         let doing = |e| connector.error("reading events", e);
         let conn = self.shared.reads.get().await?;
@@ -277,6 +283,41 @@ mod tests {
         QueryItem::types(types.iter().copied()).and_tags(tags.iter().copied())
     }
 
+    /// A budgeted statement sends only the rows the contract's byte budget keeps, weighing each
+    /// event as `Event::byte_size` does (type, data, tags and metadata).
+    #[tokio::test]
+    async fn a_budgeted_read_is_cut_by_the_database() {
+        let options = crate::testkit::fresh_options().await;
+        let store = PostgresStore::open(options.clone()).await.expect("open");
+        let events: Vec<Event> = [10usize, 100, 0, 1000, 10]
+            .iter()
+            .map(|&size| Event::new("Ev", vec![1u8; size]).with_tags(["ab", "c"]).with_metadata("k", "vv"))
+            .collect();
+        let sizes: Vec<usize> = events.iter().map(Event::byte_size).collect();
+        store.append(events, None).await.unwrap();
+        let (client, connection) =
+            tokio_postgres::connect(&crate::testkit::url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for budget in [0, 1, sizes[0], sizes[0] + 1, sizes[0] + sizes[1] + sizes[2] + 1, 1 << 20] {
+            let model = ReadOptions::default().max_bytes(budget);
+            let mut taken = 0;
+            let expected = sizes
+                .iter()
+                .take_while(|&&size| {
+                    let takes = model.takes_more(taken);
+                    taken += size;
+                    takes
+                })
+                .count();
+            let (sql, _) = read_sql(&store.shared.schema, &Query::all(), false, true);
+            let budget = budget as i64;
+            let params: [&(dyn ToSql + Sync); 4] = [&0i64, &i64::MAX, &None::<i64>, &budget];
+            let rows = client.query(&sql, &params).await.unwrap();
+            assert_eq!(rows.len(), expected, "budget {budget}, sizes {sizes:?}");
+        }
+        crate::testkit::drop_schema(options.schema()).await;
+    }
+
     /// Every query shape is answered from the indexes: with sequential scans priced out, no
     /// plan of any shape, either direction, still contains one (which it would if no index
     /// could answer it).
@@ -302,9 +343,12 @@ mod tests {
             Query::new([item(&["A"], &[]), item(&[], &["z"]), item(&["C"], &["x"])]),
         ];
         for query in &shapes {
-            for backwards in [false, true] {
-                let (sql, terms) = read_sql(&store.shared.schema, query, backwards);
+            for (backwards, budgeted) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (sql, terms) = read_sql(&store.shared.schema, query, backwards, budgeted);
                 let mut params: Vec<&(dyn ToSql + Sync)> = vec![&0i64, &i64::MAX, &Some(10i64)];
+                if budgeted {
+                    params.push(&1_000_000i64);
+                }
                 for term in &terms {
                     match term {
                         Term::One(value) => params.push(value),
@@ -319,7 +363,7 @@ mod tests {
                     .map(|row| row.get(0))
                     .collect();
                 let plan = plan.join("\n");
-                assert!(!plan.contains("Seq Scan"), "{query:?}:\n{plan}");
+                assert!(!plan.contains("Seq Scan"), "{query:?} budgeted {budgeted}:\n{plan}");
             }
         }
         client.batch_execute(&format!("DROP SCHEMA \"{name}\" CASCADE")).await.unwrap();

@@ -118,8 +118,9 @@ impl<S: EventStore> Dcb<S> {
     /// The cache holds every event of the tags of recent decisions, each tag exact up to a
     /// position of its own. A read for a decision reads every event of one tag of each query item
     /// (types alone are never cached). An append of this handle keeps the tags of its condition
-    /// that are one bare tag known (the condition proved nothing else came), and moves every
-    /// held tag on when it lands right after the last one; a tag it carries that another
+    /// that are one bare tag known (the condition proved nothing else came), and moves on the
+    /// tags learnt in a run of appends and reads each landing right after the one before when it
+    /// lands right after that run; a tag it carries that another
     /// writer's appends may have touched in between is forgotten. A decision served from the
     /// cache appends under its own query after the lowest position its tags are known up to, so a
     /// change the cache missed fails the append, and the decision is then read and taken again
