@@ -492,6 +492,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_grown_past_its_bounds_starts_over_at_its_next_answer() {
+        let cache = DecisionCache::default();
+        // Tags of MAX_TAG_EVENTS events each, until more than MAX_EVENTS are held.
+        let per_tag = MAX_TAG_EVENTS as u64;
+        let tags = MAX_EVENTS as u64 / per_tag + 1;
+        for t in 0..tags {
+            let tag = format!("t{t}");
+            let events: Vec<SequencedEvent> = (1..=per_tag)
+                .map(|k| SequencedEvent { position: t * per_tag + k, event: tagged("Noted", &[&tag]) })
+                .collect();
+            cache.learn_read(&[tag], &events, Some(tags * per_tag));
+        }
+        assert!(cache.lock().too_large());
+        assert!(cache.serve(&bare("t0").into()).is_some(), "held until the next answer");
+        appended(&cache, vec![tagged("Registered", &["s1"])], &["s1"], None, tags * per_tag + 1);
+        assert_eq!(positions(cache.serve(&bare("t0").into())), None, "started over");
+        assert_eq!(
+            positions(cache.serve(&bare("s1").into())),
+            Some((vec![tags * per_tag + 1], tags * per_tag + 1))
+        );
+        assert_eq!(cache.lock().held, 1);
+    }
+
+    #[test]
     fn two_writers_each_keep_their_own_tags() {
         // Each cache sees only its own appends, which the other's interleave.
         let (one, two) = (DecisionCache::default(), DecisionCache::default());
