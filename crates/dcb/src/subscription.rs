@@ -17,13 +17,9 @@ pub const CATCH_UP_BATCH: u32 = 1024;
 /// [`CATCH_UP_BATCH`].
 const FIRST_BATCH: u32 = 16;
 
-/// About how many bytes of events a subscription reads ahead of its consumer: what it holds while
-/// the consumer is slow, as long as events are no larger than those of the read before (events
-/// near the size limits would make a page of [`CATCH_UP_BATCH`] over a gigabyte).
-///
-/// Stores answer reads by count, not by bytes, so this is an estimate: pages grow at most twice as
-/// long as the page before, so that a page that meets events near the size limits after small
-/// ones holds at most twice as many of them as the page before held events.
+/// How many bytes of events a subscription reads ahead of its consumer at most (and one event
+/// more): what it holds while the consumer is slow. Each read carries it as its byte budget
+/// ([`ReadOptions::max_bytes`]); the page sizes below only save reads that the budget would cut.
 pub const CATCH_UP_BYTES: usize = 4 << 20;
 
 /// The size of the next read after one that returned `events`: [`CATCH_UP_BYTES`] worth of events
@@ -151,6 +147,54 @@ mod tests {
         (1..=count as u64)
             .map(|position| SequencedEvent { position, event: Event::new("E", vec![0u8; data_bytes]) })
             .collect()
+    }
+
+    /// A store that notes the bytes of every read's events.
+    #[derive(Clone)]
+    struct Recording(crate::MemoryStore, std::sync::Arc<std::sync::Mutex<Vec<usize>>>);
+
+    impl EventStore for Recording {
+        async fn read(&self, query: &Query, options: ReadOptions) -> Result<crate::ReadResponse> {
+            let read = self.0.read(query, options).await?;
+            self.1.lock().unwrap().push(read.events.iter().map(|e| e.event.byte_size()).sum());
+            Ok(read)
+        }
+        async fn append_request(&self, request: crate::AppendRequest) -> Result<u64> {
+            self.0.append_request(request).await
+        }
+        async fn head(&self) -> Result<Option<u64>> {
+            self.0.head().await
+        }
+        async fn tracking_position(&self, source: &str) -> Result<Option<u64>> {
+            self.0.tracking_position(source).await
+        }
+        async fn subscribe(&self, query: Query, after: Option<u64>) -> Result<EventStream> {
+            self.0.subscribe(query, after).await
+        }
+    }
+
+    /// Large events met after many small ones, when pages have grown to a thousand events, are
+    /// read about CATCH_UP_BYTES at a time, and every event comes once, in order.
+    #[tokio::test]
+    async fn catch_up_reads_hold_no_more_than_their_byte_budget() {
+        use futures_util::StreamExt;
+
+        let store = crate::MemoryStore::new();
+        let small = (0..2000).map(|i| Event::new("Small", format!("{i}"))).collect();
+        store.append(small, None).await.unwrap();
+        let big = (0..12).map(|i| Event::new("Big", vec![i; crate::limits::MAX_EVENT_DATA_BYTES])).collect();
+        store.append(big, None).await.unwrap();
+        let recording = Recording(store, Default::default());
+        let (_announcer, heads) = watch::channel(2012);
+        let mut stream = follow(recording.clone(), Query::all(), None, heads);
+        for expected in 1..=2012 {
+            assert_eq!(stream.next().await.unwrap().unwrap().position, expected);
+        }
+        let largest = recording.1.lock().unwrap().iter().copied().max().unwrap();
+        assert!(
+            largest <= CATCH_UP_BYTES + crate::limits::MAX_EVENT_DATA_BYTES + 64,
+            "a read of {largest} bytes"
+        );
     }
 
     /// Pages hold about CATCH_UP_BYTES: many small events, few large ones (sized by the largest),
