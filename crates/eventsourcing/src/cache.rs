@@ -101,9 +101,10 @@ impl Known {
         self.runs.back().copied()
     }
 
-    /// The id of the run that ends at `position` once an answer ending there is taken in,
-    /// starting a run when `position` lies beyond the newest one; `None` for an answer older
-    /// than the newest run, which has no run to join.
+    /// The id of the run that ends at `position` once an answer ending there is taken in: the
+    /// newest run, moved on to `position`, when the answer `continues` it (an append right after
+    /// its end) or ends where it ends; a new run when `position` lies beyond it otherwise; `None`
+    /// for an answer older than the newest run, which has no run to join.
     fn run_ending_at(&mut self, position: u64, continues: bool) -> Option<u64> {
         let newest = self.first_run + self.runs.len() as u64;
         match self.frontier() {
