@@ -56,7 +56,10 @@ pub enum Error {
     /// The listener's socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// The transport failed: TLS configuration, or the HTTP/2 server itself.
+    /// The transport failed: the HTTP/2 server itself.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
 }

@@ -45,8 +45,9 @@ pub struct ServerOptions {
     max_connections: Option<usize>,
     shutdown_grace: Option<Duration>,
     handshake_timeout: Option<Duration>,
+    /// PEM certificate chain and private key.
     #[cfg(feature = "tls")]
-    tls: Option<tonic::transport::Identity>,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for ServerOptions {
@@ -101,9 +102,9 @@ impl ServerOptions {
     }
 
     /// How long a new connection may take to start (default [`DEFAULT_HANDSHAKE_TIMEOUT`]): to
-    /// send the HTTP/2 preface's 24 bytes (with TLS, the first 24 bytes of its handshake), and with
-    /// TLS to finish the handshake. A connection that does not is closed and gives its slot (see
-    /// [`max_connections`](Self::max_connections)) back.
+    /// finish the TLS handshake, if any, and send the HTTP/2 preface's 24 bytes. A connection that
+    /// does not is closed and gives its slot (see [`max_connections`](Self::max_connections))
+    /// back.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = Some(timeout);
         self
@@ -112,7 +113,7 @@ impl ServerOptions {
     /// Serves over TLS with this PEM certificate chain and PEM private key.
     #[cfg(feature = "tls")]
     pub fn tls(mut self, cert_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Self {
-        self.tls = Some(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        self.tls = Some((cert_pem.as_ref().to_vec(), key_pem.as_ref().to_vec()));
         self
     }
 }
@@ -213,18 +214,14 @@ pub async fn serve<S: EventStore>(
     let dcb = Routes { generated, service, max_request_bytes };
 
     let handshake = options.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
-    #[allow(unused_mut)]
     let mut builder = Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(tower::util::MapResponseLayer::new(refuse_oversized));
+    let max_connections = options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     #[cfg(feature = "tls")]
-    if let Some(identity) = options.tls {
-        let tls = tonic::transport::ServerTlsConfig::new().identity(identity).timeout(handshake);
-        builder = builder.tls_config(tls)?;
-    }
-    let incoming = limited(listener, options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS), handshake);
+    let tls = options.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight appends");
@@ -235,7 +232,17 @@ pub async fn serve<S: EventStore>(
     };
     tracing::info!(%address, "serving umadb.v1");
     let grace = options.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
-    let server = builder.add_service(health).add_service(dcb).serve_with_incoming_shutdown(incoming, signal);
+    let router = builder.add_service(health).add_service(dcb);
+    let incoming = limited(listener, max_connections, handshake);
+    #[cfg(feature = "tls")]
+    let server: futures_util::future::BoxFuture<'_, Result<(), tonic::transport::Error>> = match tls {
+        Some(acceptor) => Box::pin(
+            router.serve_with_incoming_shutdown(with_tls(incoming, acceptor, max_connections), signal),
+        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
+    };
+    #[cfg(not(feature = "tls"))]
+    let server = router.serve_with_incoming_shutdown(incoming, signal);
     let served = tokio::select! {
         served = server => served,
         () = async {
@@ -272,7 +279,7 @@ fn limited(
     listener: TcpListener,
     max: usize,
     handshake: Duration,
-) -> impl Stream<Item = Result<Limited, std::io::Error>> {
+) -> impl Stream<Item = Result<Limited<tokio::net::TcpStream>, std::io::Error>> {
     let slots = Arc::new(Semaphore::new(max));
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -288,6 +295,7 @@ fn limited(
             match incoming.next().await? {
                 Ok(stream) => {
                     let limited = Limited {
+                        remote: stream.peer_addr().ok(),
                         stream,
                         _slot: slot,
                         handshake: Some(Box::pin(tokio::time::sleep(handshake))),
@@ -309,28 +317,97 @@ fn limited(
 /// handshake timeout is closed.
 const PREFACE_BYTES: usize = 24;
 
+/// The connections of `incoming` after a TLS handshake with `acceptor`, within their handshake
+/// deadline; the deadline then runs on for the HTTP/2 preface, which [`Limited`] now sees
+/// decrypted (behind tonic's own TLS it saw only the handshake's bytes, so a client that finished
+/// the handshake and sent nothing more held its slot for ever). Handshakes run concurrently, as
+/// many as there are connection slots; a failed one closes its connection and frees its slot.
+#[cfg(feature = "tls")]
+fn with_tls(
+    incoming: impl Stream<Item = Result<Limited<tokio::net::TcpStream>, std::io::Error>>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    max: usize,
+) -> impl Stream<Item = Result<Limited<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, std::io::Error>>
+{
+    incoming
+        .map(move |accepted| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Limited { stream, _slot, handshake, remote, .. } = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => return Some(Err(error)),
+                };
+                let deadline = handshake.map(|sleep| sleep.deadline())?;
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => Some(Ok(Limited {
+                        stream,
+                        _slot,
+                        handshake: Some(Box::pin(tokio::time::sleep_until(deadline))),
+                        received: 0,
+                        remote,
+                    })),
+                    Ok(Err(error)) => {
+                        tracing::debug!(?remote, %error, "a TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(?remote, "a TLS handshake did not finish in time");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(max)
+        .filter_map(std::future::ready)
+}
+
+/// The TLS acceptor of a PEM certificate chain and private key, offering HTTP/2 only.
+#[cfg(feature = "tls")]
+fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::TlsAcceptor, crate::Error> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let invalid = |what: &str, error: &dyn std::fmt::Display| crate::Error::Tls(format!("{what}: {error}"));
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("reading the certificate chain", &e))?;
+    if certs.is_empty() {
+        return Err(crate::Error::Tls("the certificate file holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid("reading the private key", &e))?;
+    let mut config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("the certificate and key", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// A connection holding its slot until it closes.
 ///
 /// Until it has sent [`PREFACE_BYTES`], it is closed at its handshake deadline: hyper waits for the
 /// HTTP/2 preface without a timeout (its keepalive pings start only after it), so a client that
-/// connects and sends nothing would otherwise hold a slot for ever.
-struct Limited {
-    stream: tokio::net::TcpStream,
+/// connects and sends nothing would otherwise hold a slot for ever. With TLS, `S` is the
+/// decrypted stream (see [`with_tls`]), so the preface is counted, not the TLS handshake.
+struct Limited<S> {
+    stream: S,
     _slot: tokio::sync::OwnedSemaphorePermit,
     /// The handshake deadline, until [`PREFACE_BYTES`] have been received.
     handshake: Option<Pin<Box<tokio::time::Sleep>>>,
     received: usize,
+    /// The client's address, for logs.
+    remote: Option<std::net::SocketAddr>,
 }
 
-impl Connected for Limited {
-    type ConnectInfo = TcpConnectInfo;
+impl<S: Connected> Connected for Limited<S> {
+    type ConnectInfo = S::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> S::ConnectInfo {
         self.stream.connect_info()
     }
 }
 
-impl tokio::io::AsyncRead for Limited {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Limited<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -350,8 +427,7 @@ impl tokio::io::AsyncRead for Limited {
                     }
                 }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                    let remote = this.stream.peer_addr().ok();
-                    tracing::debug!(?remote, "a connection did not start in time");
+                    tracing::debug!(remote = ?this.remote, "a connection did not start in time");
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "the client sent no HTTP/2 preface in time",
@@ -364,7 +440,7 @@ impl tokio::io::AsyncRead for Limited {
     }
 }
 
-impl tokio::io::AsyncWrite for Limited {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Limited<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

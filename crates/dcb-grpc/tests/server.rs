@@ -753,6 +753,50 @@ async fn a_connection_that_sends_nothing_is_closed_and_frees_its_slot() {
     server.stop().await;
 }
 
+/// The same with TLS: a client that finishes the TLS handshake and then sends nothing (no
+/// HTTP/2 preface) is disconnected at the handshake timeout, and its slot goes to the next client.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_tls_connection_that_sends_nothing_after_its_handshake_is_closed_and_frees_its_slot() {
+    use tokio::io::AsyncReadExt;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/certs");
+    let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
+    let options = ServerOptions::new()
+        .max_connections(1)
+        .handshake_timeout(std::time::Duration::from_millis(300))
+        .tls(read("server.pem"), read("server.key"));
+    let server = Server::start(MemoryStore::new(), options).await;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config =
+        tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let domain = ServerName::try_from("localhost").unwrap();
+    let mut silent = connector.connect(domain, tcp).await.expect("the TLS handshake");
+    let closed = async {
+        let mut buf = [0; 256];
+        while let Ok(read) = silent.read(&mut buf).await {
+            if read == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), closed).await.expect("closed by the server");
+    let url = server.url.replace("http://127.0.0.1", "https://localhost");
+    let client =
+        GrpcStore::connect_with(url, ClientOptions::new().ca_certificate(read("ca.pem"))).await.unwrap();
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), client.head()).await;
+    assert_eq!(head.expect("served in the freed slot").unwrap(), None);
+    server.stop().await;
+}
+
 /// On shutdown the health service reports NOT_SERVING for the server as a whole and for
 /// `umadb.v1.DCB`, so that load balancers stop sending calls before the server goes.
 #[tokio::test]
