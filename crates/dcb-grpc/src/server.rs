@@ -330,35 +330,42 @@ fn with_tls(
 ) -> impl Stream<Item = Result<Limited<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, std::io::Error>>
 {
     incoming
-        .map(move |accepted| {
-            let acceptor = acceptor.clone();
-            async move {
-                let Limited { stream, _slot, handshake, remote, .. } = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => return Some(Err(error)),
-                };
-                let deadline = handshake.map(|sleep| sleep.deadline())?;
-                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => Some(Ok(Limited {
-                        stream,
-                        _slot,
-                        handshake: Some(Box::pin(tokio::time::sleep_until(deadline))),
-                        received: 0,
-                        remote,
-                    })),
-                    Ok(Err(error)) => {
-                        tracing::debug!(?remote, %error, "a TLS handshake failed");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::debug!(?remote, "a TLS handshake did not finish in time");
-                        None
-                    }
-                }
-            }
-        })
+        // Each handshake in a task of its own, so that their signatures spread over the runtime's
+        // threads instead of running one by one in the accept loop.
+        .map(move |accepted| tokio::spawn(tls_handshake(accepted, acceptor.clone())))
         .buffer_unordered(max)
-        .filter_map(std::future::ready)
+        .filter_map(|handshake| std::future::ready(handshake.ok().flatten()))
+}
+
+/// The TLS handshake of one accepted connection, within its deadline; `None` when it failed.
+#[cfg(feature = "tls")]
+async fn tls_handshake(
+    accepted: Result<Limited<tokio::net::TcpStream>, std::io::Error>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> Option<Result<Limited<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>, std::io::Error>> {
+    let Limited { stream, _slot, handshake, remote, .. } = match accepted {
+        Ok(accepted) => accepted,
+        Err(error) => return Some(Err(error)),
+    };
+    // Nothing has read the connection yet, so its deadline is still set.
+    let deadline = handshake.expect("a fresh connection has its deadline").deadline();
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(Ok(Limited {
+            stream,
+            _slot,
+            handshake: Some(Box::pin(tokio::time::sleep_until(deadline))),
+            received: 0,
+            remote,
+        })),
+        Ok(Err(error)) => {
+            tracing::debug!(?remote, %error, "a TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?remote, "a TLS handshake did not finish in time");
+            None
+        }
+    }
 }
 
 /// The TLS acceptor of a PEM certificate chain and private key, offering HTTP/2 only.
@@ -375,7 +382,11 @@ fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::TlsAcce
         return Err(crate::Error::Tls("the certificate file holds no certificate".into()));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid("reading the private key", &e))?;
-    let mut config = tokio_rustls::rustls::ServerConfig::builder()
+    // The backend named, not the process's default, which is missing when a program links two.
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("the TLS versions", &e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| invalid("the certificate and key", &e))?;
