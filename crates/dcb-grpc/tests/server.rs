@@ -733,11 +733,18 @@ async fn one_connection_has_a_bounded_number_of_calls_at_once() {
 /// connection slot goes to the next client.
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_and_frees_its_slot() {
-    use tokio::io::AsyncReadExt;
     let options =
         ServerOptions::new().max_connections(1).handshake_timeout(std::time::Duration::from_millis(200));
     let server = Server::start(MemoryStore::new(), options).await;
-    let mut silent = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    let silent = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    closed_by_the_server(silent).await;
+    served_in_the_freed_slot(GrpcStore::connect(server.url.clone()).await.unwrap()).await;
+    server.stop().await;
+}
+
+/// Waits (at most 5 s) until the server closes `silent`, reading and dropping what it sends.
+async fn closed_by_the_server(mut silent: impl tokio::io::AsyncRead + Unpin) {
+    use tokio::io::AsyncReadExt;
     let closed = async {
         let mut buf = [0; 256];
         while let Ok(read) = silent.read(&mut buf).await {
@@ -747,10 +754,11 @@ async fn a_connection_that_sends_nothing_is_closed_and_frees_its_slot() {
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), closed).await.expect("closed by the server");
-    let client = GrpcStore::connect(server.url.clone()).await.unwrap();
+}
+
+async fn served_in_the_freed_slot(client: GrpcStore) {
     let head = tokio::time::timeout(std::time::Duration::from_secs(5), client.head()).await;
     assert_eq!(head.expect("served in the freed slot").unwrap(), None);
-    server.stop().await;
 }
 
 /// The same with TLS: a client that finishes the TLS handshake and then sends nothing (no
@@ -758,7 +766,6 @@ async fn a_connection_that_sends_nothing_is_closed_and_frees_its_slot() {
 #[cfg(feature = "tls")]
 #[tokio::test]
 async fn a_tls_connection_that_sends_nothing_after_its_handshake_is_closed_and_frees_its_slot() {
-    use tokio::io::AsyncReadExt;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
@@ -779,21 +786,10 @@ async fn a_tls_connection_that_sends_nothing_after_its_handshake_is_closed_and_f
     let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let domain = ServerName::try_from("localhost").unwrap();
-    let mut silent = connector.connect(domain, tcp).await.expect("the TLS handshake");
-    let closed = async {
-        let mut buf = [0; 256];
-        while let Ok(read) = silent.read(&mut buf).await {
-            if read == 0 {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), closed).await.expect("closed by the server");
+    closed_by_the_server(connector.connect(domain, tcp).await.expect("the TLS handshake")).await;
     let url = server.url.replace("http://127.0.0.1", "https://localhost");
-    let client =
-        GrpcStore::connect_with(url, ClientOptions::new().ca_certificate(read("ca.pem"))).await.unwrap();
-    let head = tokio::time::timeout(std::time::Duration::from_secs(5), client.head()).await;
-    assert_eq!(head.expect("served in the freed slot").unwrap(), None);
+    let options = ClientOptions::new().ca_certificate(read("ca.pem"));
+    served_in_the_freed_slot(GrpcStore::connect_with(url, options).await.unwrap()).await;
     server.stop().await;
 }
 
