@@ -65,10 +65,13 @@ impl PostgresRecorder {
                  WHERE aggregate_id = $1 AND version > $2 ORDER BY version {dir} LIMIT $3"
             ))
         };
+        // The group commit has a connection of its own: on a shared, pipelined one, reads would
+        // queue behind each commit's WAL flush.
+        let writer = Arc::new(Pool::new(connector.clone(), 1));
         let pool = Arc::new(Pool::new(connector, options.read_connection_count()));
         let (inserts, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let insert = schema.sql("SELECT @S.insert_aggregate_batch($1, $2, $3, $4, $5)");
-        tokio::spawn(group_commit(pool.clone(), insert, jobs));
+        tokio::spawn(group_commit(writer, insert, jobs));
         Ok(PostgresRecorder {
             shared: Arc::new(Shared {
                 pool,
