@@ -966,10 +966,10 @@ impl<S: EventStore> Reader<S> {
         };
         let read = self.store.read(&self.query, options).await?;
         let fetched = read.events.len();
-        let fetched_bytes: usize = read.events.iter().map(|e| e.event.byte_size()).sum();
         self.encoder.reserve(read.events.iter().map(batch::entry_len_bound).sum());
-        let mut largest = 0;
+        let (mut largest, mut fetched_bytes) = (0, 0);
         for event in &read.events {
+            fetched_bytes += event.event.byte_size();
             let entry = batch::encode_entry(event, &mut self.encoder);
             largest = largest.max(entry.bytes.len());
             self.buffer.push_back(entry);

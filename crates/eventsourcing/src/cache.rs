@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dcb::{AppendCondition, Event, EventStore, Query, ReadResponse, SequencedEvent};
+use dcb::{AppendCondition, Event, EventStore, Query, QueryItem, ReadResponse, SequencedEvent};
 
 /// Events held at most; beyond it the cache starts over.
 const MAX_EVENTS: usize = 1 << 16;
@@ -186,12 +186,19 @@ fn tags_to_read(query: &Query, hot: &HashSet<String>) -> Option<Vec<String>> {
     Some(tags)
 }
 
-/// The tags of `query` if each of its items is one bare tag (no types), so that a read of it
-/// returns every event of those tags.
+/// The tag of an item that is one tag alone (no types), which selects every event of the tag.
+fn lone_tag(item: &QueryItem) -> Option<&String> {
+    match item.tags.as_slice() {
+        [tag] if item.types.is_empty() => Some(tag),
+        _ => None,
+    }
+}
+
+/// The tags of `query` if each of its items is one tag alone, so that a read of it returns every
+/// event of those tags.
 fn bare_tags(query: &Query) -> Option<Vec<String>> {
     let tags = tags_to_read(query, &HashSet::new())?;
-    let bare = query.items.iter().all(|item| item.types.is_empty() && item.tags.len() == 1);
-    bare.then_some(tags)
+    query.items.iter().all(|item| lone_tag(item).is_some()).then_some(tags)
 }
 
 /// What a successful append under a condition proves: no event of the `tags` (the items that
@@ -205,15 +212,7 @@ struct Proof {
 impl Proof {
     fn of(condition: Option<&AppendCondition>) -> Self {
         let Some(condition) = condition else { return Proof::default() };
-        let tags = condition
-            .fail_if_events_match
-            .items
-            .iter()
-            .filter_map(|item| match item.tags.as_slice() {
-                [tag] if item.types.is_empty() => Some(tag.clone()),
-                _ => None,
-            })
-            .collect();
+        let tags = condition.fail_if_events_match.items.iter().filter_map(lone_tag).cloned().collect();
         Proof { after: condition.after.unwrap_or(0), tags }
     }
 }
@@ -351,20 +350,10 @@ impl DecisionCache {
             }
         }
     }
-
-    /// What a failed append of a decision served from this cache means: `Err` for one of unknown
-    /// outcome, to give the caller (it is not to be taken again behind the caller's back); `Ok`
-    /// for any refusal (a conflict with what the cache missed, or events chosen from it refused),
-    /// to take the decision again from a read, which brings the cache up to date.
-    pub(crate) fn after_served_failure<E>(&self, error: E, retryable: bool) -> Result<(), E> {
-        if retryable { Err(error) } else { Ok(()) }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use dcb::QueryItem;
-
     use super::*;
 
     fn tagged(event_type: &str, tags: &[&str]) -> Event {

@@ -309,10 +309,11 @@ impl<S: EventStore> Dcb<S> {
             {
                 match self.append(&chosen, AppendCondition::new(query.clone(), Some(head))).await {
                     Ok(position) => return Ok(position),
-                    Err(error) => {
-                        let retryable = error.is_retryable();
-                        cache.after_served_failure(error, retryable)?;
-                    }
+                    // Of unknown outcome: not to be taken again behind the caller's back.
+                    Err(error) if error.is_retryable() => return Err(error.into()),
+                    // A conflict with what the cache missed, or any other refusal of events
+                    // chosen from it: taken again from a read, which brings the cache up to date.
+                    Err(_) => {}
                 }
             }
         }

@@ -538,13 +538,13 @@ impl<S: EventStore> Objects<S> {
     /// Saves what an update from the cache recorded: `false` when the save met a change the
     /// cache missed (or refused what was chosen from it), to be taken again from a read.
     async fn save_cached(&self, target: &mut impl Save) -> Result<bool> {
-        match (self.save(target).await, &self.cache) {
-            (Ok(_), _) => Ok(true),
-            (Err(error), Some(cache)) => {
-                let retryable = error.is_retryable();
-                cache.after_served_failure(error, retryable).map(|()| false)
-            }
-            (Err(error), None) => Err(error),
+        match self.save(target).await {
+            Ok(_) => Ok(true),
+            // Of unknown outcome: not to be taken again behind the caller's back.
+            Err(error) if error.is_retryable() => Err(error),
+            // A conflict with what the cache missed, or any other refusal of events chosen from
+            // it: taken again from a read, which brings the cache up to date.
+            Err(_) => Ok(false),
         }
     }
 }
