@@ -78,8 +78,8 @@ macro_rules! responses {
 
 // Head and tracking requests have no repeated fields (and unknown fields are skipped, not kept).
 requests!(
-    ReadRequest by read_field,
-    SubscribeRequest by subscribe_field,
+    ReadRequest by with_query_field,
+    SubscribeRequest by with_query_field,
     AppendRequest by append_field,
     HeadRequest,
     TrackingRequest
@@ -165,7 +165,7 @@ fn append_field(
             append.events.push(event);
             Ok(())
         }
-        2 => merge_nested(append.condition.get_or_insert_default(), wire_type, buf, condition_field),
+        2 => merge_nested(append.condition.get_or_insert_default(), wire_type, buf, with_query_field),
         _ => merge_plain(append, tag, wire_type, buf),
     }
 }
@@ -194,41 +194,39 @@ fn event_field(
     }
 }
 
-fn condition_field(
-    condition: &mut proto::AppendCondition,
-    tag: u32,
-    wire_type: WireType,
-    buf: &mut Bytes,
-) -> Result<(), Refusal> {
-    match tag {
-        1 => {
-            merge_nested(condition.fail_if_events_match.get_or_insert_default(), wire_type, buf, query_field)
-        }
-        _ => merge_plain(condition, tag, wire_type, buf),
+/// A message whose field 1 is a query: read and subscribe requests, and an append's condition.
+trait WithQuery: Message {
+    fn query(&mut self) -> &mut proto::Query;
+}
+
+impl WithQuery for proto::ReadRequest {
+    fn query(&mut self) -> &mut proto::Query {
+        self.query.get_or_insert_default()
     }
 }
 
-fn read_field(
-    read: &mut proto::ReadRequest,
-    tag: u32,
-    wire_type: WireType,
-    buf: &mut Bytes,
-) -> Result<(), Refusal> {
-    match tag {
-        1 => merge_nested(read.query.get_or_insert_default(), wire_type, buf, query_field),
-        _ => merge_plain(read, tag, wire_type, buf),
+impl WithQuery for proto::SubscribeRequest {
+    fn query(&mut self) -> &mut proto::Query {
+        self.query.get_or_insert_default()
     }
 }
 
-fn subscribe_field(
-    subscribe: &mut proto::SubscribeRequest,
+impl WithQuery for proto::AppendCondition {
+    fn query(&mut self) -> &mut proto::Query {
+        self.fail_if_events_match.get_or_insert_default()
+    }
+}
+
+/// A field of a [`WithQuery`] message: its query counted item by item, the rest as prost does.
+fn with_query_field<M: WithQuery>(
+    message: &mut M,
     tag: u32,
     wire_type: WireType,
     buf: &mut Bytes,
 ) -> Result<(), Refusal> {
     match tag {
-        1 => merge_nested(subscribe.query.get_or_insert_default(), wire_type, buf, query_field),
-        _ => merge_plain(subscribe, tag, wire_type, buf),
+        1 => merge_nested(message.query(), wire_type, buf, query_field),
+        _ => merge_plain(message, tag, wire_type, buf),
     }
 }
 
