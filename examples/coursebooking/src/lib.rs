@@ -16,6 +16,11 @@ pub mod slices;
 pub mod speedrun;
 pub mod testcase;
 
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
+
 pub use aggregates::EnrolmentWithAggregates;
 pub use objects::EnrolmentWithObjects;
 pub use plain::EnrolmentWithDecisions;
