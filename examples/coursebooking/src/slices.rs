@@ -2,38 +2,11 @@
 //! only what the join rules depend on (registrations, joins and leaves of the student and the
 //! course), so renaming a course meanwhile does not conflict with it.
 
-use dcb::{EventStore, Query, QueryItem};
+use dcb::{AppendCondition, EventStore, Query, QueryItem};
 use eventsourcing::{Dcb, Slice};
 
 use crate::events::{Event, Membership as Model, types};
 use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, listing};
-
-/// Registers a new student or course: the boundary is its id, which must be unused.
-struct Register<'a> {
-    id: &'a str,
-    event: Event,
-}
-
-impl Slice for Register<'_> {
-    type Event = Event;
-    type State = bool;
-    type Error = EnrolmentError;
-
-    fn query(&self) -> Query {
-        QueryItem::tags([self.id]).into()
-    }
-
-    fn apply(&self, used: &mut bool, _: &Event) {
-        *used = true;
-    }
-
-    fn decide(&self, used: &bool) -> Result<Vec<Event>, EnrolmentError> {
-        if *used {
-            return Err(EnrolmentError::Invalid(format!("the id {} is already used", self.id)));
-        }
-        Ok(vec![self.event.clone()])
-    }
-}
 
 /// A student joins (or, with `leave`, leaves) a course.
 pub struct JoinCourse<'a> {
@@ -126,6 +99,14 @@ impl<S: EventStore> EnrolmentWithSlices<S> {
         &self.dcb
     }
 
+    /// Records the first event of a new id. Nothing in the past decides it, only that the id is
+    /// unused, which the append's condition says: no slice, no read.
+    async fn register(&self, id: &str, event: Event) -> Result<(), EnrolmentError> {
+        let unused = AppendCondition::new(QueryItem::tags([id]).into(), None);
+        self.dcb.append(&[event], unused).await?;
+        Ok(())
+    }
+
     /// Renames a course. Joins decided meanwhile do not conflict with it.
     pub async fn rename_course(&self, course: &CourseId, name: &str) -> Result<(), EnrolmentError> {
         self.dcb.execute(&RenameCourse { course, name }).await?;
@@ -139,7 +120,7 @@ impl<S: EventStore> Enrolment for EnrolmentWithSlices<S> {
         let id = StudentId::generate();
         let event =
             Event::StudentRegistered { student_id: id.to_string(), name: name.to_owned(), max_courses };
-        self.dcb.execute(&Register { id: id.as_str(), event }).await?;
+        self.register(id.as_str(), event).await?;
         Ok(id)
     }
 
@@ -147,7 +128,7 @@ impl<S: EventStore> Enrolment for EnrolmentWithSlices<S> {
         check_registration(name, places)?;
         let id = CourseId::generate();
         let event = Event::CourseRegistered { course_id: id.to_string(), name: name.to_owned(), places };
-        self.dcb.execute(&Register { id: id.as_str(), event }).await?;
+        self.register(id.as_str(), event).await?;
         Ok(id)
     }
 

@@ -32,7 +32,9 @@ use crate::proto::error_response::ErrorType;
 mod connections;
 mod streams;
 
-use connections::{limited, tls_acceptor, with_tls};
+use connections::limited;
+#[cfg(feature = "tls")]
+use connections::{tls_acceptor, with_tls};
 use streams::{Reader, Subscriber};
 
 /// How [`serve`] runs: API key, TLS, message size limit.
