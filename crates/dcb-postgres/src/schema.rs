@@ -21,7 +21,7 @@ const MIGRATION_LOCK: i64 = 0x0dcb_5c4e_3a00_0001;
 /// columns): a build refuses to open a schema that a build of a higher version migrated, rather
 /// than reinstalling its own functions under the processes of that build, whose calls would then
 /// fail until they restart. Functions of builds before versions were recorded count as version 0.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Names derived from a validated schema name.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ impl Schema {
             function_names: &["append_batch", "first_matches"],
             relations: self.qualified(&["events", "events_type_position", "event_tags", "tracking"]),
             tables: self.sql(STORE_TABLES),
-            functions: self.sql(&STORE_FUNCTIONS.replace("@FLUSH", &flush())),
+            functions: self.sql(&STORE_FUNCTIONS.replace("@FLUSH", FLUSH)),
         }
     }
 
@@ -334,15 +334,17 @@ $fn$;
 -- Accepted appends are inserted together, by one statement, when the batch ends, or earlier when
 -- a later append's condition might match them (`a_flush`, worked out by the caller from the
 -- types and tags of the batch): then that condition is checked against the table holding them.
--- Events are addressed by their append (`e_app`) and rank in it (`e_k`), tags and metadata by
--- their event (`t_event`, `m_event`), so the insert reads each array once, in order: indexing
--- into arrays of text or bytea would walk them from the start for every element.
+-- Events are addressed by their append (`e_app`) and rank in it (`e_k`); each event's tags and
+-- metadata keys and values come as the text of an array (`e_tags`, `e_meta_keys`,
+-- `e_meta_values`), so that the insert reads every array once, in order, and joins nothing:
+-- indexing into arrays of text or bytea walks them from the start for every element, and joining
+-- events to tags passed apart was planned as a nested loop, quadratic in the batch's events.
 CREATE OR REPLACE FUNCTION @S.append_batch(
     a_events int[], a_conditional bool[], a_after bigint[], a_item_off int[], a_items int[],
     a_flush bool[], a_retry int[], a_source text[], a_source_pos bigint[],
     i_type_off int[], i_types int[], i_tag_off int[], i_tags int[], q_types text[], q_tags text[],
     e_app int[], e_k int[], e_type text[], e_data bytea[], e_uuid uuid[],
-    t_event int[], t_value text[], m_event int[], m_key text[], m_value text[]
+    e_tags text[], e_meta_keys text[], e_meta_values text[]
 ) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     n int := coalesce(array_length(a_events, 1), 0);
@@ -460,11 +462,12 @@ BEGIN
         -- plain insert does, at a fraction of the general statement's cost.
         WITH inserted AS (
             INSERT INTO @S.events (position, type, data, tags, uuid, meta_keys, meta_values)
-            VALUES (a_base[1] + 1, e_type[1], e_data[1], t_value, e_uuid[1], m_key, m_value)
-            RETURNING position
+            VALUES (a_base[1] + 1, e_type[1], e_data[1], e_tags[1]::text[], e_uuid[1],
+                    e_meta_keys[1]::text[], e_meta_values[1]::text[])
+            RETURNING position, tags
         )
         INSERT INTO @S.event_tags (tag, position)
-        SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(t_value) AS t(tag);
+        SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(i.tags) AS t(tag);
     ELSIF p_lo IS NOT NULL THEN
 @FLUSH
     END IF;
@@ -476,76 +479,17 @@ END
 $fn$;
 "#;
 
-/// The insert of the accepted appends among `p_lo ..= p_hi` (see [`FLUSH`]). Batches of more
-/// than a few events run it as dynamic SQL, planned for the arrays at hand: after five calls in a
-/// session PostgreSQL switches a function's statements to a generic plan, and the generic plan of
-/// this one joins the events and their tags by nested loops, which for a 1,000-event append took
-/// 400 ms instead of 15.
-fn flush() -> String {
-    // The statement's variables, in the order of the dynamic statement's parameters.
-    const VARIABLES: [&str; 13] = [
-        "a_base", "e_app", "e_k", "e_type", "e_data", "e_uuid", "p_lo", "p_hi", "t_event", "t_value",
-        "m_event", "m_key", "m_value",
-    ];
-    let mut dynamic = FLUSH.to_owned();
-    for (n, variable) in VARIABLES.iter().enumerate() {
-        dynamic = replace_identifier(&dynamic, variable, &format!("${}", n + 1));
-    }
-    format!(
-        "IF cardinality(e_app) > {DYNAMIC_FLUSH_EVENTS} THEN\n\
-         EXECUTE $flush${dynamic}$flush$ USING {};\n\
-         ELSE{FLUSH}\nEND IF;",
-        VARIABLES.join(", ")
-    )
-}
-
-/// Batches with more events than this insert through dynamic SQL (see [`flush`]).
-const DYNAMIC_FLUSH_EVENTS: usize = 16;
-
-/// `text` with every whole-word occurrence of the identifier `name` replaced by `by`.
-fn replace_identifier(text: &str, name: &str, by: &str) -> String {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(name) {
-        let before = rest[..at].chars().next_back();
-        let after = rest[at + name.len()..].chars().next();
-        out.push_str(&rest[..at]);
-        if before.is_some_and(is_word) || after.is_some_and(is_word) || before == Some('.') {
-            out.push_str(name);
-        } else {
-            out.push_str(by);
-        }
-        rest = &rest[at + name.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Inserts the accepted appends among `p_lo ..= p_hi` and their tag index rows, in one
-/// statement.
+/// statement whose cost grows with the batch's events and no faster, whatever plan PostgreSQL
+/// keeps for it: one pass over the events' arrays, and each inserted event's own tags.
 const FLUSH: &str = r#"
-                WITH ev AS (
-                    SELECT u.ev, a_base[u.app] + u.k AS position, u.t, u.d, u.id
-                    FROM unnest(e_app, e_k, e_type, e_data, e_uuid)
-                         WITH ORDINALITY AS u(app, k, t, d, id, ev)
-                    WHERE u.app BETWEEN p_lo AND p_hi AND a_base[u.app] IS NOT NULL
-                ), tg AS (
-                    SELECT x.ev, array_agg(x.tag ORDER BY x.o) AS tags
-                    FROM unnest(t_event, t_value) WITH ORDINALITY AS x(ev, tag, o)
-                    WHERE e_app[x.ev] BETWEEN p_lo AND p_hi AND a_base[e_app[x.ev]] IS NOT NULL
-                    GROUP BY x.ev
-                ), md AS (
-                    SELECT y.ev, array_agg(y.key ORDER BY y.o) AS keys,
-                           array_agg(y.value ORDER BY y.o) AS vals
-                    FROM unnest(m_event, m_key, m_value) WITH ORDINALITY AS y(ev, key, value, o)
-                    WHERE e_app[y.ev] BETWEEN p_lo AND p_hi AND a_base[e_app[y.ev]] IS NOT NULL
-                    GROUP BY y.ev
-                ), inserted AS (
+                WITH inserted AS (
                     INSERT INTO @S.events (position, type, data, tags, uuid, meta_keys, meta_values)
-                    SELECT ev.position, ev.t, ev.d, coalesce(tg.tags, '{}'), ev.id,
-                           coalesce(md.keys, '{}'), coalesce(md.vals, '{}')
-                    FROM ev LEFT JOIN tg ON tg.ev = ev.ev LEFT JOIN md ON md.ev = ev.ev
+                    SELECT a_base[u.app] + u.k, u.t, u.d, u.tags::text[], u.id, u.keys::text[],
+                           u.vals::text[]
+                    FROM unnest(e_app, e_k, e_type, e_data, e_uuid, e_tags, e_meta_keys, e_meta_values)
+                         AS u(app, k, t, d, id, tags, keys, vals)
+                    WHERE u.app BETWEEN p_lo AND p_hi AND a_base[u.app] IS NOT NULL
                     RETURNING position, tags
                 )
                 INSERT INTO @S.event_tags (tag, position)
@@ -618,13 +562,13 @@ mod tests {
     /// The digest of each part's tables and functions (templates) when [`SCHEMA_VERSION`] was
     /// last considered.
     const CONSIDERED: [(&str, u32, u64); 2] =
-        [("store", 1, 0xcb99ce41e9486051), ("recorder", 1, 0x1586d599753a2772)];
+        [("store", 2, 0xdf02fcee12da055a), ("recorder", 2, 0x1586d599753a2772)];
 
     /// Fails whenever the SQL changes, so that every change is a decision about the version.
     #[test]
     fn every_change_of_the_sql_is_weighed_against_the_schema_version() {
         let parts = [
-            ("store", format!("{STORE_TABLES}{STORE_FUNCTIONS}{}", flush())),
+            ("store", format!("{STORE_TABLES}{STORE_FUNCTIONS}{FLUSH}")),
             ("recorder", format!("{RECORDER_TABLES}{RECORDER_FUNCTIONS}")),
         ];
         for ((part, sql), (considered, version, digest)) in parts.iter().zip(CONSIDERED) {

@@ -85,10 +85,8 @@ pub(crate) async fn run(
     mut conn: Option<Conn>,
     jobs: mpsc::Receiver<Job>,
 ) {
-    let sql = schema.sql(
-        "SELECT @S.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
-    );
+    let placeholders: Vec<String> = (1..=Arrays::PARAMS).map(|n| format!("${n}")).collect();
+    let sql = schema.sql(&format!("SELECT @S.append_batch({})", placeholders.join(", ")));
     let mut batches =
         Batches::new(jobs, BOUNDS, |job: &Job| (job.request.events.len(), request_bytes(&job.request)));
     while let Some(batch) = batches.next().await {
@@ -234,11 +232,11 @@ struct Arrays<'a> {
     e_type: Vec<&'a str>,
     e_data: Vec<&'a [u8]>,
     e_uuid: Vec<Option<dcb::Uuid>>,
-    t_event: Vec<i32>,
-    t_value: Vec<&'a str>,
-    m_event: Vec<i32>,
-    m_key: Vec<&'a str>,
-    m_value: Vec<&'a str>,
+    /// Per event, the text of its tags as a `text[]` (see [`text_array`]); the same below for
+    /// its metadata keys and values.
+    e_tags: Vec<String>,
+    e_meta_keys: Vec<String>,
+    e_meta_values: Vec<String>,
     /// Types and tags of the batch's events so far, to tell which conditions might match them.
     seen_types: HashSet<&'a str>,
     seen_tags: HashSet<&'a str>,
@@ -284,16 +282,9 @@ impl<'a> Arrays<'a> {
             self.e_type.push(&event.event_type);
             self.e_data.push(&event.data);
             self.e_uuid.push(event.uuid);
-            let index = int(self.e_type.len());
-            for tag in &event.tags {
-                self.t_event.push(index);
-                self.t_value.push(tag);
-            }
-            for (key, value) in &event.metadata {
-                self.m_event.push(index);
-                self.m_key.push(key);
-                self.m_value.push(value);
-            }
+            self.e_tags.push(text_array(event.tags.iter().map(String::as_str)));
+            self.e_meta_keys.push(text_array(event.metadata.keys().map(String::as_str)));
+            self.e_meta_values.push(text_array(event.metadata.values().map(String::as_str)));
         }
     }
 
@@ -312,7 +303,10 @@ impl<'a> Arrays<'a> {
             })
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 25] {
+    /// How many parameters `append_batch` takes.
+    const PARAMS: usize = 23;
+
+    fn params(&self) -> [&(dyn ToSql + Sync); Arrays::PARAMS] {
         [
             &self.a_events,
             &self.a_conditional,
@@ -334,13 +328,33 @@ impl<'a> Arrays<'a> {
             &self.e_type,
             &self.e_data,
             &self.e_uuid,
-            &self.t_event,
-            &self.t_value,
-            &self.m_event,
-            &self.m_key,
-            &self.m_value,
+            &self.e_tags,
+            &self.e_meta_keys,
+            &self.e_meta_values,
         ]
     }
+}
+
+/// The text form of the one-dimensional `text[]` holding `items` in order, every element quoted
+/// (with `"` and `\` escaped), so that any string, `NULL`, braces and commas included, reads
+/// back as itself.
+fn text_array<'s>(items: impl Iterator<Item = &'s str>) -> String {
+    let mut text = String::from("{");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                text.push('\\');
+            }
+            text.push(c);
+        }
+        text.push('"');
+    }
+    text.push('}');
+    text
 }
 
 #[cfg(test)]

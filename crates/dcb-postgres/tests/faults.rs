@@ -427,7 +427,10 @@ async fn functions_changed_by_another_build_are_reported_as_such() {
 /// Begins a transaction on `admin` that holds the append lock of `schema`, as another process's
 /// append does while it runs: a call of `append_batch` with an empty batch.
 async fn hold_append_lock(admin: &tokio_postgres::Client, schema: &str) {
-    let empty = vec!["'{}'"; 25].join(", ");
+    let arguments = "SELECT pronargs::int FROM pg_proc \
+                     WHERE proname = 'append_batch' AND pronamespace = quote_ident($1)::regnamespace";
+    let count: i32 = admin.query_one(arguments, &[&schema]).await.unwrap().get(0);
+    let empty = vec!["'{}'"; count as usize].join(", ");
     admin.batch_execute(&format!("BEGIN; SELECT \"{schema}\".append_batch({empty})")).await.unwrap();
 }
 
