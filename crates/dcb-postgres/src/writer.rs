@@ -206,8 +206,8 @@ fn int(n: usize) -> i32 {
 }
 
 /// The batch as the parallel arrays `append_batch` takes: per append, per condition item (with
-/// its types and tags flattened, addressed by offset and count), per event, per tag and per
-/// metadata entry (addressed by their event, counted from 1).
+/// its types and tags flattened, addressed by offset and count) and per event (its tags and
+/// metadata as the text of arrays, so that the insert joins nothing).
 #[derive(Default)]
 struct Arrays<'a> {
     a_events: Vec<i32>,
