@@ -194,25 +194,26 @@ fn event_field(
     }
 }
 
-/// A message whose field 1 is a query: read and subscribe requests, and an append's condition.
+/// A message whose field 1 is a query: read and subscribe requests, and an append's condition;
+/// `query_or_default` gives that field, set to an empty query first if it is unset.
 trait WithQuery: Message {
-    fn query(&mut self) -> &mut proto::Query;
+    fn query_or_default(&mut self) -> &mut proto::Query;
 }
 
 impl WithQuery for proto::ReadRequest {
-    fn query(&mut self) -> &mut proto::Query {
+    fn query_or_default(&mut self) -> &mut proto::Query {
         self.query.get_or_insert_default()
     }
 }
 
 impl WithQuery for proto::SubscribeRequest {
-    fn query(&mut self) -> &mut proto::Query {
+    fn query_or_default(&mut self) -> &mut proto::Query {
         self.query.get_or_insert_default()
     }
 }
 
 impl WithQuery for proto::AppendCondition {
-    fn query(&mut self) -> &mut proto::Query {
+    fn query_or_default(&mut self) -> &mut proto::Query {
         self.fail_if_events_match.get_or_insert_default()
     }
 }
@@ -225,7 +226,7 @@ fn with_query_field<M: WithQuery>(
     buf: &mut Bytes,
 ) -> Result<(), Refusal> {
     match tag {
-        1 => merge_nested(message.query(), wire_type, buf, query_field),
+        1 => merge_nested(message.query_or_default(), wire_type, buf, query_field),
         _ => merge_plain(message, tag, wire_type, buf),
     }
 }

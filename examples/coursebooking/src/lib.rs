@@ -112,6 +112,19 @@ fn not_found(error: eventsourcing::Error, missing: impl FnOnce() -> EnrolmentErr
     if error.is_not_found() { missing() } else { error.into() }
 }
 
+/// Records the first event of a new id, on condition that nothing carries that id yet: nothing
+/// in the past decides a registration but that, so it needs no read. A used id (ids are
+/// generated, so only in theory) fails with the store's integrity error.
+async fn register<S: dcb::EventStore>(
+    dcb: &eventsourcing::Dcb<S>,
+    id: &str,
+    event: events::Event,
+) -> Result<(), EnrolmentError> {
+    let unused = dcb::AppendCondition::new(dcb::QueryItem::tags([id]).into(), None);
+    dcb.append(&[event], unused).await?;
+    Ok(())
+}
+
 /// Refuses an empty name or a zero limit before anything is recorded.
 fn check_registration(name: &str, limit: u32) -> Result<(), EnrolmentError> {
     if name.trim().is_empty() {

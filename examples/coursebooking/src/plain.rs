@@ -1,11 +1,11 @@
 //! The plain DCB style: each command reads every event about the student and the course, folds
 //! them into a decision model, and appends under the condition that none of them changed.
 
-use dcb::{AppendCondition, EventStore, Query, QueryItem};
+use dcb::{EventStore, Query, QueryItem};
 use eventsourcing::Dcb;
 
 use crate::events::{Event, Membership as Model};
-use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, listing};
+use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, listing, register};
 
 /// The challenge with plain decision models, over any DCB store.
 #[derive(Clone)]
@@ -36,13 +36,6 @@ impl<S: EventStore> EnrolmentWithDecisions<S> {
         Query::new([QueryItem::tags([student.as_str()]), QueryItem::tags([course.as_str()])])
     }
 
-    /// Records the first event of a new id, on condition that nothing carries that id yet.
-    async fn register(&self, id: &str, event: Event) -> Result<(), EnrolmentError> {
-        let unused = AppendCondition::new(QueryItem::tags([id]).into(), None);
-        self.dcb.append(&[event], unused).await?;
-        Ok(())
-    }
-
     async fn decide(
         &self,
         student: &StudentId,
@@ -63,7 +56,7 @@ impl<S: EventStore> Enrolment for EnrolmentWithDecisions<S> {
         let id = StudentId::generate();
         let event =
             Event::StudentRegistered { student_id: id.to_string(), name: name.to_owned(), max_courses };
-        self.register(id.as_str(), event).await?;
+        register(&self.dcb, id.as_str(), event).await?;
         Ok(id)
     }
 
@@ -71,7 +64,7 @@ impl<S: EventStore> Enrolment for EnrolmentWithDecisions<S> {
         check_registration(name, places)?;
         let id = CourseId::generate();
         let event = Event::CourseRegistered { course_id: id.to_string(), name: name.to_owned(), places };
-        self.register(id.as_str(), event).await?;
+        register(&self.dcb, id.as_str(), event).await?;
         Ok(id)
     }
 

@@ -1,12 +1,13 @@
 //! The slices style: one decision per use case, each with its own tight boundary. Joining reads
 //! only what the join rules depend on (registrations, joins and leaves of the student and the
-//! course), so renaming a course meanwhile does not conflict with it.
+//! course), so renaming a course meanwhile does not conflict with it. A registration decides
+//! nothing from the past: it is an append on condition that its new id is unused.
 
-use dcb::{AppendCondition, EventStore, Query, QueryItem};
+use dcb::{EventStore, Query, QueryItem};
 use eventsourcing::{Dcb, Slice};
 
 use crate::events::{Event, Membership as Model, types};
-use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, listing};
+use crate::{CourseId, Enrolment, EnrolmentError, StudentId, check_registration, listing, register};
 
 /// A student joins (or, with `leave`, leaves) a course.
 pub struct JoinCourse<'a> {
@@ -99,14 +100,6 @@ impl<S: EventStore> EnrolmentWithSlices<S> {
         &self.dcb
     }
 
-    /// Records the first event of a new id. Nothing in the past decides it, only that the id is
-    /// unused, which the append's condition says: no slice, no read.
-    async fn register(&self, id: &str, event: Event) -> Result<(), EnrolmentError> {
-        let unused = AppendCondition::new(QueryItem::tags([id]).into(), None);
-        self.dcb.append(&[event], unused).await?;
-        Ok(())
-    }
-
     /// Renames a course. Joins decided meanwhile do not conflict with it.
     pub async fn rename_course(&self, course: &CourseId, name: &str) -> Result<(), EnrolmentError> {
         self.dcb.execute(&RenameCourse { course, name }).await?;
@@ -120,7 +113,7 @@ impl<S: EventStore> Enrolment for EnrolmentWithSlices<S> {
         let id = StudentId::generate();
         let event =
             Event::StudentRegistered { student_id: id.to_string(), name: name.to_owned(), max_courses };
-        self.register(id.as_str(), event).await?;
+        register(&self.dcb, id.as_str(), event).await?;
         Ok(id)
     }
 
@@ -128,7 +121,7 @@ impl<S: EventStore> Enrolment for EnrolmentWithSlices<S> {
         check_registration(name, places)?;
         let id = CourseId::generate();
         let event = Event::CourseRegistered { course_id: id.to_string(), name: name.to_owned(), places };
-        self.register(id.as_str(), event).await?;
+        register(&self.dcb, id.as_str(), event).await?;
         Ok(id)
     }
 

@@ -1,5 +1,6 @@
-//! The streamed answers of `Read` and `Subscribe`: pages read from the store and sent as
-//! messages bounded by count and by bytes.
+//! The streamed answers of `Read` (pages read from the store up to the head captured at the
+//! start) and `Subscribe` (the store's subscription, forwarded), both sent as messages bounded by
+//! count and by bytes.
 
 use std::collections::VecDeque;
 

@@ -104,11 +104,21 @@ pub async fn events_round_trip_unchanged<S: EventStore>(store: &S) {
     let uuid = Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
     let binary: Vec<u8> = (0..=255).collect();
     let original = Event::new("Ünïcode type", binary)
-        .with_tags(["zeta", "alpha", "mid:dle", "spaces and = signs", "NULL", "{a,b}", " \"q\" \\ "])
+        .with_tags([
+            "zeta",
+            "alpha",
+            "mid:dle",
+            "spaces and = signs",
+            "NULL",
+            "{a,b}",
+            " \"q\" \\ ",
+            "Ünï,\"x\"",
+        ])
         .with_uuid(uuid)
         .with_metadata("correlation", "c-1")
         .with_metadata("empty", "")
-        .with_metadata("{k,\"}", "NULL");
+        .with_metadata("{k,\"}", "NULL")
+        .with_metadata("clé ünï", "välue, {x}");
     let plain = Event::new("Plain", "");
     append(store, vec![original.clone(), plain.clone()]).await;
     let read = read(store, &all(), ReadOptions::default()).await;
