@@ -88,6 +88,66 @@ async fn conditions_later_in_a_batch_see_every_append_accepted_before_them() {
     common::drop_schema(options.schema()).await;
 }
 
+/// One group commit of several multi-event appends, the middle one refused: the others' events are
+/// stored whole (type, data, tags in their order, metadata, uuid) at consecutive positions, in
+/// queue order, and the refused one leaves nothing. The events carry tags and metadata that
+/// need quoting, through the batch insert rather than the lone append's shorter path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stores_every_accepted_append_whole_around_a_refused_one() {
+    use dcb::{AppendCondition, Event, EventStore, Query, QueryItem, Uuid};
+    use std::time::Duration;
+
+    let options = common::fresh_options().await;
+    let store = dcb_postgres::PostgresStore::open(options.clone()).await.expect("open");
+    let head = store.append(vec![Event::new("Opened", "")], None).await.expect("append");
+    let admin = common::admin().await;
+    admin.batch_execute("BEGIN").await.unwrap();
+    admin
+        .batch_execute(&format!("LOCK TABLE \"{}\".events IN EXCLUSIVE MODE", options.schema()))
+        .await
+        .unwrap();
+    let blocked = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(vec![Event::new("Opened", "")], None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let event = |n: u8, tags: &[&str]| {
+        Event::new(format!("Type{n}"), vec![n; n as usize])
+            .with_tags(tags.iter().copied())
+            .with_uuid(Uuid::from_u128(u128::from(n)))
+            .with_metadata("k", format!("{{v{n}, \"NULL\"}}"))
+            .with_metadata("ünï", "")
+    };
+    let first = vec![event(1, &["x", "a,b"]), event(2, &[]), event(3, &["NULL", "x", "{}"])];
+    let refused = vec![event(4, &["y"]), event(5, &["y"])];
+    let last = vec![event(6, &["\\", "\""]), event(7, &["x"])];
+    let on_x = Some(AppendCondition::new(Query::from(QueryItem::tags(["x"])), Some(head)));
+    let mut queued = Vec::new();
+    for (events, condition) in [(first.clone(), None), (refused, on_x), (last.clone(), None)] {
+        let store = store.clone();
+        queued.push(tokio::spawn(async move { store.append(events, condition).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.batch_execute("COMMIT").await.unwrap();
+    blocked.await.unwrap().expect("the blocked append");
+    let outcomes: Vec<_> =
+        futures_util::future::join_all(queued).await.into_iter().map(|j| j.unwrap()).collect();
+    assert_eq!(outcomes[0].as_ref().ok(), Some(&(head + 4)));
+    assert!(outcomes[1].as_ref().is_err_and(|e| e.is_integrity()), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2].as_ref().ok(), Some(&(head + 6)));
+    let read = store.read(&Query::all(), dcb::ReadOptions::default().after(head + 1)).await.unwrap();
+    let stored: Vec<(u64, Event)> = read.events.into_iter().map(|e| (e.position, e.event)).collect();
+    let expected: Vec<(u64, Event)> = (head + 2..).zip(first.into_iter().chain(last)).collect();
+    assert_eq!(stored, expected);
+    let tagged = |tag: &str| {
+        let store = store.clone();
+        let query: Query = QueryItem::tags([tag]).into();
+        async move { store.read(&query, dcb::ReadOptions::default()).await.unwrap().events.len() }
+    };
+    assert_eq!((tagged("x").await, tagged("y").await, tagged("{}").await, tagged("\\").await), (3, 0, 1, 1));
+    common::drop_schema(options.schema()).await;
+}
+
 /// Conditions that match any event (no items) are answered from the position index, not by
 /// scanning the table: after enough calls for PostgreSQL to settle on a generic plan for the
 /// statements inside `append_batch`, the events table has still not been scanned again.
