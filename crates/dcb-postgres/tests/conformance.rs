@@ -148,6 +148,44 @@ async fn a_batch_stores_every_accepted_append_whole_around_a_refused_one() {
     common::drop_schema(options.schema()).await;
 }
 
+/// Tags and metadata made of the characters that PostgreSQL's array syntax gives a meaning to
+/// (quotes, backslashes, braces, commas, spaces, the word NULL), mixed with non-ASCII letters,
+/// come back unchanged, through single appends and through batches of several events.
+#[tokio::test]
+async fn random_tags_and_metadata_round_trip() {
+    use dcb::testkit::Rng;
+    use dcb::{Event, EventStore, Query};
+
+    const PIECES: [&str; 12] =
+        ["\"", "\\", "{", "}", ",", " ", "NULL", "null", "a", "é", "\u{1F600}", "\\\""];
+    let options = common::fresh_options().await;
+    let store = dcb_postgres::PostgresStore::open(options.clone()).await.expect("open");
+    let mut rng = Rng::new(7);
+    let text =
+        |rng: &mut Rng, min: u64| -> String { (0..min + rng.below(6)).map(|_| *rng.pick(&PIECES)).collect() };
+    let mut appended = Vec::new();
+    for round in 0..40 {
+        let events: Vec<Event> = (0..1 + rng.below(4))
+            .map(|_| {
+                let mut event = Event::new("Random", vec![round as u8]);
+                for _ in 0..rng.below(4) {
+                    event = event.tagged(text(&mut rng, 1));
+                }
+                for _ in 0..rng.below(3) {
+                    event = event.with_metadata(text(&mut rng, 1), text(&mut rng, 0));
+                }
+                event
+            })
+            .collect();
+        store.append(events.clone(), None).await.expect("append");
+        appended.extend(events);
+    }
+    let read = store.read(&Query::all(), dcb::ReadOptions::default()).await.unwrap();
+    let stored: Vec<Event> = read.events.into_iter().map(|e| e.event).collect();
+    assert_eq!(stored, appended);
+    common::drop_schema(options.schema()).await;
+}
+
 /// Conditions that match any event (no items) are answered from the position index, not by
 /// scanning the table: after enough calls for PostgreSQL to settle on a generic plan for the
 /// statements inside `append_batch`, the events table has still not been scanned again.
