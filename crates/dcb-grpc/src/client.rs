@@ -455,7 +455,7 @@ impl ReadBatches {
         if matches!(self.state, State::Failed { .. }) {
             return None;
         }
-        if (self.options.limit.is_some() || self.options.max_bytes.is_some()) && !self.options.backwards {
+        if self.options.reports_last_returned() {
             // Later matches were not considered.
             return self.last;
         }

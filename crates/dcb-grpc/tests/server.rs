@@ -543,33 +543,6 @@ async fn shutdown_ends_subscriptions_and_finishes_in_flight_appends() {
     assert_eq!(store.inner.head().await.unwrap(), Some(1));
 }
 
-/// A memory store that notes the bytes of every read's events.
-#[derive(Clone)]
-struct Recording {
-    inner: MemoryStore,
-    pages: Arc<std::sync::Mutex<Vec<usize>>>,
-}
-
-impl EventStore for Recording {
-    async fn read(&self, query: &Query, options: ReadOptions) -> dcb::Result<ReadResponse> {
-        let read = self.inner.read(query, options).await?;
-        self.pages.lock().unwrap().push(read.events.iter().map(|e| e.event.byte_size()).sum());
-        Ok(read)
-    }
-    async fn append_request(&self, request: AppendRequest) -> dcb::Result<u64> {
-        self.inner.append_request(request).await
-    }
-    async fn head(&self) -> dcb::Result<Option<u64>> {
-        self.inner.head().await
-    }
-    async fn tracking_position(&self, source: &str) -> dcb::Result<Option<u64>> {
-        self.inner.tracking_position(source).await
-    }
-    async fn subscribe(&self, query: Query, after: Option<u64>) -> dcb::Result<EventStream> {
-        self.inner.subscribe(query, after).await
-    }
-}
-
 /// The server's store reads are bounded by bytes as well as by count: large events met after
 /// thousands of small ones (when pages have grown to thousands of events) come in pages of
 /// about one message, and the read goes on after each page its byte budget cut.
@@ -581,14 +554,14 @@ async fn read_pages_are_bounded_by_bytes_and_go_on_after_a_cut() {
     store.append((0..3000).map(small).collect(), None).await.unwrap();
     store.append((0..12).map(big).collect(), None).await.unwrap();
     store.append((0..300).map(small).collect(), None).await.unwrap();
-    let recording = Recording { inner: store, pages: Arc::default() };
+    let recording = dcb::testkit::RecordedReads::new(store);
     let server = Server::start(recording.clone(), ServerOptions::new()).await;
     let mut client = server.raw().await;
     let messages = read_all(&mut client, read_request(None, false, None)).await;
     let read = positions(&messages);
     assert_eq!(read.len(), 3312, "the read ended after position {:?}", read.last());
     assert!(read.iter().copied().eq(1..=3312), "positions out of order");
-    let largest = recording.pages.lock().unwrap().iter().copied().max().unwrap();
+    let largest = recording.read_bytes().into_iter().max().unwrap();
     assert!(largest <= (4 << 20) + dcb::limits::MAX_EVENT_DATA_BYTES + 64, "a page of {largest} bytes");
     server.stop().await;
 }

@@ -40,6 +40,37 @@ async fn race_between_sixteen_stores(options: dcb_postgres::Options) {
     common::drop_schema(options.schema()).await;
 }
 
+/// The outcomes of `appends`, made so that they form one group commit together: they are queued,
+/// in order, while the append before them waits behind a lock on the events table (and lands at
+/// the position after the store's head).
+async fn appended_in_one_batch(
+    store: &dcb_postgres::PostgresStore,
+    schema: &str,
+    appends: Vec<(Vec<dcb::Event>, Option<dcb::AppendCondition>)>,
+) -> Vec<dcb::Result<u64>> {
+    use dcb::{Event, EventStore};
+    use std::time::Duration;
+
+    let admin = common::admin().await;
+    admin.batch_execute("BEGIN").await.unwrap();
+    admin.batch_execute(&format!("LOCK TABLE \"{schema}\".events IN EXCLUSIVE MODE")).await.unwrap();
+    // Blocked at its insert, holding the writer until the lock goes.
+    let blocked = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(vec![Event::new("Opened", "")], None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut queued = Vec::new();
+    for (events, condition) in appends {
+        let store = store.clone();
+        queued.push(tokio::spawn(async move { store.append(events, condition).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.batch_execute("COMMIT").await.unwrap();
+    blocked.await.unwrap().expect("the blocked append");
+    futures_util::future::join_all(queued).await.into_iter().map(|joined| joined.unwrap()).collect()
+}
+
 /// One group commit whose later conditions meet its earlier appends: the first append is
 /// accepted, the second's condition matches it (refused once the first is in the table), and so
 /// does the third's, though nothing is left to insert before checking it. The three are queued
@@ -47,38 +78,14 @@ async fn race_between_sixteen_stores(options: dcb_postgres::Options) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditions_later_in_a_batch_see_every_append_accepted_before_them() {
     use dcb::{AppendCondition, Event, EventStore, Query, QueryItem};
-    use std::time::Duration;
 
     let options = common::fresh_options().await;
     let store = dcb_postgres::PostgresStore::open(options.clone()).await.expect("open");
     let head = store.append(vec![Event::new("Opened", "")], None).await.expect("append");
-    let admin = common::admin().await;
-    admin.batch_execute("BEGIN").await.unwrap();
-    admin
-        .batch_execute(&format!("LOCK TABLE \"{}\".events IN EXCLUSIVE MODE", options.schema()))
-        .await
-        .unwrap();
-    // Blocked at its insert, holding the writer until the lock goes.
-    let blocked = tokio::spawn({
-        let store = store.clone();
-        async move { store.append(vec![Event::new("Opened", "")], None).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let on_x = || Some(AppendCondition::new(Query::from(QueryItem::tags(["x"])), Some(head)));
-    let mut queued = Vec::new();
-    for condition in [None, on_x(), on_x()] {
-        let store = store.clone();
-        queued.push(tokio::spawn(async move {
-            store.append(vec![Event::new("Noted", "").tagged("x")], condition).await
-        }));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    admin.batch_execute("COMMIT").await.unwrap();
-    blocked.await.unwrap().expect("the blocked append");
-    let mut outcomes = Vec::new();
-    for append in queued {
-        outcomes.push(append.await.unwrap());
-    }
+    let noted = || vec![Event::new("Noted", "").tagged("x")];
+    let appends = vec![(noted(), None), (noted(), on_x()), (noted(), on_x())];
+    let outcomes = appended_in_one_batch(&store, options.schema(), appends).await;
     assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
     for refused in &outcomes[1..] {
         assert!(refused.as_ref().is_err_and(|e| e.is_integrity()), "{refused:?}");
@@ -95,22 +102,10 @@ async fn conditions_later_in_a_batch_see_every_append_accepted_before_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stores_every_accepted_append_whole_around_a_refused_one() {
     use dcb::{AppendCondition, Event, EventStore, Query, QueryItem, Uuid};
-    use std::time::Duration;
 
     let options = common::fresh_options().await;
     let store = dcb_postgres::PostgresStore::open(options.clone()).await.expect("open");
     let head = store.append(vec![Event::new("Opened", "")], None).await.expect("append");
-    let admin = common::admin().await;
-    admin.batch_execute("BEGIN").await.unwrap();
-    admin
-        .batch_execute(&format!("LOCK TABLE \"{}\".events IN EXCLUSIVE MODE", options.schema()))
-        .await
-        .unwrap();
-    let blocked = tokio::spawn({
-        let store = store.clone();
-        async move { store.append(vec![Event::new("Opened", "")], None).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let event = |n: u8, tags: &[&str]| {
         Event::new(format!("Type{n}"), vec![n; n as usize])
             .with_tags(tags.iter().copied())
@@ -122,16 +117,8 @@ async fn a_batch_stores_every_accepted_append_whole_around_a_refused_one() {
     let refused = vec![event(4, &["y"]), event(5, &["y"])];
     let last = vec![event(6, &["\\", "\""]), event(7, &["x"])];
     let on_x = Some(AppendCondition::new(Query::from(QueryItem::tags(["x"])), Some(head)));
-    let mut queued = Vec::new();
-    for (events, condition) in [(first.clone(), None), (refused, on_x), (last.clone(), None)] {
-        let store = store.clone();
-        queued.push(tokio::spawn(async move { store.append(events, condition).await }));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    admin.batch_execute("COMMIT").await.unwrap();
-    blocked.await.unwrap().expect("the blocked append");
-    let outcomes: Vec<_> =
-        futures_util::future::join_all(queued).await.into_iter().map(|j| j.unwrap()).collect();
+    let appends = vec![(first.clone(), None), (refused, on_x), (last.clone(), None)];
+    let outcomes = appended_in_one_batch(&store, options.schema(), appends).await;
     assert_eq!(outcomes[0].as_ref().ok(), Some(&(head + 4)));
     assert!(outcomes[1].as_ref().is_err_and(|e| e.is_integrity()), "{:?}", outcomes[1]);
     assert_eq!(outcomes[2].as_ref().ok(), Some(&(head + 6)));

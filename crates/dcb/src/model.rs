@@ -315,6 +315,13 @@ impl ReadOptions {
         self.max_bytes.is_none_or(|max| bytes_taken == 0 || bytes_taken < max)
     }
 
+    /// Whether a read with these options reports the last event it returned as its head: a
+    /// forward read with a limit or a byte budget, which does not consider every later match
+    /// (see [`ReadResponse::head`]).
+    pub fn reports_last_returned(&self) -> bool {
+        (self.limit.is_some() || self.max_bytes.is_some()) && !self.backwards
+    }
+
     /// Returns the newest matches first.
     pub fn backwards(mut self) -> Self {
         self.backwards = true;
@@ -359,7 +366,7 @@ impl ReadResponse {
     /// assert_eq!(read.head, Some(4));
     /// ```
     pub fn new(events: Vec<SequencedEvent>, store_head: u64, options: ReadOptions) -> Self {
-        let head = if (options.limit.is_some() || options.max_bytes.is_some()) && !options.backwards {
+        let head = if options.reports_last_returned() {
             events.last().map(|event| event.position)
         } else {
             Some(options.last_considered(store_head)).filter(|&head| head > 0)

@@ -149,30 +149,6 @@ mod tests {
             .collect()
     }
 
-    /// A store that notes the bytes of every read's events.
-    #[derive(Clone)]
-    struct Recording(crate::MemoryStore, std::sync::Arc<std::sync::Mutex<Vec<usize>>>);
-
-    impl EventStore for Recording {
-        async fn read(&self, query: &Query, options: ReadOptions) -> Result<crate::ReadResponse> {
-            let read = self.0.read(query, options).await?;
-            self.1.lock().unwrap().push(read.events.iter().map(|e| e.event.byte_size()).sum());
-            Ok(read)
-        }
-        async fn append_request(&self, request: crate::AppendRequest) -> Result<u64> {
-            self.0.append_request(request).await
-        }
-        async fn head(&self) -> Result<Option<u64>> {
-            self.0.head().await
-        }
-        async fn tracking_position(&self, source: &str) -> Result<Option<u64>> {
-            self.0.tracking_position(source).await
-        }
-        async fn subscribe(&self, query: Query, after: Option<u64>) -> Result<EventStream> {
-            self.0.subscribe(query, after).await
-        }
-    }
-
     /// Large events met after many small ones, when pages have grown to a thousand events, are
     /// read about CATCH_UP_BYTES at a time, and every event comes once, in order.
     #[tokio::test]
@@ -184,13 +160,13 @@ mod tests {
         store.append(small, None).await.unwrap();
         let big = (0..12).map(|i| Event::new("Big", vec![i; crate::limits::MAX_EVENT_DATA_BYTES])).collect();
         store.append(big, None).await.unwrap();
-        let recording = Recording(store, Default::default());
+        let recording = crate::testkit::RecordedReads::new(store);
         let (_announcer, heads) = watch::channel(2012);
         let mut stream = follow(recording.clone(), Query::all(), None, heads);
         for expected in 1..=2012 {
             assert_eq!(stream.next().await.unwrap().unwrap().position, expected);
         }
-        let largest = recording.1.lock().unwrap().iter().copied().max().unwrap();
+        let largest = recording.read_bytes().into_iter().max().unwrap();
         assert!(
             largest <= CATCH_UP_BYTES + crate::limits::MAX_EVENT_DATA_BYTES + 64,
             "a read of {largest} bytes"

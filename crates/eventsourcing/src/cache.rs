@@ -237,6 +237,14 @@ pub(crate) async fn append<S: EventStore>(
     Ok(last)
 }
 
+/// What a failed append of events chosen from the cache means. One of unknown outcome is the
+/// caller's to see: taken again behind its back, it could be recorded twice. Any other (a
+/// conflict with what the cache missed, or a refusal of what was chosen from it) is a miss: the
+/// decision is taken again from a read, which brings the cache up to date.
+pub(crate) fn after_served_failure(error: crate::Error) -> crate::Result<()> {
+    if error.is_retryable() { Err(error) } else { Ok(()) }
+}
+
 /// Reads `query` from `store`, teaching `cache` (if any) the tags of a query of bare tags.
 pub(crate) async fn read<S: EventStore>(
     store: &S,

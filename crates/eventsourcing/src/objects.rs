@@ -540,11 +540,7 @@ impl<S: EventStore> Objects<S> {
     async fn save_cached(&self, target: &mut impl Save) -> Result<bool> {
         match self.save(target).await {
             Ok(_) => Ok(true),
-            // Of unknown outcome: not to be taken again behind the caller's back.
-            Err(error) if error.is_retryable() => Err(error),
-            // A conflict with what the cache missed, or any other refusal of events chosen from
-            // it: taken again from a read, which brings the cache up to date.
-            Err(_) => Ok(false),
+            Err(error) => cache::after_served_failure(error).map(|()| false),
         }
     }
 }

@@ -27,7 +27,9 @@ mod rng;
 
 pub use rng::Rng;
 
-use crate::{Event, ReadResponse};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::{AppendRequest, Event, EventStore, EventStream, Query, ReadOptions, ReadResponse, Result};
 
 /// An event of type `event_type` with `tags` and a small payload naming them.
 pub fn event(event_type: &str, tags: &[&str]) -> Event {
@@ -38,6 +40,53 @@ pub fn event(event_type: &str, tags: &[&str]) -> Event {
 /// The positions of the events a read returned, in order.
 pub fn positions(read: &ReadResponse) -> Vec<u64> {
     read.events.iter().map(|e| e.position).collect()
+}
+
+/// A store that passes every call to `S` and notes, for each read, the bytes of the events it
+/// returned ([`Event::byte_size`]): for tests of how many reads a layer makes and how large
+/// their pages are. Clones share the notes.
+#[derive(Debug, Clone, Default)]
+pub struct RecordedReads<S> {
+    inner: S,
+    reads: Arc<Mutex<Vec<usize>>>,
+}
+
+impl<S> RecordedReads<S> {
+    /// Records the reads of `inner`.
+    pub fn new(inner: S) -> Self {
+        RecordedReads { inner, reads: Arc::default() }
+    }
+
+    /// The store underneath, whose reads are not recorded.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The bytes of the events of each read so far, in order.
+    pub fn read_bytes(&self) -> Vec<usize> {
+        self.reads.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl<S: EventStore> EventStore for RecordedReads<S> {
+    async fn read(&self, query: &Query, options: ReadOptions) -> Result<ReadResponse> {
+        let read = self.inner.read(query, options).await?;
+        let bytes = read.events.iter().map(|e| e.event.byte_size()).sum();
+        self.reads.lock().unwrap_or_else(PoisonError::into_inner).push(bytes);
+        Ok(read)
+    }
+    async fn append_request(&self, request: AppendRequest) -> Result<u64> {
+        self.inner.append_request(request).await
+    }
+    async fn head(&self) -> Result<Option<u64>> {
+        self.inner.head().await
+    }
+    async fn tracking_position(&self, source: &str) -> Result<Option<u64>> {
+        self.inner.tracking_position(source).await
+    }
+    async fn subscribe(&self, query: Query, after: Option<u64>) -> Result<EventStream> {
+        self.inner.subscribe(query, after).await
+    }
 }
 
 /// Instantiates the whole conformance kit for a store, one `#[tokio::test]` per rule.
