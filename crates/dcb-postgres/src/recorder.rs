@@ -5,6 +5,7 @@ use std::sync::Arc;
 use dcb::recorder::{AggregateEvent, AggregateRecorder, validate_insert};
 use dcb::{Bytes, Error, ReadOptions, Result};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::connect::{Options, Pool};
@@ -13,8 +14,8 @@ use crate::writer::{BOUNDS, Batches, clamp, copy_failure};
 /// An [`AggregateRecorder`] in a schema of a PostgreSQL database.
 ///
 /// The table's primary key on (aggregate id, version) is the whole concurrency rule: an insert
-/// that repeats a recorded version violates it, and because each insert runs in its own
-/// subtransaction, nothing of that insert is written. Inserts made at the same time by many tasks
+/// that repeats a recorded version violates it, and nothing of that insert is written (it runs in
+/// a statement or subtransaction of its own). Inserts made at the same time by many tasks
 /// are committed together (group commit): one transaction and one round trip for all of them,
 /// each with its own outcome. Cloning gives another handle to the same recorder.
 ///
@@ -70,8 +71,11 @@ impl PostgresRecorder {
         let writer = Arc::new(Pool::new(connector.clone(), 1));
         let pool = Arc::new(Pool::new(connector, options.read_connection_count()));
         let (inserts, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        let insert = schema.sql("SELECT @S.insert_aggregate_batch($1, $2, $3, $4, $5)");
-        tokio::spawn(group_commit(writer, insert, jobs));
+        let statements = Statements {
+            batch: schema.sql("SELECT @S.insert_aggregate_batch($1, $2, $3, $4, $5)"),
+            lone: schema.sql(LONE_INSERT),
+        };
+        tokio::spawn(group_commit(writer, statements, jobs));
         Ok(PostgresRecorder {
             shared: Arc::new(Shared {
                 pool,
@@ -116,33 +120,43 @@ struct InsertJob {
     reply: oneshot::Sender<Result<u64>>,
 }
 
+/// The statements of the group commit.
+struct Statements {
+    /// One call of `insert_aggregate_batch` for a whole batch.
+    batch: String,
+    /// [`LONE_INSERT`], tried first for a batch of one insert.
+    lone: String,
+}
+
+/// A batch of one insert as a single statement, without the PL/pgSQL function's subtransaction
+/// (which costs about a third of the insert). Its notification ids follow the greatest one in
+/// the statement's snapshot, taken before the lock, so an insert of another process committed
+/// in between makes it fail on the ids' unique key, as does a recorded version on the primary
+/// key: on either violation, nothing is written and the batch function decides.
+const LONE_INSERT: &str = "INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data) \
+     SELECT u.id, u.version, (SELECT coalesce(max(notification_id), 0) FROM @S.aggregate_events) + u.rank, \
+            u.type, u.data \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[]) WITH ORDINALITY AS u(id, version, type, data, rank) \
+     WHERE pg_advisory_xact_lock(@RLOCK) IS NOT NULL \
+     RETURNING notification_id";
+
 /// Runs until every recorder handle is dropped: takes whatever inserts are queued and commits
-/// them with one call of `insert_aggregate_batch`.
-async fn group_commit(pool: Arc<Pool>, sql: String, jobs: mpsc::Receiver<InsertJob>) {
+/// them in one statement.
+async fn group_commit(pool: Arc<Pool>, statements: Statements, jobs: mpsc::Receiver<InsertJob>) {
     let mut batches = Batches::new(jobs, BOUNDS, |job: &InsertJob| {
         let bytes = job.ids.iter().chain(&job.types).map(String::len).sum::<usize>()
             + job.data.iter().map(Bytes::len).sum::<usize>();
         (job.ids.len(), bytes)
     });
     while let Some(batch) = batches.next().await {
-        let counts: Vec<i32> = batch.iter().map(|job| job.ids.len() as i32).collect();
-        let ids: Vec<&str> = batch.iter().flat_map(|job| job.ids.iter().map(String::as_str)).collect();
-        let versions: Vec<i64> = batch.iter().flat_map(|job| job.versions.iter().copied()).collect();
-        let types: Vec<&str> = batch.iter().flat_map(|job| job.types.iter().map(String::as_str)).collect();
-        let data: Vec<&[u8]> = batch.iter().flat_map(|job| job.data.iter().map(|d| d.as_ref())).collect();
-        let params: [&(dyn ToSql + Sync); 5] = [&counts, &ids, &versions, &types, &data];
-        let outcome = query(&pool, "inserting aggregate events", &sql, &params).await.and_then(|rows| {
-            let results: Vec<i64> = rows.first().and_then(|row| row.try_get(0).ok()).unwrap_or_default();
-            if results.len() == batch.len() {
-                Ok(results)
-            } else {
-                Err(Error::Internal(format!(
-                    "insert_aggregate_batch answered {} outcomes for {} inserts",
-                    results.len(),
-                    batch.len()
-                )))
-            }
-        });
+        let lone = match batch.as_slice() {
+            [job] => insert_lone(&pool, &statements.lone, job).await.transpose(),
+            _ => None,
+        };
+        let outcome = match lone {
+            Some(outcome) => outcome.map(|last| vec![last]),
+            None => insert_batch(&pool, &statements.batch, &batch).await,
+        };
         match outcome {
             Ok(results) => {
                 for (job, last) in batch.into_iter().zip(results) {
@@ -162,6 +176,53 @@ async fn group_commit(pool: Arc<Pool>, sql: String, jobs: mpsc::Receiver<InsertJ
                 }
             }
         }
+    }
+}
+
+/// The outcome of a batch of one insert by [`LONE_INSERT`]: the notification id of its last
+/// event, or `None` when it met a unique key and the batch function must decide.
+async fn insert_lone(pool: &Pool, sql: &str, job: &InsertJob) -> Result<Option<i64>> {
+    let data: Vec<&[u8]> = job.data.iter().map(|d| d.as_ref()).collect();
+    let params: [&(dyn ToSql + Sync); 4] = [&job.ids, &job.versions, &job.types, &data];
+    let conn = pool.get().await?;
+    let doing = "inserting aggregate events";
+    let statement = conn.prepare(sql).await.map_err(|e| pool.connector.error(doing, e))?;
+    match conn.client.query(&statement, &params).await {
+        Ok(rows) => {
+            let ids: Vec<i64> = rows.iter().filter_map(|row| row.try_get(0).ok()).collect();
+            match ids.iter().max() {
+                Some(&last) if ids.len() == job.ids.len() => Ok(Some(last)),
+                _ => Err(Error::Internal(format!(
+                    "the insert of {} aggregate events returned {} notification ids",
+                    job.ids.len(),
+                    ids.len()
+                ))),
+            }
+        }
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
+        Err(error) => Err(pool.connector.error(doing, error)),
+    }
+}
+
+/// One call of `insert_aggregate_batch` for `batch`: per insert, the notification id of its last
+/// event, or -1 when one of its versions is recorded already.
+async fn insert_batch(pool: &Pool, sql: &str, batch: &[InsertJob]) -> Result<Vec<i64>> {
+    let counts: Vec<i32> = batch.iter().map(|job| job.ids.len() as i32).collect();
+    let ids: Vec<&str> = batch.iter().flat_map(|job| job.ids.iter().map(String::as_str)).collect();
+    let versions: Vec<i64> = batch.iter().flat_map(|job| job.versions.iter().copied()).collect();
+    let types: Vec<&str> = batch.iter().flat_map(|job| job.types.iter().map(String::as_str)).collect();
+    let data: Vec<&[u8]> = batch.iter().flat_map(|job| job.data.iter().map(|d| d.as_ref())).collect();
+    let params: [&(dyn ToSql + Sync); 5] = [&counts, &ids, &versions, &types, &data];
+    let rows = query(pool, "inserting aggregate events", sql, &params).await?;
+    let results: Vec<i64> = rows.first().and_then(|row| row.try_get(0).ok()).unwrap_or_default();
+    if results.len() == batch.len() {
+        Ok(results)
+    } else {
+        Err(Error::Internal(format!(
+            "insert_aggregate_batch answered {} outcomes for {} inserts",
+            results.len(),
+            batch.len()
+        )))
     }
 }
 

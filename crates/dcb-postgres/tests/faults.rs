@@ -1,6 +1,6 @@
 //! Faults and deployment: connections killed under load, a server that cannot be reached,
-//! schemas sharing a database, processes opening one schema at once, and group commit keeping
-//! each append's own outcome.
+//! schemas sharing a database, processes opening one schema at once, group commit keeping
+//! each append's own outcome, and single appends meeting another process's.
 
 use dcb_postgres::testkit as common;
 
@@ -415,12 +415,14 @@ async fn functions_changed_by_another_build_are_reported_as_such() {
         ))
         .await
         .unwrap();
-    let error = store.append(vec![Event::new("E", "")], None).await.unwrap_err();
+    // Two events, which take `append_batch` (a lone event's statement calls no function).
+    let two = || vec![Event::new("E", ""), Event::new("E", "")];
+    let error = store.append(two(), None).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, Error::Internal(_)), "{message}");
     assert!(message.contains("another (older or newer) build"), "{message}");
     drop(PostgresStore::open(options).await.unwrap());
-    assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 2);
+    assert_eq!(store.append(two(), None).await.unwrap(), 3);
     common::drop_schema(&schema).await;
 }
 
@@ -446,6 +448,89 @@ async fn append_behind_a_held_lock(store: &PostgresStore, schema: &str) -> dcb::
     tokio::time::sleep(Duration::from_millis(300)).await;
     admin.batch_execute("COMMIT").await.unwrap();
     append.await.unwrap()
+}
+
+/// Begins a transaction on `admin` that appends one event of type `Held` tagged `tag` through
+/// `append_batch`, as another process's append does, and holds the append lock until it ends.
+async fn begin_append_of_another_process(admin: &tokio_postgres::Client, schema: &str, tag: &str) {
+    let one_event = format!(
+        "BEGIN; SELECT \"{schema}\".append_batch('{{1}}', '{{f}}', '{{0}}', '{{0}}', '{{0}}', '{{f}}', \
+         '{{-1}}', '{{NULL}}', '{{NULL}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{1}}', '{{1}}', \
+         '{{Held}}', '{{\"\"}}', '{{NULL}}', ARRAY['{{\"{tag}\"}}'], '{{\"{{}}\"}}', '{{\"{{}}\"}}')"
+    );
+    admin.batch_execute(&one_event).await.unwrap();
+}
+
+/// A single append whose statement starts while another process's append holds the lock (so its
+/// snapshot misses that append) still sees that append once it commits: a condition the other
+/// event matches is refused, and accepted appends land after it, every position taken once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_append_sees_the_append_it_waited_for() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let store = PostgresStore::open(options).await.unwrap();
+    let head = store.append(vec![Event::new("E", "")], None).await.unwrap();
+    let on = |tag: &str| Some(AppendCondition::new(QueryItem::tags([tag]).into(), Some(head)));
+    let admin = common::admin().await;
+    let mut outcomes = Vec::new();
+    for condition in [on("x"), None, on("z")] {
+        begin_append_of_another_process(&admin, &schema, "x").await;
+        let append = tokio::spawn({
+            let store = store.clone();
+            async move { store.append(vec![Event::new("Mine", "").tagged("y")], condition).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        admin.batch_execute("COMMIT").await.unwrap();
+        outcomes.push(append.await.unwrap());
+    }
+    assert!(outcomes[0].as_ref().is_err_and(Error::is_integrity), "{:?}", outcomes[0]);
+    assert_eq!(outcomes[1].as_ref().ok(), Some(&(head + 3)));
+    assert_eq!(outcomes[2].as_ref().ok(), Some(&(head + 5)));
+    let stored: Vec<(u64, String)> =
+        read_all(&store).await.into_iter().map(|e| (e.position, e.event.event_type)).collect();
+    let types = ["E", "Held", "Held", "Mine", "Held", "Mine"];
+    assert_eq!(stored, (1..).zip(types.map(String::from)).collect::<Vec<_>>());
+    common::drop_schema(&schema).await;
+}
+
+/// The recorder's single inserts likewise: one that waited for another process's insert takes
+/// the notification id after it, and one of a version the other inserted is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
+    use dcb::recorder::{AggregateEvent, AggregateRecorder};
+
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let recorder = dcb_postgres::PostgresRecorder::open(options).await.unwrap();
+    let event = |id: &str, version| AggregateEvent {
+        aggregate_id: id.into(),
+        version,
+        event_type: "Happened".into(),
+        data: "{}".into(),
+    };
+    let admin = common::admin().await;
+    let mut outcomes = Vec::new();
+    for (theirs, mine) in [("a", "b"), ("c", "c")] {
+        admin
+            .batch_execute(&format!(
+                "BEGIN; SELECT \"{schema}\".insert_aggregate_batch('{{1}}', '{{{theirs}}}', '{{1}}', \
+                 '{{Held}}', '{{\"\"}}')"
+            ))
+            .await
+            .unwrap();
+        let insert = tokio::spawn({
+            let recorder = recorder.clone();
+            let mine = event(mine, 1);
+            async move { recorder.insert_events(vec![mine]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        admin.batch_execute("COMMIT").await.unwrap();
+        outcomes.push(insert.await.unwrap());
+    }
+    assert_eq!(outcomes[0].as_ref().ok(), Some(&2));
+    assert!(outcomes[1].as_ref().is_err_and(Error::is_integrity), "{:?}", outcomes[1]);
+    assert_eq!(recorder.count().await.unwrap(), 3);
+    common::drop_schema(&schema).await;
 }
 
 /// A `lock_timeout` set for the role (or the database) does not make contended appends fail:
