@@ -72,8 +72,8 @@ impl PostgresRecorder {
         let pool = Arc::new(Pool::new(connector, options.read_connection_count()));
         let (inserts, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let statements = Statements {
+            plain: schema.sql(PLAIN_INSERT),
             batch: schema.sql("SELECT @S.insert_aggregate_batch($1, $2, $3, $4, $5)"),
-            lone: schema.sql(LONE_INSERT),
         };
         tokio::spawn(group_commit(writer, statements, jobs));
         Ok(PostgresRecorder {
@@ -122,26 +122,29 @@ struct InsertJob {
 
 /// The statements of the group commit.
 struct Statements {
-    /// One call of `insert_aggregate_batch` for a whole batch.
+    /// [`PLAIN_INSERT`], tried first.
+    plain: String,
+    /// One call of `insert_aggregate_batch`, when the plain insert met a unique key.
     batch: String,
-    /// [`LONE_INSERT`], tried first for a batch of one insert.
-    lone: String,
 }
 
-/// A batch of one insert as a single statement, without the PL/pgSQL function's subtransaction
-/// (which costs about a third of the insert). Its notification ids follow the greatest one in
-/// the statement's snapshot, taken before the lock, so an insert of another process committed
-/// in between makes it fail on the ids' unique key, as does a recorded version on the primary
-/// key: on either violation, nothing is written and the batch function decides.
-const LONE_INSERT: &str = "INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data) \
+/// A whole batch as one plain statement, without the PL/pgSQL function's subtransaction per
+/// insert (which costs about a third of a lone insert). Its notification ids follow the greatest
+/// one in the statement's snapshot, taken before the lock, so an insert of another process
+/// committed in between makes it fail on the ids' unique key, as does a recorded version on the
+/// primary key: on either violation nothing is written, and the function, which gives each insert
+/// its own outcome, takes the batch. Answers the first notification id and the events inserted.
+const PLAIN_INSERT: &str = "WITH inserted AS (\
+     INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data) \
      SELECT u.id, u.version, (SELECT coalesce(max(notification_id), 0) FROM @S.aggregate_events) + u.rank, \
             u.type, u.data \
      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[]) WITH ORDINALITY AS u(id, version, type, data, rank) \
      WHERE pg_advisory_xact_lock(@RLOCK) IS NOT NULL \
-     RETURNING notification_id";
+     RETURNING notification_id) \
+     SELECT min(notification_id), count(*) FROM inserted";
 
 /// Runs until every recorder handle is dropped: takes whatever inserts are queued and commits
-/// them in one statement.
+/// them in one statement (two when the first meets a unique key).
 async fn group_commit(pool: Arc<Pool>, statements: Statements, jobs: mpsc::Receiver<InsertJob>) {
     let mut batches = Batches::new(jobs, BOUNDS, |job: &InsertJob| {
         let bytes = job.ids.iter().chain(&job.types).map(String::len).sum::<usize>()
@@ -149,13 +152,11 @@ async fn group_commit(pool: Arc<Pool>, statements: Statements, jobs: mpsc::Recei
         (job.ids.len(), bytes)
     });
     while let Some(batch) = batches.next().await {
-        let lone = match batch.as_slice() {
-            [job] => insert_lone(&pool, &statements.lone, job).await.transpose(),
-            _ => None,
-        };
-        let outcome = match lone {
-            Some(outcome) => outcome.map(|last| vec![last]),
-            None => insert_batch(&pool, &statements.batch, &batch).await,
+        let flat = Flat::new(&batch);
+        let outcome = match insert_plain(&pool, &statements.plain, &flat).await {
+            Ok(Some(outcomes)) => Ok(outcomes),
+            Ok(None) => insert_batch(&pool, &statements.batch, &flat).await,
+            Err(error) => Err(error),
         };
         match outcome {
             Ok(results) => {
@@ -179,49 +180,73 @@ async fn group_commit(pool: Arc<Pool>, statements: Statements, jobs: mpsc::Recei
     }
 }
 
-/// The outcome of a batch of one insert by [`LONE_INSERT`]: the notification id of its last
-/// event, or `None` when it met a unique key and the batch function must decide.
-async fn insert_lone(pool: &Pool, sql: &str, job: &InsertJob) -> Result<Option<i64>> {
-    let data: Vec<&[u8]> = job.data.iter().map(|d| d.as_ref()).collect();
-    let params: [&(dyn ToSql + Sync); 4] = [&job.ids, &job.versions, &job.types, &data];
-    let conn = pool.get().await?;
-    let doing = "inserting aggregate events";
-    let statement = conn.prepare(sql).await.map_err(|e| pool.connector.error(doing, e))?;
-    match conn.client.query(&statement, &params).await {
-        Ok(rows) => {
-            let ids: Vec<i64> = rows.iter().filter_map(|row| row.try_get(0).ok()).collect();
-            match ids.iter().max() {
-                Some(&last) if ids.len() == job.ids.len() => Ok(Some(last)),
-                _ => Err(Error::Internal(format!(
-                    "the insert of {} aggregate events returned {} notification ids",
-                    job.ids.len(),
-                    ids.len()
-                ))),
-            }
+/// A batch's events as the parallel arrays both statements take, with each insert's count.
+struct Flat<'a> {
+    counts: Vec<i32>,
+    ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    types: Vec<&'a str>,
+    data: Vec<&'a [u8]>,
+}
+
+impl<'a> Flat<'a> {
+    fn new(batch: &'a [InsertJob]) -> Self {
+        Flat {
+            counts: batch.iter().map(|job| job.ids.len() as i32).collect(),
+            ids: batch.iter().flat_map(|job| job.ids.iter().map(String::as_str)).collect(),
+            versions: batch.iter().flat_map(|job| job.versions.iter().copied()).collect(),
+            types: batch.iter().flat_map(|job| job.types.iter().map(String::as_str)).collect(),
+            data: batch.iter().flat_map(|job| job.data.iter().map(|d| d.as_ref())).collect(),
         }
-        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
-        Err(error) => Err(pool.connector.error(doing, error)),
     }
 }
 
-/// One call of `insert_aggregate_batch` for `batch`: per insert, the notification id of its last
-/// event, or -1 when one of its versions is recorded already.
-async fn insert_batch(pool: &Pool, sql: &str, batch: &[InsertJob]) -> Result<Vec<i64>> {
-    let counts: Vec<i32> = batch.iter().map(|job| job.ids.len() as i32).collect();
-    let ids: Vec<&str> = batch.iter().flat_map(|job| job.ids.iter().map(String::as_str)).collect();
-    let versions: Vec<i64> = batch.iter().flat_map(|job| job.versions.iter().copied()).collect();
-    let types: Vec<&str> = batch.iter().flat_map(|job| job.types.iter().map(String::as_str)).collect();
-    let data: Vec<&[u8]> = batch.iter().flat_map(|job| job.data.iter().map(|d| d.as_ref())).collect();
-    let params: [&(dyn ToSql + Sync); 5] = [&counts, &ids, &versions, &types, &data];
-    let rows = query(pool, "inserting aggregate events", sql, &params).await?;
+const DOING: &str = "inserting aggregate events";
+
+/// Per insert, the notification id of its last event by [`PLAIN_INSERT`], or `None` when it met
+/// a unique key and the batch function must decide.
+async fn insert_plain(pool: &Pool, sql: &str, flat: &Flat<'_>) -> Result<Option<Vec<i64>>> {
+    let params: [&(dyn ToSql + Sync); 4] = [&flat.ids, &flat.versions, &flat.types, &flat.data];
+    let conn = pool.get().await?;
+    let statement = conn.prepare(sql).await.map_err(|e| pool.connector.error(DOING, e))?;
+    let row = match conn.client.query_one(&statement, &params).await {
+        Ok(row) => row,
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(None),
+        Err(error) => return Err(pool.connector.error(DOING, error)),
+    };
+    let decode = |e| Error::Internal(format!("decoding the plain insert's answer: {e}"));
+    let first: Option<i64> = row.try_get(0).map_err(decode)?;
+    let inserted: i64 = row.try_get(1).map_err(decode)?;
+    match first {
+        Some(first) if inserted == flat.ids.len() as i64 => Ok(Some(
+            flat.counts
+                .iter()
+                .scan(first - 1, |last, &count| {
+                    *last += i64::from(count);
+                    Some(*last)
+                })
+                .collect(),
+        )),
+        _ => Err(Error::Internal(format!(
+            "the insert of {} aggregate events inserted {inserted}",
+            flat.ids.len()
+        ))),
+    }
+}
+
+/// One call of `insert_aggregate_batch`: per insert, the notification id of its last event, or
+/// -1 when one of its versions is recorded already.
+async fn insert_batch(pool: &Pool, sql: &str, flat: &Flat<'_>) -> Result<Vec<i64>> {
+    let params: [&(dyn ToSql + Sync); 5] = [&flat.counts, &flat.ids, &flat.versions, &flat.types, &flat.data];
+    let rows = query(pool, DOING, sql, &params).await?;
     let results: Vec<i64> = rows.first().and_then(|row| row.try_get(0).ok()).unwrap_or_default();
-    if results.len() == batch.len() {
+    if results.len() == flat.counts.len() {
         Ok(results)
     } else {
         Err(Error::Internal(format!(
             "insert_aggregate_batch answered {} outcomes for {} inserts",
             results.len(),
-            batch.len()
+            flat.counts.len()
         )))
     }
 }

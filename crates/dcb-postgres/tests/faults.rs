@@ -533,6 +533,61 @@ async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
     common::drop_schema(&schema).await;
 }
 
+/// Several inserts queued together are one group commit, through the plain statement: each
+/// answers the notification id of its own last event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_inserts_committed_together_each_answer_their_last_notification_id() {
+    use dcb::recorder::{AggregateEvent, AggregateRecorder};
+
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let recorder = dcb_postgres::PostgresRecorder::open(options).await.unwrap();
+    let admin = common::admin().await;
+    let insert = |id: &'static str, count: u64| {
+        let recorder = recorder.clone();
+        let events = (1..=count)
+            .map(|version| AggregateEvent {
+                aggregate_id: id.into(),
+                version,
+                event_type: "Happened".into(),
+                data: "{}".into(),
+            })
+            .collect();
+        tokio::spawn(async move { recorder.insert_events(events).await })
+    };
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT \"{schema}\".insert_aggregate_batch('{{}}', '{{}}', '{{}}', '{{}}', '{{}}')"
+        ))
+        .await
+        .unwrap();
+    // The first waits for the lock, holding the group commit; the others queue behind it.
+    let first = insert("a", 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let together = [insert("b", 2), insert("c", 3), insert("d", 1)];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    let mut answered = Vec::new();
+    for insert in together {
+        answered.push(insert.await.unwrap().unwrap() as i64);
+    }
+    let rows = admin
+        .query(
+            &format!(
+                "SELECT max(notification_id) FROM \"{schema}\".aggregate_events \
+                 WHERE aggregate_id IN ('b', 'c', 'd') GROUP BY aggregate_id ORDER BY aggregate_id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let recorded: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(answered, recorded);
+    assert_eq!(answered, [3, 6, 7]);
+    common::drop_schema(&schema).await;
+}
+
 /// A `lock_timeout` set for the role (or the database) does not make contended appends fail:
 /// the store's sessions turn it off, so an append waits for the lock as long as it is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
