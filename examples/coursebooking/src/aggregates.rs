@@ -161,6 +161,17 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
             .map_err(|e| not_found(e, || EnrolmentError::CourseNotFound(id.clone())))
     }
 
+    /// The student and the course, loaded at once (their reads in flight together); a missing
+    /// student is reported before a missing course, as when they are loaded in turn.
+    async fn student_and_course(
+        &self,
+        student: &StudentId,
+        course: &CourseId,
+    ) -> Result<(Root<Student>, Root<Course>), EnrolmentError> {
+        let (student, course) = tokio::join!(self.student(student), self.course(course));
+        Ok((student?, course?))
+    }
+
     /// Whether a failed attempt (the `tries`-th retry so far) should be made again: only after
     /// a concurrent change, and only up to the retry limit.
     fn retry(&self, outcome: &Result<(), EnrolmentError>, tries: &mut u32) -> bool {
@@ -171,8 +182,7 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
     }
 
     async fn join_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
-        let mut student = self.student(student_id).await?;
-        let mut course = self.course(course_id).await?;
+        let (mut student, mut course) = self.student_and_course(student_id, course_id).await?;
         course.execute(|c| c.accept(student_id))?;
         student.execute(|s| s.join(course_id))?;
         self.repository.save_all(&mut [&mut student, &mut course]).await?;
@@ -180,8 +190,7 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
     }
 
     async fn leave_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
-        let mut student = self.student(student_id).await?;
-        let mut course = self.course(course_id).await?;
+        let (mut student, mut course) = self.student_and_course(student_id, course_id).await?;
         if !course.students.iter().any(|s| s == student_id.as_str()) {
             return Err(EnrolmentError::NotAlreadyJoined);
         }
