@@ -1,8 +1,10 @@
 //! Event-sourced aggregates: the traditional style, saved through an
 //! [`AggregateRecorder`] with optimistic concurrency per aggregate.
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dcb::ReadOptions;
 use dcb::recorder::{AggregateEvent, AggregateRecorder};
@@ -97,12 +99,21 @@ pub struct Root<A: Aggregate> {
     version: u64,
     state: A,
     pending: Vec<A::Event>,
+    from_cache: bool,
 }
 
 impl<A: Aggregate> Root<A> {
     /// A new aggregate with no events, to record its first events and save.
     pub fn new(id: impl Into<String>) -> Self {
-        Root { id: id.into(), version: 0, state: A::default(), pending: Vec::new() }
+        Root { id: id.into(), version: 0, state: A::default(), pending: Vec::new(), from_cache: false }
+    }
+
+    /// Whether [`Repository::get`] folded it from the repository's cache rather than from a
+    /// read (see [`Repository::with_cache`]): another process may have changed it since. A save
+    /// would then fail, but a refusal would not; so a command refused on a cached aggregate
+    /// should be tried again on a fresh one ([`Repository::forget`], then `get`).
+    pub fn is_from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// The aggregate's id.
@@ -241,12 +252,55 @@ impl<A: Aggregate> Unsaved for Root<A> {
 pub struct Repository<R> {
     recorder: R,
     snapshots: Option<(R, NonZeroU64)>,
+    cache: Option<EventCache>,
 }
 
 impl<R: AggregateRecorder> Repository<R> {
-    /// A repository over `recorder`, without snapshots.
+    /// A repository over `recorder`, without snapshots or cache.
     pub fn new(recorder: R) -> Self {
-        Repository { recorder, snapshots: None }
+        Repository { recorder, snapshots: None, cache: None }
+    }
+
+    /// Keeps the recorded events of the aggregates this repository (and its clones) loads and
+    /// saves, so that loading one it holds needs no read: its events are folded from memory.
+    /// Saves go to the recorder as always, and the version rule keeps them safe: an aggregate
+    /// another process changed since makes the save fail with an integrity error, and the
+    /// repository then forgets it, so the next `get` reads it afresh. A refusal, which writes
+    /// nothing, is not checked that way: see [`Root::is_from_cache`]. At most 65,536 aggregates
+    /// and 1,048,576 events are held; past either, the cache starts over.
+    ///
+    /// ```
+    /// # use eventsourcing::{Aggregate, DomainEvent};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] enum Ev { #[serde(rename = "Counted")] Counted }
+    /// # impl DomainEvent for Ev {}
+    /// # #[derive(Default)] struct Counter(u32);
+    /// # impl Aggregate for Counter { type Event = Ev; fn apply(&mut self, _: &Ev) { self.0 += 1 } }
+    /// use dcb::recorder::MemoryRecorder;
+    /// use eventsourcing::{Repository, Root};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let repository = Repository::new(MemoryRecorder::new()).with_cache();
+    /// let mut counter = Root::<Counter>::new("counter-1");
+    /// counter.record(Ev::Counted);
+    /// repository.save(&mut counter).await?;
+    /// // Held since its first event was saved: loaded without a read.
+    /// let loaded = repository.get::<Counter>("counter-1").await?;
+    /// assert!(loaded.is_from_cache());
+    /// assert_eq!(loaded.0, 1);
+    /// # Ok::<(), eventsourcing::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_cache(mut self) -> Self {
+        self.cache = Some(EventCache::default());
+        self
+    }
+
+    /// Drops aggregate `id` from the cache, if any: the next `get` reads it.
+    pub fn forget(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget([id]);
+        }
     }
 
     /// Keeps a snapshot in `snapshots` each time a save takes an aggregate's version across a
@@ -271,6 +325,11 @@ impl<R: AggregateRecorder> Repository<R> {
     /// The aggregate `id` with every recorded event applied; [`Error::NotFound`] if it has none.
     pub async fn get<A: Aggregate>(&self, id: &str) -> Result<Root<A>> {
         let mut root = Root::<A>::new(id);
+        if let Some(events) = self.cache.as_ref().and_then(|cache| cache.events(id)) {
+            fold(&mut root, &events)?;
+            root.from_cache = true;
+            return Ok(root);
+        }
         if let Some((snapshots, _)) = &self.snapshots {
             let latest = snapshots.select_events(id, ReadOptions::default().backwards().limit(1)).await?;
             // A snapshot that does not decode (written by an older state shape, or by an
@@ -287,10 +346,11 @@ impl<R: AggregateRecorder> Repository<R> {
         if events.is_empty() && root.version == 0 {
             return Err(Error::not_found(id));
         }
-        for recorded in &events {
-            let event: A::Event = codec::decode(&recorded.event_type, &recorded.data)?;
-            root.state.apply(&event);
-            root.version = recorded.version;
+        let whole = root.version == 0;
+        fold(&mut root, &events)?;
+        // Only a whole history is held: one loaded from a snapshot lacks its first events.
+        if let (Some(cache), true) = (&self.cache, whole) {
+            cache.learn(id, events);
         }
         Ok(root)
     }
@@ -319,7 +379,17 @@ impl<R: AggregateRecorder> Repository<R> {
         if events.is_empty() {
             return Ok(self.recorder.count().await?);
         }
-        let count = self.recorder.insert_events(events).await?;
+        let saved = self.cache.as_ref().map(|_| events.clone());
+        let inserted = self.recorder.insert_events(events).await;
+        if let (Some(cache), Some(saved)) = (&self.cache, saved) {
+            match &inserted {
+                Ok(_) => cache.extend(saved),
+                // Refused (another writer's version came first) or of unknown outcome (the
+                // store went away): either way the held events may be behind.
+                Err(_) => cache.forget(saved.iter().map(|e| e.aggregate_id.as_str())),
+            }
+        }
+        let count = inserted?;
         for root in roots.iter_mut() {
             root.mark_saved();
         }
@@ -330,6 +400,114 @@ impl<R: AggregateRecorder> Repository<R> {
             let _ = snapshots.insert_events(due).await;
         }
         Ok(count)
+    }
+}
+
+/// Applies recorded events to `root`, in order.
+fn fold<A: Aggregate>(root: &mut Root<A>, events: &[AggregateEvent]) -> Result<()> {
+    for recorded in events {
+        let event: A::Event = codec::decode(&recorded.event_type, &recorded.data)?;
+        root.state.apply(&event);
+        root.version = recorded.version;
+    }
+    Ok(())
+}
+
+/// Aggregates held at most by a [`Repository::with_cache`].
+const MAX_CACHED_AGGREGATES: usize = 1 << 16;
+/// Events held at most, over all those aggregates.
+const MAX_CACHED_EVENTS: usize = 1 << 20;
+
+/// The whole recorded history of recently used aggregates, shared by a repository's clones.
+/// What it holds for an aggregate is every event of it up to some version: learnt from a read
+/// of all its events, or from a save of its first events, and extended by saves that follow on
+/// from what is held.
+#[derive(Debug, Clone, Default)]
+struct EventCache {
+    held: Arc<Mutex<Held>>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    aggregates: HashMap<String, Vec<AggregateEvent>>,
+    events: usize,
+}
+
+impl EventCache {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn events(&self, id: &str) -> Option<Vec<AggregateEvent>> {
+        self.held().aggregates.get(id).cloned()
+    }
+
+    /// Holds `events`, every event of aggregate `id`, unless what is held is newer.
+    fn learn(&self, id: &str, events: Vec<AggregateEvent>) {
+        let mut held = self.held();
+        let newer = held.aggregates.get(id).is_some_and(|h| h.len() >= events.len());
+        if !newer && !events.is_empty() {
+            held.put(id.to_owned(), events);
+        }
+    }
+
+    /// Adds saved events (of one or more aggregates, each in version order) to what is held of
+    /// their aggregates. An aggregate held up to a version other than the one before its first
+    /// saved event is forgotten; one not held is learnt when the save starts it.
+    fn extend(&self, saved: Vec<AggregateEvent>) {
+        let mut held = self.held();
+        let mut by_aggregate: Vec<(String, Vec<AggregateEvent>)> = Vec::new();
+        for event in saved {
+            match by_aggregate.iter_mut().find(|(id, _)| *id == event.aggregate_id) {
+                Some((_, events)) => events.push(event),
+                None => by_aggregate.push((event.aggregate_id.clone(), vec![event])),
+            }
+        }
+        for (id, events) in by_aggregate {
+            let first = events[0].version;
+            let next_held = held.aggregates.get(&id).map(|h| h.len() as u64 + 1);
+            if next_held == Some(first) {
+                held.events += events.len();
+                if let Some(history) = held.aggregates.get_mut(&id) {
+                    history.extend(events);
+                }
+            } else if first == 1 {
+                held.put(id, events);
+            } else {
+                held.remove(&id);
+            }
+        }
+        held.bound();
+    }
+
+    fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut held = self.held();
+        for id in ids {
+            held.remove(id);
+        }
+    }
+}
+
+impl Held {
+    fn put(&mut self, id: String, events: Vec<AggregateEvent>) {
+        self.remove(&id);
+        self.events += events.len();
+        self.aggregates.insert(id, events);
+        self.bound();
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(events) = self.aggregates.remove(id) {
+            self.events -= events.len();
+        }
+    }
+
+    /// Starts over past the bounds: simpler than an eviction order, and a workload that
+    /// overflows them finds its working set again within a few reads.
+    fn bound(&mut self) {
+        if self.aggregates.len() > MAX_CACHED_AGGREGATES || self.events > MAX_CACHED_EVENTS {
+            *self = Held::default();
+        }
     }
 }
 
@@ -367,6 +545,121 @@ mod tests {
 
         fn from_snapshot(data: &[u8]) -> Result<Self> {
             codec::from_json::<u32>(SNAPSHOT_TYPE, data).map(Counter)
+        }
+    }
+
+    /// A recorder that counts its reads.
+    #[derive(Clone, Default)]
+    struct Counting {
+        inner: MemoryRecorder,
+        selects: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Counting {
+        fn selects(&self) -> usize {
+            self.selects.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl AggregateRecorder for Counting {
+        async fn insert_events(&self, events: Vec<AggregateEvent>) -> dcb::Result<u64> {
+            self.inner.insert_events(events).await
+        }
+
+        async fn select_events(&self, id: &str, options: ReadOptions) -> dcb::Result<Vec<AggregateEvent>> {
+            self.selects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.select_events(id, options).await
+        }
+
+        async fn count(&self) -> dcb::Result<u64> {
+            self.inner.count().await
+        }
+    }
+
+    /// A plain counter, without snapshots.
+    #[derive(Debug, Default)]
+    struct Tally(u32);
+
+    impl Aggregate for Tally {
+        type Event = Ev;
+
+        fn apply(&mut self, _: &Ev) {
+            self.0 += 1;
+        }
+    }
+
+    /// With the cache, an aggregate this repository saved from its first event, or read once,
+    /// loads without a read, whole, and saves from there; one it forgot, or whose save failed,
+    /// is read again.
+    #[tokio::test]
+    async fn cached_aggregates_load_without_a_read_until_forgotten() {
+        let recorder = Counting::default();
+        let repository = Repository::new(recorder.clone()).with_cache();
+        let mut tally = Root::<Tally>::new("tally-1");
+        tally.record(Ev::Counted);
+        repository.save(&mut tally).await.unwrap();
+        for expected in 1..=3 {
+            let mut loaded = repository.get::<Tally>("tally-1").await.unwrap();
+            assert!(loaded.is_from_cache());
+            assert_eq!((loaded.version(), loaded.0), (expected, expected as u32));
+            loaded.record(Ev::Counted);
+            repository.save(&mut loaded).await.unwrap();
+        }
+        assert_eq!(recorder.selects(), 0);
+
+        // Written elsewhere: the cache is behind, the save fails, and the next load reads.
+        let elsewhere = Repository::new(recorder.clone());
+        let mut other = elsewhere.get::<Tally>("tally-1").await.unwrap();
+        other.record(Ev::Counted);
+        elsewhere.save(&mut other).await.unwrap();
+        let mut stale = repository.get::<Tally>("tally-1").await.unwrap();
+        assert_eq!(stale.version(), 4);
+        stale.record(Ev::Counted);
+        assert!(repository.save(&mut stale).await.unwrap_err().is_integrity());
+        let selects = recorder.selects();
+        let fresh = repository.get::<Tally>("tally-1").await.unwrap();
+        assert!(!fresh.is_from_cache());
+        assert_eq!((fresh.version(), recorder.selects()), (5, selects + 1));
+        assert!(repository.get::<Tally>("tally-1").await.unwrap().is_from_cache(), "read once, held");
+
+        repository.forget("tally-1");
+        assert!(!repository.get::<Tally>("tally-1").await.unwrap().is_from_cache());
+        assert!(repository.get::<Tally>("tally-2").await.unwrap_err().is_not_found());
+    }
+
+    /// An aggregate loaded from a snapshot lacks its first events, so it is not held.
+    #[tokio::test]
+    async fn aggregates_loaded_from_snapshots_are_not_cached() {
+        #[derive(Debug, Default)]
+        struct Snapshotted(u32);
+
+        impl Aggregate for Snapshotted {
+            type Event = Ev;
+
+            fn apply(&mut self, _: &Ev) {
+                self.0 += 1;
+            }
+
+            fn to_snapshot(&self) -> Option<Result<Vec<u8>>> {
+                Some(codec::to_json(&self.0))
+            }
+
+            fn from_snapshot(data: &[u8]) -> Result<Self> {
+                codec::from_json::<u32>(SNAPSHOT_TYPE, data).map(Snapshotted)
+            }
+        }
+
+        let recorder = Counting::default();
+        let writer = Repository::new(recorder.clone()).with_snapshots(Counting::default(), NonZeroU64::MIN);
+        let mut root = Root::<Snapshotted>::new("s-1");
+        root.record(Ev::Counted);
+        root.record(Ev::Counted);
+        writer.save(&mut root).await.unwrap();
+        let reader = writer.clone().with_cache();
+        for _ in 0..2 {
+            let loaded = reader.get::<Snapshotted>("s-1").await.unwrap();
+            assert!(!loaded.is_from_cache());
+            assert_eq!((loaded.version(), loaded.0), (2, 2));
         }
     }
 

@@ -142,23 +142,37 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
         EnrolmentWithAggregates { repository: Repository::new(recorder), retries }
     }
 
+    /// The same, with aggregates loaded from the cache of [`Repository::with_cache`] where it
+    /// can: a join then costs one round trip (its save) instead of two. A refusal is decided
+    /// again on aggregates read afresh, and listings always read.
+    pub fn with_cache(recorder: R, retries: u32) -> Self {
+        EnrolmentWithAggregates { repository: Repository::new(recorder).with_cache(), retries }
+    }
+
     /// The repository, to load and save the aggregates directly.
     pub fn repository(&self) -> &Repository<R> {
         &self.repository
     }
 
-    async fn student(&self, id: &StudentId) -> Result<Root<Student>, EnrolmentError> {
-        self.repository
-            .get(id.as_str())
-            .await
-            .map_err(|e| not_found(e, || EnrolmentError::StudentNotFound(id.clone())))
+    /// Aggregate `id`, from the cache if it holds it, unless `fresh`.
+    async fn load<A: Aggregate>(
+        &self,
+        id: &str,
+        fresh: bool,
+        missing: impl FnOnce() -> EnrolmentError,
+    ) -> Result<Root<A>, EnrolmentError> {
+        if fresh {
+            self.repository.forget(id);
+        }
+        self.repository.get(id).await.map_err(|e| not_found(e, missing))
     }
 
-    async fn course(&self, id: &CourseId) -> Result<Root<Course>, EnrolmentError> {
-        self.repository
-            .get(id.as_str())
-            .await
-            .map_err(|e| not_found(e, || EnrolmentError::CourseNotFound(id.clone())))
+    async fn student(&self, id: &StudentId, fresh: bool) -> Result<Root<Student>, EnrolmentError> {
+        self.load(id.as_str(), fresh, || EnrolmentError::StudentNotFound(id.clone())).await
+    }
+
+    async fn course(&self, id: &CourseId, fresh: bool) -> Result<Root<Course>, EnrolmentError> {
+        self.load(id.as_str(), fresh, || EnrolmentError::CourseNotFound(id.clone())).await
     }
 
     /// The student and the course, loaded at once (their reads in flight together); a missing
@@ -167,9 +181,28 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
         &self,
         student: &StudentId,
         course: &CourseId,
+        fresh: bool,
     ) -> Result<(Root<Student>, Root<Course>), EnrolmentError> {
-        let (student, course) = tokio::join!(self.student(student), self.course(course));
+        let (student, course) = tokio::join!(self.student(student, fresh), self.course(course, fresh));
         Ok((student?, course?))
+    }
+
+    /// Loads the student and the course and decides on them with `decide`; a refusal of
+    /// aggregates that came from the cache, which another process may have changed since, is
+    /// decided again on fresh ones.
+    async fn decide(
+        &self,
+        student_id: &StudentId,
+        course_id: &CourseId,
+        decide: impl Fn(&mut Root<Student>, &mut Root<Course>) -> Result<(), EnrolmentError>,
+    ) -> Result<(Root<Student>, Root<Course>), EnrolmentError> {
+        let (mut student, mut course) = self.student_and_course(student_id, course_id, false).await?;
+        let mut decided = decide(&mut student, &mut course);
+        if decided.is_err() && (student.is_from_cache() || course.is_from_cache()) {
+            (student, course) = self.student_and_course(student_id, course_id, true).await?;
+            decided = decide(&mut student, &mut course);
+        }
+        decided.map(|()| (student, course))
     }
 
     /// Whether a failed attempt (the `tries`-th retry so far) should be made again: only after
@@ -182,20 +215,27 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
     }
 
     async fn join_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
-        let (mut student, mut course) = self.student_and_course(student_id, course_id).await?;
-        course.execute(|c| c.accept(student_id))?;
-        student.execute(|s| s.join(course_id))?;
+        let (mut student, mut course) = self
+            .decide(student_id, course_id, |student, course| {
+                course.execute(|c| c.accept(student_id))?;
+                student.execute(|s| s.join(course_id))
+            })
+            .await?;
         self.repository.save_all(&mut [&mut student, &mut course]).await?;
         Ok(())
     }
 
     async fn leave_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
-        let (mut student, mut course) = self.student_and_course(student_id, course_id).await?;
-        if !course.students.iter().any(|s| s == student_id.as_str()) {
-            return Err(EnrolmentError::NotAlreadyJoined);
-        }
-        course.record(CourseEvent::StudentLeft { student_id: student_id.to_string() });
-        student.record(StudentEvent::LeftCourse { course_id: course_id.to_string() });
+        let (mut student, mut course) = self
+            .decide(student_id, course_id, |student, course| {
+                if !course.students.iter().any(|s| s == student_id.as_str()) {
+                    return Err(EnrolmentError::NotAlreadyJoined);
+                }
+                course.record(CourseEvent::StudentLeft { student_id: student_id.to_string() });
+                student.record(StudentEvent::LeftCourse { course_id: course_id.to_string() });
+                Ok(())
+            })
+            .await?;
         self.repository.save_all(&mut [&mut student, &mut course]).await?;
         Ok(())
     }
@@ -241,19 +281,19 @@ impl<R: AggregateRecorder> Enrolment for EnrolmentWithAggregates<R> {
     }
 
     async fn list_students_for_course(&self, course_id: &CourseId) -> Result<Vec<String>, EnrolmentError> {
-        let course = self.course(course_id).await?;
+        let course = self.course(course_id, true).await?;
         let mut names = Vec::with_capacity(course.students.len());
         for id in &course.students {
-            names.push(self.student(&StudentId::from_stored(id.as_str())).await?.name.clone());
+            names.push(self.student(&StudentId::from_stored(id.as_str()), true).await?.name.clone());
         }
         Ok(names)
     }
 
     async fn list_courses_for_student(&self, student_id: &StudentId) -> Result<Vec<String>, EnrolmentError> {
-        let student = self.student(student_id).await?;
+        let student = self.student(student_id, true).await?;
         let mut names = Vec::with_capacity(student.courses.len());
         for id in &student.courses {
-            names.push(self.course(&CourseId::from_stored(id.as_str())).await?.name.clone());
+            names.push(self.course(&CourseId::from_stored(id.as_str()), true).await?.name.clone());
         }
         Ok(names)
     }

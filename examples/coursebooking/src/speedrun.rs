@@ -47,8 +47,9 @@ pub struct Options {
     pub floor: bool,
     /// Start from an empty store.
     pub reset: bool,
-    /// Take the decisions of the `dcb`, `objects` and `slices` styles from a cache where it can
-    /// ([`eventsourcing::Dcb::with_cache`], [`eventsourcing::Objects::with_cache`]).
+    /// Take decisions from a cache where it can: aggregates from
+    /// [`eventsourcing::Repository::with_cache`], the other styles' decisions from
+    /// [`eventsourcing::Dcb::with_cache`] and [`eventsourcing::Objects::with_cache`].
     pub cache: bool,
     /// The PostgreSQL URL.
     pub database_url: String,
@@ -76,8 +77,8 @@ options:
   --json               end with one line holding a JSON object of the results
   --reset              start from an empty store (events otherwise accumulate across runs): deletes
                        the file store in --dir, or drops PostgreSQL schema `speedrun`
-  --cache              dcb, objects and slices styles: take decisions from a cache of what this
-                       process read and recorded where it can (one round trip instead of two)
+  --cache              take decisions from a cache of what this process read and recorded where it
+                       can (one round trip instead of two)
   --database-url URL   PostgreSQL URL (default $DCB_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
   --dir PATH           file store directory, of the file and grpc modes (default data/speedrun)
   --server URL         gRPC server to use instead of one started in process";
@@ -148,9 +149,6 @@ impl Options {
         }
         if options.clients == 0 {
             return Err("--clients must be at least 1".into());
-        }
-        if options.cache && style == "agg" {
-            return Err("--cache applies to the dcb, objects and slices styles, not to aggregates".into());
         }
         Ok(options)
     }
@@ -381,7 +379,7 @@ mod tests {
         assert!(parse(&["dcb-mem", "-3"]).unwrap_err().contains("unknown option -3"));
         assert!(parse(&["dcb-mem", "0"]).unwrap_err().contains("positive"));
         assert!(parse(&["dcb-mem", "--clients", "0"]).unwrap_err().contains("at least 1"));
-        assert!(parse(&["agg-mem", "--cache"]).unwrap_err().contains("not to aggregates"));
+        assert!(parse(&["agg-mem", "--cache"]).unwrap().cache);
         assert!(parse(&["dcb-mem", "1e20"]).unwrap_err().contains("too large"));
         assert!(parse(&["slices-pg", "--cache"]).unwrap().cache);
         assert!(parse(&[]).unwrap_err().contains("no MODE"));

@@ -349,6 +349,8 @@ macro_rules! enrolment_tests {
             objects_stale_group_conflicts);
         $crate::enrolment_tests!(@style slices, $store, $crate::EnrolmentWithSlices::new,
             slices_conflict_inside_not_outside);
+        $crate::enrolment_tests!(@style aggregates_cached, $recorder, $crate::EnrolmentWithAggregates::with_cache,
+            aggregates_stale_save_fails_whole);
         $crate::enrolment_tests!(@style decisions_cached, $store, $crate::EnrolmentWithDecisions::with_cache,
             decisions_stale_join_conflicts);
         $crate::enrolment_tests!(@style objects_cached, $store, $crate::EnrolmentWithObjects::with_cache,

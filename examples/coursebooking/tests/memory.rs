@@ -35,3 +35,48 @@ mod long_listings {
         listings_longer_than_one_query(&EnrolmentWithSlices::new(MemoryStore::new(), RETRIES)).await;
     }
 }
+
+/// The aggregate style's cache beside another process writing to the same recorder, which the
+/// cache does not see.
+mod aggregate_cache_beside_another_writer {
+    use coursebooking::testcase::RETRIES;
+    use coursebooking::{Enrolment, EnrolmentError, EnrolmentWithAggregates};
+    use dcb::recorder::MemoryRecorder;
+
+    /// The cache still holds a full course after the other writer freed its place: the refusal
+    /// it would give is decided again on fresh aggregates, and the join lands.
+    #[tokio::test]
+    async fn a_refusal_resting_on_the_cache_is_decided_again() {
+        let recorder = MemoryRecorder::new();
+        let cached = EnrolmentWithAggregates::with_cache(recorder.clone(), RETRIES);
+        let other = EnrolmentWithAggregates::new(recorder, RETRIES);
+        let course = cached.register_course("Français", 1).await.unwrap();
+        let sara = cached.register_student("Sara", 1).await.unwrap();
+        let bastian = cached.register_student("Bastian", 1).await.unwrap();
+        cached.join_course(&sara, &course).await.unwrap();
+        other.leave_course(&sara, &course).await.unwrap();
+        cached.join_course(&bastian, &course).await.unwrap();
+        assert_eq!(other.list_students_for_course(&course).await.unwrap(), ["Bastian"]);
+    }
+
+    /// The cache holds a course with a free place that the other writer has taken since: the
+    /// save fails on the recorded version, the repository forgets what it held, and the retry
+    /// on fresh aggregates refuses the join as the course now is.
+    #[tokio::test]
+    async fn a_save_over_a_stale_cache_is_retried_on_fresh_aggregates() {
+        let recorder = MemoryRecorder::new();
+        let cached = EnrolmentWithAggregates::with_cache(recorder.clone(), RETRIES);
+        let other = EnrolmentWithAggregates::new(recorder, RETRIES);
+        let course = cached.register_course("Français", 2).await.unwrap();
+        let [sara, bastian, lina] = ["Sara", "Bastian", "Lina"].map(|name| {
+            let cached = cached.clone();
+            async move { cached.register_student(name, 1).await.unwrap() }
+        });
+        let (sara, bastian, lina) = (sara.await, bastian.await, lina.await);
+        cached.join_course(&sara, &course).await.unwrap();
+        other.join_course(&bastian, &course).await.unwrap();
+        let refused = cached.join_course(&lina, &course).await;
+        assert!(matches!(refused, Err(EnrolmentError::FullyBooked)), "{refused:?}");
+        assert_eq!(cached.list_students_for_course(&course).await.unwrap(), ["Sara", "Bastian"]);
+    }
+}

@@ -224,7 +224,12 @@ async fn run_style<S: EventStore, R: AggregateRecorder>(
     let recorders = per_client(recorders, options.clients);
     match options.style.as_str() {
         "agg" => {
-            let apps = recorders.iter().map(|r| EnrolmentWithAggregates::new(r.clone(), RETRIES)).collect();
+            let new = if options.cache {
+                EnrolmentWithAggregates::with_cache
+            } else {
+                EnrolmentWithAggregates::new
+            };
+            let apps = recorders.iter().map(|r| new(r.clone(), RETRIES)).collect();
             let recorder = recorders[0].clone();
             prefill_recorder(&recorder, options.prefill).await?;
             let count = move || {
