@@ -493,21 +493,25 @@ async fn a_single_append_sees_the_append_it_waited_for() {
     common::drop_schema(&schema).await;
 }
 
-/// The recorder's single inserts likewise: one that waited for another process's insert takes
-/// the notification id after it, and one of a version the other inserted is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
-    use dcb::recorder::{AggregateEvent, AggregateRecorder};
-
-    let options = common::fresh_options().await;
-    let schema = options.schema().to_owned();
-    let recorder = dcb_postgres::PostgresRecorder::open(options).await.unwrap();
-    let event = |id: &str, version| AggregateEvent {
+/// An aggregate event of type `Happened`.
+fn happened(id: &str, version: u64) -> dcb::recorder::AggregateEvent {
+    dcb::recorder::AggregateEvent {
         aggregate_id: id.into(),
         version,
         event_type: "Happened".into(),
         data: "{}".into(),
-    };
+    }
+}
+
+/// The recorder's single inserts likewise: one that waited for another process's insert takes
+/// the notification id after it, and one of a version the other inserted is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
+    use dcb::recorder::AggregateRecorder;
+
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let recorder = dcb_postgres::PostgresRecorder::open(options).await.unwrap();
     let admin = common::admin().await;
     let mut outcomes = Vec::new();
     for (theirs, mine) in [("a", "b"), ("c", "c")] {
@@ -520,7 +524,7 @@ async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
             .unwrap();
         let insert = tokio::spawn({
             let recorder = recorder.clone();
-            let mine = event(mine, 1);
+            let mine = happened(mine, 1);
             async move { recorder.insert_events(vec![mine]).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -537,7 +541,7 @@ async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
 /// answers the notification id of its own last event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregate_inserts_committed_together_each_answer_their_last_notification_id() {
-    use dcb::recorder::{AggregateEvent, AggregateRecorder};
+    use dcb::recorder::AggregateRecorder;
 
     let options = common::fresh_options().await;
     let schema = options.schema().to_owned();
@@ -545,14 +549,7 @@ async fn aggregate_inserts_committed_together_each_answer_their_last_notificatio
     let admin = common::admin().await;
     let insert = |id: &'static str, count: u64| {
         let recorder = recorder.clone();
-        let events = (1..=count)
-            .map(|version| AggregateEvent {
-                aggregate_id: id.into(),
-                version,
-                event_type: "Happened".into(),
-                data: "{}".into(),
-            })
-            .collect();
+        let events = (1..=count).map(|version| happened(id, version)).collect();
         tokio::spawn(async move { recorder.insert_events(events).await })
     };
     admin

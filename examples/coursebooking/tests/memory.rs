@@ -43,13 +43,21 @@ mod aggregate_cache_beside_another_writer {
     use coursebooking::{Enrolment, EnrolmentError, EnrolmentWithAggregates};
     use dcb::recorder::MemoryRecorder;
 
+    /// An application with the cache, and one without it standing for the other writer.
+    fn cached_and_other() -> (EnrolmentWithAggregates<MemoryRecorder>, EnrolmentWithAggregates<MemoryRecorder>)
+    {
+        let recorder = MemoryRecorder::new();
+        (
+            EnrolmentWithAggregates::with_cache(recorder.clone(), RETRIES),
+            EnrolmentWithAggregates::new(recorder, RETRIES),
+        )
+    }
+
     /// The cache still holds a full course after the other writer freed its place: the refusal
     /// it would give is decided again on fresh aggregates, and the join lands.
     #[tokio::test]
     async fn a_refusal_resting_on_the_cache_is_decided_again() {
-        let recorder = MemoryRecorder::new();
-        let cached = EnrolmentWithAggregates::with_cache(recorder.clone(), RETRIES);
-        let other = EnrolmentWithAggregates::new(recorder, RETRIES);
+        let (cached, other) = cached_and_other();
         let course = cached.register_course("Français", 1).await.unwrap();
         let sara = cached.register_student("Sara", 1).await.unwrap();
         let bastian = cached.register_student("Bastian", 1).await.unwrap();
@@ -64,9 +72,7 @@ mod aggregate_cache_beside_another_writer {
     /// on fresh aggregates refuses the join as the course now is.
     #[tokio::test]
     async fn a_save_over_a_stale_cache_is_retried_on_fresh_aggregates() {
-        let recorder = MemoryRecorder::new();
-        let cached = EnrolmentWithAggregates::with_cache(recorder.clone(), RETRIES);
-        let other = EnrolmentWithAggregates::new(recorder, RETRIES);
+        let (cached, other) = cached_and_other();
         let course = cached.register_course("Français", 2).await.unwrap();
         let [sara, bastian, lina] = ["Sara", "Bastian", "Lina"].map(|name| {
             let cached = cached.clone();
