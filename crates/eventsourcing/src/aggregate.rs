@@ -111,7 +111,7 @@ impl<A: Aggregate> Root<A> {
     /// Whether [`Repository::get`] folded it from the repository's cache rather than from a
     /// read (see [`Repository::with_cache`]): another process may have changed it since. A save
     /// would then fail, but a refusal would not; so a command refused on a cached aggregate
-    /// should be tried again on a fresh one ([`Repository::forget`], then `get`).
+    /// should be tried again on a fresh one ([`Repository::get_fresh`]).
     pub fn is_from_cache(&self) -> bool {
         self.from_cache
     }
@@ -267,7 +267,8 @@ impl<R: AggregateRecorder> Repository<R> {
     /// another process changed since makes the save fail with an integrity error, and the
     /// repository then forgets it, so the next `get` reads it afresh. A refusal, which writes
     /// nothing, is not checked that way: see [`Root::is_from_cache`]. At most 65,536 aggregates
-    /// and 1,048,576 events are held; past either, the cache starts over.
+    /// and 1,048,576 events are held (past either, the cache starts over), and no aggregate of
+    /// more than 16,384 events.
     ///
     /// ```
     /// # use eventsourcing::{Aggregate, DomainEvent};
@@ -296,13 +297,6 @@ impl<R: AggregateRecorder> Repository<R> {
         self
     }
 
-    /// Drops aggregate `id` from the cache, if any: the next `get` reads it.
-    pub fn forget(&self, id: &str) {
-        if let Some(cache) = &self.cache {
-            cache.forget([id]);
-        }
-    }
-
     /// Keeps a snapshot in `snapshots` each time a save takes an aggregate's version across a
     /// multiple of `every` (from 5 to 7 with `every` 3, say), of the state at the save's last
     /// version (7), for aggregates that implement [`Aggregate::to_snapshot`]. Loading then starts
@@ -323,13 +317,21 @@ impl<R: AggregateRecorder> Repository<R> {
     }
 
     /// The aggregate `id` with every recorded event applied; [`Error::NotFound`] if it has none.
+    /// With [`Repository::with_cache`], folded from the cache when it holds the aggregate.
     pub async fn get<A: Aggregate>(&self, id: &str) -> Result<Root<A>> {
-        let mut root = Root::<A>::new(id);
         if let Some(events) = self.cache.as_ref().and_then(|cache| cache.events(id)) {
+            let mut root = Root::<A>::new(id);
             fold(&mut root, &events)?;
             root.from_cache = true;
             return Ok(root);
         }
+        self.get_fresh(id).await
+    }
+
+    /// The aggregate `id` as [`Repository::get`] gives it, but read from the recorder whatever
+    /// the cache holds (which then holds what was read, unless it holds more already).
+    pub async fn get_fresh<A: Aggregate>(&self, id: &str) -> Result<Root<A>> {
+        let mut root = Root::<A>::new(id);
         if let Some((snapshots, _)) = &self.snapshots {
             let latest = snapshots.select_events(id, ReadOptions::default().backwards().limit(1)).await?;
             // A snapshot that does not decode (written by an older state shape, or by an
@@ -417,6 +419,9 @@ fn fold<A: Aggregate>(root: &mut Root<A>, events: &[AggregateEvent]) -> Result<(
 const MAX_CACHED_AGGREGATES: usize = 1 << 16;
 /// Events held at most, over all those aggregates.
 const MAX_CACHED_EVENTS: usize = 1 << 20;
+/// An aggregate with more events is not held: alone it would fill much of the bound above, and
+/// start the cache over at every load.
+const MAX_CACHED_HISTORY: usize = 1 << 14;
 
 /// The whole recorded history of recently used aggregates, shared by a repository's clones.
 /// What it holds for an aggregate is every event of it up to some version: learnt from a read
@@ -467,9 +472,10 @@ impl EventCache {
             let first = events[0].version;
             let next_held = held.aggregates.get(&id).map(|h| h.len() as u64 + 1);
             if next_held == Some(first) {
-                held.events += events.len();
-                if let Some(history) = held.aggregates.get_mut(&id) {
+                if let Some(mut history) = held.aggregates.remove(&id) {
+                    held.events -= history.len();
                     history.extend(events);
+                    held.put(id, history);
                 }
             } else if first == 1 {
                 held.put(id, events);
@@ -491,6 +497,9 @@ impl EventCache {
 impl Held {
     fn put(&mut self, id: String, events: Vec<AggregateEvent>) {
         self.remove(&id);
+        if events.len() > MAX_CACHED_HISTORY {
+            return;
+        }
         self.events += events.len();
         self.aggregates.insert(id, events);
         self.bound();
@@ -589,10 +598,10 @@ mod tests {
     }
 
     /// With the cache, an aggregate this repository saved from its first event, or read once,
-    /// loads without a read, whole, and saves from there; one it forgot, or whose save failed,
-    /// is read again.
+    /// loads without a read, whole, and saves from there; one whose save failed is read again,
+    /// and `get_fresh` always reads.
     #[tokio::test]
-    async fn cached_aggregates_load_without_a_read_until_forgotten() {
+    async fn cached_aggregates_load_without_a_read_until_a_save_fails() {
         let recorder = Counting::default();
         let repository = Repository::new(recorder.clone()).with_cache();
         let mut tally = Root::<Tally>::new("tally-1");
@@ -622,8 +631,7 @@ mod tests {
         assert_eq!((fresh.version(), recorder.selects()), (5, selects + 1));
         assert!(repository.get::<Tally>("tally-1").await.unwrap().is_from_cache(), "read once, held");
 
-        repository.forget("tally-1");
-        assert!(!repository.get::<Tally>("tally-1").await.unwrap().is_from_cache());
+        assert!(!repository.get_fresh::<Tally>("tally-1").await.unwrap().is_from_cache());
         assert!(repository.get::<Tally>("tally-2").await.unwrap_err().is_not_found());
     }
 

@@ -128,6 +128,17 @@ impl Course {
     }
 }
 
+/// Whether `outcome` may be owed to aggregates behind the recorder: a refusal, or a save that met
+/// a newer version.
+fn may_rest_on_stale_state(outcome: &Result<(), EnrolmentError>) -> bool {
+    match outcome {
+        Ok(()) => false,
+        Err(EnrolmentError::Store(error)) => error.is_integrity(),
+        Err(EnrolmentError::Application(_)) => false,
+        Err(_) => true,
+    }
+}
+
 /// The challenge with aggregates, over any aggregate recorder.
 #[derive(Clone)]
 pub struct EnrolmentWithAggregates<R> {
@@ -143,8 +154,9 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
     }
 
     /// The same, with aggregates loaded from the cache of [`Repository::with_cache`] where it
-    /// can: a join then costs one round trip (its save) instead of two. A refusal is decided
-    /// again on aggregates read afresh, and listings always read.
+    /// can: a join then costs one round trip (its save) instead of two. A refusal, or a save
+    /// that met a newer version, is decided again on aggregates read afresh, and listings always
+    /// read.
     pub fn with_cache(recorder: R, retries: u32) -> Self {
         EnrolmentWithAggregates { repository: Repository::new(recorder).with_cache(), retries }
     }
@@ -161,10 +173,8 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
         fresh: bool,
         missing: impl FnOnce() -> EnrolmentError,
     ) -> Result<Root<A>, EnrolmentError> {
-        if fresh {
-            self.repository.forget(id);
-        }
-        self.repository.get(id).await.map_err(|e| not_found(e, missing))
+        let loaded = if fresh { self.repository.get_fresh(id).await } else { self.repository.get(id).await };
+        loaded.map_err(|e| not_found(e, missing))
     }
 
     async fn student(&self, id: &StudentId, fresh: bool) -> Result<Root<Student>, EnrolmentError> {
@@ -187,22 +197,35 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
         Ok((student?, course?))
     }
 
-    /// Loads the student and the course and decides on them with `decide`; a refusal of
-    /// aggregates that came from the cache, which another process may have changed since, is
-    /// decided again on fresh ones.
-    async fn decide(
+    /// Loads the student and the course, decides on them with `decide` and saves them. What
+    /// came from the cache may be behind another process: a refusal resting on it, or a save
+    /// that met a newer version, is decided again on aggregates read afresh, once, without
+    /// counting as a retry.
+    async fn decide_and_save(
         &self,
         student_id: &StudentId,
         course_id: &CourseId,
         decide: impl Fn(&mut Root<Student>, &mut Root<Course>) -> Result<(), EnrolmentError>,
-    ) -> Result<(Root<Student>, Root<Course>), EnrolmentError> {
-        let (mut student, mut course) = self.student_and_course(student_id, course_id, false).await?;
-        let mut decided = decide(&mut student, &mut course);
-        if decided.is_err() && (student.is_from_cache() || course.is_from_cache()) {
-            (student, course) = self.student_and_course(student_id, course_id, true).await?;
-            decided = decide(&mut student, &mut course);
+    ) -> Result<(), EnrolmentError> {
+        let mut fresh = false;
+        loop {
+            let (mut student, mut course) = self.student_and_course(student_id, course_id, fresh).await?;
+            let cached = student.is_from_cache() || course.is_from_cache();
+            let mut outcome = decide(&mut student, &mut course);
+            if outcome.is_ok() {
+                outcome = self
+                    .repository
+                    .save_all(&mut [&mut student, &mut course])
+                    .await
+                    .map(drop)
+                    .map_err(Into::into);
+            }
+            if cached && !fresh && may_rest_on_stale_state(&outcome) {
+                fresh = true;
+                continue;
+            }
+            return outcome;
         }
-        decided.map(|()| (student, course))
     }
 
     /// Whether a failed attempt (the `tries`-th retry so far) should be made again: only after
@@ -215,29 +238,23 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
     }
 
     async fn join_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
-        let (mut student, mut course) = self
-            .decide(student_id, course_id, |student, course| {
-                course.execute(|c| c.accept(student_id))?;
-                student.execute(|s| s.join(course_id))
-            })
-            .await?;
-        self.repository.save_all(&mut [&mut student, &mut course]).await?;
-        Ok(())
+        self.decide_and_save(student_id, course_id, |student, course| {
+            course.execute(|c| c.accept(student_id))?;
+            student.execute(|s| s.join(course_id))
+        })
+        .await
     }
 
     async fn leave_once(&self, student_id: &StudentId, course_id: &CourseId) -> Result<(), EnrolmentError> {
-        let (mut student, mut course) = self
-            .decide(student_id, course_id, |student, course| {
-                if !course.students.iter().any(|s| s == student_id.as_str()) {
-                    return Err(EnrolmentError::NotAlreadyJoined);
-                }
-                course.record(CourseEvent::StudentLeft { student_id: student_id.to_string() });
-                student.record(StudentEvent::LeftCourse { course_id: course_id.to_string() });
-                Ok(())
-            })
-            .await?;
-        self.repository.save_all(&mut [&mut student, &mut course]).await?;
-        Ok(())
+        self.decide_and_save(student_id, course_id, |student, course| {
+            if !course.students.iter().any(|s| s == student_id.as_str()) {
+                return Err(EnrolmentError::NotAlreadyJoined);
+            }
+            course.record(CourseEvent::StudentLeft { student_id: student_id.to_string() });
+            student.record(StudentEvent::LeftCourse { course_id: course_id.to_string() });
+            Ok(())
+        })
+        .await
     }
 }
 
