@@ -134,12 +134,12 @@ struct Statements {
 /// committed in between makes it fail on the ids' unique key, as does a recorded version on the
 /// primary key: on either violation nothing is written, and the function, which gives each insert
 /// its own outcome, takes the batch. Answers the first notification id and the events inserted.
-const PLAIN_INSERT: &str = "WITH inserted AS (\
+pub(crate) const PLAIN_INSERT: &str = "WITH inserted AS (\
      INSERT INTO @S.aggregate_events (aggregate_id, version, notification_id, type, data) \
      SELECT u.id, u.version, (SELECT coalesce(max(notification_id), 0) FROM @S.aggregate_events) + u.rank, \
             u.type, u.data \
      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[]) WITH ORDINALITY AS u(id, version, type, data, rank) \
-     WHERE pg_advisory_xact_lock(@RLOCK) IS NOT NULL \
+     WHERE @S.recorder_protocol_v@V() AND pg_advisory_xact_lock(@RLOCK) IS NOT NULL \
      RETURNING notification_id) \
      SELECT min(notification_id), count(*) FROM inserted";
 

@@ -71,6 +71,7 @@ impl Schema {
     /// Expands a template.
     pub(crate) fn sql(&self, template: &str) -> String {
         template
+            .replace("@V", &SCHEMA_VERSION.to_string())
             .replace("@S", &self.quoted)
             .replace("@LOCK", &self.append_lock().to_string())
             .replace("@RLOCK", &self.recorder_lock().to_string())
@@ -83,7 +84,11 @@ impl Schema {
             part: "store",
             schema: self.name.clone(),
             quoted: self.quoted.clone(),
-            function_names: &["append_batch", "first_matches"],
+            function_names: vec![
+                "append_batch".into(),
+                "first_matches".into(),
+                format!("store_protocol_v{SCHEMA_VERSION}"),
+            ],
             relations: self.qualified(&["events", "events_type_position", "event_tags", "tracking"]),
             tables: self.sql(STORE_TABLES),
             functions: self.sql(&STORE_FUNCTIONS.replace("@FLUSH", FLUSH)),
@@ -96,7 +101,10 @@ impl Schema {
             part: "recorder",
             schema: self.name.clone(),
             quoted: self.quoted.clone(),
-            function_names: &["insert_aggregate_batch"],
+            function_names: vec![
+                "insert_aggregate_batch".into(),
+                format!("recorder_protocol_v{SCHEMA_VERSION}"),
+            ],
             relations: self.qualified(&["aggregate_events"]),
             tables: self.sql(RECORDER_TABLES),
             functions: self.sql(RECORDER_FUNCTIONS),
@@ -122,7 +130,7 @@ pub(crate) struct Migration {
     schema: String,
     quoted: String,
     /// The functions `functions` creates.
-    function_names: &'static [&'static str],
+    function_names: Vec<String>,
     /// The tables and indexes `tables` creates, qualified.
     relations: Vec<String>,
     tables: String,
@@ -162,7 +170,7 @@ impl Migration {
         // `CREATE ... IF NOT EXISTS` of an index that exists still takes a lock on its table until
         // the commit, which would make every open wait for the appends in flight and hold up new
         // ones; `to_regclass` only looks the names up.
-        let names: Vec<&str> = self.function_names.to_vec();
+        let names: Vec<&str> = self.function_names.iter().map(String::as_str).collect();
         let row = client
             .query_one(
                 "SELECT ARRAY(SELECT coalesce(obj_description(p.oid, 'pg_proc'), '') FROM pg_proc p \
@@ -272,11 +280,18 @@ DECLARE f regprocedure;
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
              WHERE p.pronamespace = '@S'::regnamespace
-               AND p.proname IN ('append_batch', 'first_matches') LOOP
+               AND (p.proname IN ('append_batch', 'first_matches')
+                    OR p.proname LIKE 'store\_protocol\_v%') LOOP
         EXECUTE 'DROP FUNCTION ' || f;
     END LOOP;
 END
 $drop$;
+
+-- Named for the schema version: statements that write without calling `append_batch` (the
+-- lone append's) call it too, so that once a build of another version has replaced the
+-- functions, they fail as calls of `append_batch` do, instead of writing by rules that are no
+-- longer the schema's. Inlined when planned: it costs nothing per call.
+CREATE FUNCTION @S.store_protocol_v@V() RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
 
 -- The first `p_limit` positions after `p_after` matching items `p_from + 1 ..= p_to` of the
 -- flattened query arrays (no items: every event). Each item is answered from an index in
@@ -537,6 +552,18 @@ const RECORDER_FUNCTIONS: &str = r#"
 -- Returns per insert the notification id of its last event, or -1 when it failed. The lock keeps
 -- notification ids gapless and in commit order.
 DROP FUNCTION IF EXISTS @S.insert_aggregate_events(text[], bigint[], text[], bytea[]);
+DO $drop$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = '@S'::regnamespace AND p.proname LIKE 'recorder\_protocol\_v%' LOOP
+        EXECUTE 'DROP FUNCTION ' || f;
+    END LOOP;
+END
+$drop$;
+-- The recorder's version, called by the plain insert as `store_protocol_v@V` is by the lone
+-- append (see the store's functions).
+CREATE FUNCTION @S.recorder_protocol_v@V() RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
 CREATE OR REPLACE FUNCTION @S.insert_aggregate_batch(
     p_counts int[], p_ids text[], p_versions bigint[], p_types text[], p_data bytea[]
 ) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
@@ -582,14 +609,18 @@ mod tests {
     /// The digest of each part's tables and functions (templates) when [`SCHEMA_VERSION`] was
     /// last considered.
     const CONSIDERED: [(&str, u32, u64); 2] =
-        [("store", 2, 0x8356d23a850e0a6c), ("recorder", 2, 0x1586d599753a2772)];
+        [("store", 2, 0x8e0fc65d5598409a), ("recorder", 2, 0x12f8f2894fcbeea6)];
 
-    /// Fails whenever the SQL changes, so that every change is a decision about the version.
+    /// Fails whenever the SQL changes, so that every change is a decision about the version:
+    /// the tables and functions, and the statements that write without calling a function (the
+    /// lone append's, the recorder's plain insert).
     #[test]
     fn every_change_of_the_sql_is_weighed_against_the_schema_version() {
+        let lone = crate::writer::LoneAppend::new(&Schema::new("s").unwrap()).all_statements();
+        let plain = crate::recorder::PLAIN_INSERT;
         let parts = [
-            ("store", format!("{STORE_TABLES}{STORE_FUNCTIONS}{FLUSH}")),
-            ("recorder", format!("{RECORDER_TABLES}{RECORDER_FUNCTIONS}")),
+            ("store", format!("{STORE_TABLES}{STORE_FUNCTIONS}{FLUSH}{lone}")),
+            ("recorder", format!("{RECORDER_TABLES}{RECORDER_FUNCTIONS}{plain}")),
         ];
         for ((part, sql), (considered, version, digest)) in parts.iter().zip(CONSIDERED) {
             assert_eq!(*part, considered);

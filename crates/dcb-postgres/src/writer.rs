@@ -159,7 +159,7 @@ async fn execute(conn: &Conn, sql: &str, batch: &[Job]) -> Result<Vec<i64>, toki
 /// insert then fails on the key, writing nothing, and the append goes through `append_batch`,
 /// which takes the lock before it reads. A refused condition goes there too when the append might
 /// be a retry of one that succeeded (see [`dcb::retry_offset`]), so that it is recognised.
-struct LoneAppend {
+pub(crate) struct LoneAppend {
     /// The statement per number of condition items (0 for an unconditional append) and per set
     /// of those items that have types (bit `i` for item `i`).
     statements: Vec<Vec<String>>,
@@ -169,7 +169,7 @@ struct LoneAppend {
 const LONE_ITEMS: usize = 4;
 
 impl LoneAppend {
-    fn new(schema: &Schema) -> Self {
+    pub(crate) fn new(schema: &Schema) -> Self {
         // Item `i` has its tag as parameter `8 + 2i`, and its types, if any, as `9 + 2i`. One
         // scalar subquery per check, not `EXISTS` or `tag = ANY`, whose generic plans scan the
         // tag table from its start. An item with types checks its bare tag first, as in
@@ -198,7 +198,7 @@ impl LoneAppend {
                 "WITH inserted AS (\
                  INSERT INTO @S.events (position, type, data, tags, uuid, meta_keys, meta_values) \
                  SELECT (SELECT coalesce(max(position), 0) FROM @S.events) + 1, $1, $2, $3, $4, $5, $6 \
-                 WHERE pg_advisory_xact_lock(@LOCK) IS NOT NULL{checks} \
+                 WHERE @S.store_protocol_v@V() AND pg_advisory_xact_lock(@LOCK) IS NOT NULL{checks} \
                  RETURNING position, tags), \
                  tagged AS (INSERT INTO @S.event_tags (tag, position) \
                  SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(i.tags) AS t(tag)) \
@@ -213,6 +213,12 @@ impl LoneAppend {
             .map(|items| (0..1 << items).map(|typed| statement(items, typed)).collect())
             .collect();
         LoneAppend { statements }
+    }
+
+    /// Every statement, one after the other (for the schema version's digest).
+    #[cfg(test)]
+    pub(crate) fn all_statements(&self) -> String {
+        self.statements.iter().flatten().map(String::as_str).collect()
     }
 
     /// The statement for `request`, if it has the shape this path takes.

@@ -181,7 +181,7 @@ async fn stores_in_different_schemas_are_independent() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(functions, 2, "the schema holds its own functions");
+    assert_eq!(functions, 3, "the schema holds its own functions");
     common::drop_schema(b_options.schema()).await;
 }
 
@@ -205,7 +205,7 @@ async fn reopening_keeps_the_functions_unless_they_changed() {
     };
     let first = PostgresStore::open(options.clone()).await.unwrap();
     let created = function_ids().await;
-    assert_eq!(created.len(), 2);
+    assert_eq!(created.len(), 3);
     let second = PostgresStore::open(options.clone()).await.unwrap();
     assert_eq!(function_ids().await, created, "reopening made the functions again");
     // An older build, opening the schema meanwhile, drops and creates the functions as it knows
@@ -213,7 +213,7 @@ async fn reopening_keeps_the_functions_unless_they_changed() {
     admin.batch_execute(&format!("COMMENT ON FUNCTION \"{schema}\".append_batch IS NULL")).await.unwrap();
     let third = PostgresStore::open(options).await.unwrap();
     let remade = function_ids().await;
-    assert_eq!(remade.len(), 2);
+    assert_eq!(remade.len(), 3);
     assert!(remade.iter().all(|id| !created.contains(id)), "changed functions were kept");
     for (i, store) in [first, second, third].iter().enumerate() {
         assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), i as u64 + 1);
@@ -379,7 +379,16 @@ async fn a_schema_of_a_newer_build_is_not_downgraded() {
     let version: u32 =
         ours[0].1.strip_prefix("dcb store v").unwrap().split(' ').next().unwrap().parse().unwrap();
     let newer = format!("dcb store v{} 0123456789abcdef", version + 1);
-    for function in ["append_batch", "first_matches"] {
+    let names = admin
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    for name in names {
+        let function: String = name.get(0);
         admin
             .batch_execute(&format!("COMMENT ON FUNCTION \"{schema}\".{function} IS '{newer}'"))
             .await
@@ -421,8 +430,75 @@ async fn functions_changed_by_another_build_are_reported_as_such() {
     let message = error.to_string();
     assert!(matches!(error, Error::Internal(_)), "{message}");
     assert!(message.contains("another (older or newer) build"), "{message}");
-    drop(PostgresStore::open(options).await.unwrap());
+    drop(PostgresStore::open(options.clone()).await.unwrap());
     assert_eq!(store.append(two(), None).await.unwrap(), 3);
+
+    // A build of another version drops this version's functions, the one that the lone
+    // append's statement calls among them: that statement fails the same way.
+    drop_functions_like(&schema, "store\\_protocol\\_v%").await;
+    let error = store.append(vec![Event::new("E", "")], None).await.unwrap_err();
+    assert!(error.to_string().contains("another (older or newer) build"), "{error}");
+    drop(PostgresStore::open(options).await.unwrap());
+    assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 4);
+    common::drop_schema(&schema).await;
+}
+
+/// A single event's append, and a group commit of aggregate inserts, go as plain statements: with
+/// the PL/pgSQL functions dropped they still work, while an append of two events, which calls
+/// `append_batch`, fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_appends_and_aggregate_inserts_call_no_plpgsql_function() {
+    use dcb::recorder::AggregateRecorder;
+
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let store = PostgresStore::open(options.clone()).await.unwrap();
+    let recorder = dcb_postgres::PostgresRecorder::open(options).await.unwrap();
+    drop_functions_like(&schema, "append\\_batch").await;
+    drop_functions_like(&schema, "insert\\_aggregate\\_batch").await;
+    let on_x = || Some(AppendCondition::new(QueryItem::tags(["x"]).into(), None));
+    assert_eq!(store.append(vec![Event::new("E", "").tagged("x")], on_x()).await.unwrap(), 1);
+    assert!(store.append(vec![Event::new("E", "").tagged("x")], on_x()).await.unwrap_err().is_integrity());
+    let two = vec![Event::new("E", ""), Event::new("E", "")];
+    assert!(store.append(two, None).await.is_err(), "two events went without append_batch");
+    assert_eq!(recorder.insert_events(vec![happened("a", 1), happened("b", 1)]).await.unwrap(), 2);
+    common::drop_schema(&schema).await;
+}
+
+/// Drops the functions of `schema` whose names are `LIKE` `pattern`, as a build of another
+/// version does with the functions it does not make.
+async fn drop_functions_like(schema: &str, pattern: &str) {
+    let admin = common::admin().await;
+    let rows = admin
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname LIKE $2",
+            &[&schema, &pattern],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "no function of {schema} is like {pattern}");
+    for row in rows {
+        let function: String = row.get(0);
+        admin.batch_execute(&format!("DROP FUNCTION {function}")).await.unwrap();
+    }
+}
+
+/// The recorder's plain insert likewise, once another build has dropped this version's
+/// functions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_reports_functions_changed_by_another_build() {
+    use dcb::recorder::AggregateRecorder;
+
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let recorder = dcb_postgres::PostgresRecorder::open(options.clone()).await.unwrap();
+    assert_eq!(recorder.insert_events(vec![happened("a", 1)]).await.unwrap(), 1);
+    drop_functions_like(&schema, "recorder\\_protocol\\_v%").await;
+    let error = recorder.insert_events(vec![happened("a", 2)]).await.unwrap_err();
+    assert!(error.to_string().contains("another (older or newer) build"), "{error}");
+    drop(dcb_postgres::PostgresRecorder::open(options).await.unwrap());
+    assert_eq!(recorder.insert_events(vec![happened("a", 2)]).await.unwrap(), 2);
     common::drop_schema(&schema).await;
 }
 
@@ -558,11 +634,15 @@ async fn aggregate_inserts_committed_together_each_answer_their_last_notificatio
         ))
         .await
         .unwrap();
-    // The first waits for the lock, holding the group commit; the others queue behind it.
+    // The first waits for the lock, holding the group commit; the others queue behind it, in
+    // turn.
     let first = insert("a", 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let together = [insert("b", 2), insert("c", 3), insert("d", 1)];
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut together = Vec::new();
+    for (id, count) in [("b", 2), ("c", 3), ("d", 1)] {
+        together.push(insert(id, count));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     admin.batch_execute("COMMIT").await.unwrap();
     assert_eq!(first.await.unwrap().unwrap(), 1);
     let mut answered = Vec::new();
