@@ -103,9 +103,21 @@ async fn query(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>> {
+    run(pool, sql, params).await?.map_err(|e| pool.connector.error(doing, e))
+}
+
+/// Runs one statement on a connection of `pool`: the outer error is that of getting the
+/// connection, the inner one the statement's own, for callers that tell its kinds apart.
+async fn run(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>> {
     let conn = pool.get().await?;
-    let statement = conn.prepare(sql).await.map_err(|e| pool.connector.error(doing, e))?;
-    conn.client.query(&statement, params).await.map_err(|e| pool.connector.error(doing, e))
+    Ok(match conn.prepare(sql).await {
+        Ok(statement) => conn.client.query(&statement, params).await,
+        Err(error) => Err(error),
+    })
 }
 
 /// Inserts queued before callers wait for room.
@@ -207,13 +219,12 @@ const DOING: &str = "inserting aggregate events";
 /// a unique key and the batch function must decide.
 async fn insert_plain(pool: &Pool, sql: &str, flat: &Flat<'_>) -> Result<Option<Vec<i64>>> {
     let params: [&(dyn ToSql + Sync); 4] = [&flat.ids, &flat.versions, &flat.types, &flat.data];
-    let conn = pool.get().await?;
-    let statement = conn.prepare(sql).await.map_err(|e| pool.connector.error(DOING, e))?;
-    let row = match conn.client.query_one(&statement, &params).await {
-        Ok(row) => row,
+    let rows = match run(pool, sql, &params).await? {
+        Ok(rows) => rows,
         Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(None),
         Err(error) => return Err(pool.connector.error(DOING, error)),
     };
+    let row = rows.first().ok_or_else(|| Error::Internal("the plain insert answered no row".into()))?;
     let decode = |e| Error::Internal(format!("decoding the plain insert's answer: {e}"));
     let first: Option<i64> = row.try_get(0).map_err(decode)?;
     let inserted: i64 = row.try_get(1).map_err(decode)?;

@@ -253,8 +253,9 @@ impl LoneAppend {
         let tags: Vec<&str> = event.tags.iter().map(String::as_str).collect();
         let keys: Vec<&str> = event.metadata.keys().map(String::as_str).collect();
         let values: Vec<&str> = event.metadata.values().map(String::as_str).collect();
-        let items = request.condition.as_ref().map_or(&[][..], |c| &c.fail_if_events_match.items[..]);
-        let after = request.condition.as_ref().map(|c| c.after.map_or(0, clamp));
+        let condition = request.condition.as_ref();
+        let items = condition.map_or(&[][..], |c| &c.fail_if_events_match.items[..]);
+        let after = condition.map(|c| c.after.map_or(0, clamp));
         let item_types: Vec<Vec<&str>> =
             items.iter().map(|item| item.types.iter().map(String::as_str).collect()).collect();
         let data: &[u8] = &event.data;
@@ -268,8 +269,8 @@ impl LoneAppend {
         match conn.client.query_opt(&statement, &params).await {
             Ok(Some(row)) => Ok(Some(row.try_get(0)?)),
             Ok(None) => {
-                let query = request.condition.as_ref().map(|c| &c.fail_if_events_match);
-                let maybe_retry = query.is_some_and(|q| dcb::retry_offset(q, &request.events).is_some());
+                let maybe_retry = condition
+                    .is_some_and(|c| dcb::retry_offset(&c.fail_if_events_match, &request.events).is_some());
                 Ok(if maybe_retry { None } else { Some(-1) })
             }
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),

@@ -424,7 +424,8 @@ async fn functions_changed_by_another_build_are_reported_as_such() {
         ))
         .await
         .unwrap();
-    // Two events, which take `append_batch` (a lone event's statement calls no function).
+    // Two events, which take `append_batch` (a lone event's statement calls only the version
+    // guard, below).
     let two = || vec![Event::new("E", ""), Event::new("E", "")];
     let error = store.append(two(), None).await.unwrap_err();
     let message = error.to_string();

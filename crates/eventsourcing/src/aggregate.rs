@@ -434,7 +434,8 @@ struct EventCache {
 
 #[derive(Debug, Default)]
 struct Held {
-    aggregates: HashMap<String, Vec<AggregateEvent>>,
+    /// Shared with the loads folding them, so that a load copies no event.
+    aggregates: HashMap<String, Arc<Vec<AggregateEvent>>>,
     events: usize,
 }
 
@@ -443,7 +444,7 @@ impl EventCache {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn events(&self, id: &str) -> Option<Vec<AggregateEvent>> {
+    fn events(&self, id: &str) -> Option<Arc<Vec<AggregateEvent>>> {
         self.held().aggregates.get(id).cloned()
     }
 
@@ -452,7 +453,7 @@ impl EventCache {
         let mut held = self.held();
         let newer = held.aggregates.get(id).is_some_and(|h| h.len() >= events.len());
         if !newer && !events.is_empty() {
-            held.put(id.to_owned(), events);
+            held.put(id.to_owned(), Arc::new(events));
         }
     }
 
@@ -472,31 +473,30 @@ impl EventCache {
             let first = events[0].version;
             let next_held = held.aggregates.get(&id).map(|h| h.len() as u64 + 1);
             if next_held == Some(first) {
-                if let Some(mut history) = held.aggregates.remove(&id) {
-                    held.events -= history.len();
-                    history.extend(events);
+                if let Some(mut history) = held.take(&id) {
+                    // Copied only if a load is folding it at this moment.
+                    Arc::make_mut(&mut history).extend(events);
                     held.put(id, history);
                 }
             } else if first == 1 {
-                held.put(id, events);
+                held.put(id, Arc::new(events));
             } else {
-                held.remove(&id);
+                held.take(&id);
             }
         }
-        held.bound();
     }
 
     fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         let mut held = self.held();
         for id in ids {
-            held.remove(id);
+            held.take(id);
         }
     }
 }
 
 impl Held {
-    fn put(&mut self, id: String, events: Vec<AggregateEvent>) {
-        self.remove(&id);
+    fn put(&mut self, id: String, events: Arc<Vec<AggregateEvent>>) {
+        self.take(&id);
         if events.len() > MAX_CACHED_HISTORY {
             return;
         }
@@ -505,10 +505,10 @@ impl Held {
         self.bound();
     }
 
-    fn remove(&mut self, id: &str) {
-        if let Some(events) = self.aggregates.remove(id) {
-            self.events -= events.len();
-        }
+    fn take(&mut self, id: &str) -> Option<Arc<Vec<AggregateEvent>>> {
+        let events = self.aggregates.remove(id)?;
+        self.events -= events.len();
+        Some(events)
     }
 
     /// Starts over past the bounds: simpler than an eviction order, and a workload that
