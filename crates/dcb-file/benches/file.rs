@@ -117,6 +117,8 @@ async fn fill(dir: &Dir, events: u64) {
 
 struct ReadFigures {
     open: Duration,
+    /// Bytes of the store's files.
+    store_bytes: u64,
     /// Tags drawn from all tags of the store.
     tag_read: Duration,
     /// Tags drawn from a fixed set of 1,000 (the same working set at every size).
@@ -137,6 +139,7 @@ const HOT_TAGS: u64 = 1000;
 async fn reads(events: u64, samples: usize) -> ReadFigures {
     let dir = Dir::new(&format!("reads-{events}"));
     fill(&dir, events).await;
+    let store_bytes = std::fs::read_dir(&dir.0).unwrap().map(|f| f.unwrap().metadata().unwrap().len()).sum();
     let start = Instant::now();
     let store = FileStore::open(&dir.0).unwrap();
     let open = start.elapsed();
@@ -222,6 +225,7 @@ async fn reads(events: u64, samples: usize) -> ReadFigures {
     let scan_rate = scanned as f64 / start.elapsed().as_secs_f64();
     ReadFigures {
         open,
+        store_bytes,
         scan_rate,
         recent_tag_read: median(recent_times),
         tag_read: median(tag_times),
@@ -252,6 +256,34 @@ async fn memory_store_tag_read(events: u64, samples: usize) -> Duration {
         assert_eq!(read.events.len(), 10);
     }
     median(times)
+}
+
+/// The machine's own floor for flatness: the time of one load that depends on the one before (a
+/// pointer chase, as in following an index to a record) at random through `bytes` of memory in
+/// 4 KiB pages, as the store's mapped files are. Any read pays at least one such load once its
+/// data no longer fits the caches.
+fn dependent_load(bytes: u64) -> Duration {
+    let slots = (bytes / 8).max(2) as usize;
+    let mut next: Vec<u64> = (0..slots as u64).collect();
+    // Sattolo's shuffle: one cycle through every slot, in random order.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..slots).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        next.swap(i, (state % i as u64) as usize);
+    }
+    let steps = 2_000_000u32;
+    let mut at = 0usize;
+    for _ in 0..steps / 10 {
+        at = next[at] as usize;
+    }
+    let start = Instant::now();
+    for _ in 0..steps {
+        at = next[at] as usize;
+    }
+    std::hint::black_box(at);
+    start.elapsed() / steps
 }
 
 fn main() {
@@ -296,6 +328,17 @@ fn main() {
         micros(memory_small),
         micros(memory_big),
         (memory_big.as_secs_f64() / memory_small.as_secs_f64() - 1.0) * 100.0
+    );
+    let (near, far) = (dependent_load(small.store_bytes), dependent_load(big.store_bytes));
+    println!(
+        "yardstick: one dependent load at random through memory of the store's size, {:.0} ns in {:.1} MB \
+         (10000 events), {:.0} ns in {:.0} MB ({large}): each load a read waits for adds {:+.0}% of the \
+         10000-event read",
+        near.as_secs_f64() * 1e9,
+        small.store_bytes as f64 / 1e6,
+        far.as_secs_f64() * 1e9,
+        big.store_bytes as f64 / 1e6,
+        (far.as_secs_f64() - near.as_secs_f64()) / small.tag_read.as_secs_f64() * 100.0
     );
     println!(
         "hot tag read at {large} vs 10000 events: {:+.0}%",

@@ -315,10 +315,10 @@ impl Writer {
         // tracking position is recorded by then.
         let Some(condition) = &request.condition else { return self.check_tracking(request, tracking) };
         let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
-        let query = &condition.fail_if_events_match;
-        let after = condition.after.unwrap_or(0);
         let top = index.len();
-        let Some(&conflict) = index.matching(query, after, top, 1, false).first() else {
+        let first_match =
+            |query: &dcb::Query, after| index.matching(query, after, top, 1, false).first().copied();
+        let Some(conflict) = condition.first_failure(first_match) else {
             drop(index);
             return self.check_tracking(request, tracking);
         };
@@ -338,7 +338,8 @@ impl Writer {
             }
         }
         let error = Error::Integrity(format!(
-            "an event matching the append condition was recorded after position {after} (at {conflict})"
+            "an event matching the append condition was recorded after position {} (at {conflict})",
+            condition.after.unwrap_or(0)
         ));
         Err(Refusal { error, on_unsynced: conflict > durable })
     }

@@ -353,8 +353,11 @@ mod tests {
             proto::SubscribeRequest { query: Some(query(MAX_QUERY_ITEMS + 1)), ..Default::default() };
         let over = Bytes::from(subscribe.encode_to_vec());
         assert_eq!(refusal(proto::SubscribeRequest::decode_message(over)), ErrorType::InvalidArgument);
-        let condition =
-            proto::AppendCondition { fail_if_events_match: Some(query(MAX_QUERY_ITEMS + 1)), after: None };
+        let condition = proto::AppendCondition {
+            fail_if_events_match: Some(query(MAX_QUERY_ITEMS + 1)),
+            after: None,
+            items_after: Vec::new(),
+        };
         let append = proto::AppendRequest { condition: Some(condition), ..empty_events(1) };
         let over = Bytes::from(append.encode_to_vec());
         assert_eq!(refusal(proto::AppendRequest::decode_message(over)), ErrorType::InvalidArgument);

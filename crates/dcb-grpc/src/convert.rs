@@ -223,6 +223,7 @@ pub(crate) fn append_from_wire(request: proto::AppendRequest) -> dcb::Result<dcb
     let condition = request.condition.map(|condition| dcb::AppendCondition {
         fail_if_events_match: query_from_wire(condition.fail_if_events_match),
         after: condition.after,
+        items_after: condition.items_after.into_iter().map(|p| (p != 0).then_some(p)).collect(),
     });
     let tracking =
         request.tracking_info.map(|t| dcb::TrackingInfo { source: t.source, position: t.position });
@@ -235,6 +236,7 @@ pub(crate) fn append_to_wire(request: dcb::AppendRequest) -> proto::AppendReques
         condition: request.condition.map(|condition| proto::AppendCondition {
             fail_if_events_match: Some(query_to_wire(&condition.fail_if_events_match)),
             after: condition.after,
+            items_after: condition.items_after.iter().map(|p| p.unwrap_or(0)).collect(),
         }),
         tracking_info: request
             .tracking

@@ -74,6 +74,7 @@ mod tests {
             condition: Some(proto::AppendCondition {
                 fail_if_events_match: Some(query.clone()),
                 after: Some(3),
+                items_after: Vec::new(),
             }),
             tracking_info: Some(proto::TrackingInfo { source: "s".into(), position: 9 }),
         };

@@ -240,6 +240,7 @@ async fn bad_requests_are_invalid_arguments_and_write_nothing() {
         condition: Some(proto::AppendCondition {
             fail_if_events_match: Some(huge_query.clone()),
             after: None,
+            items_after: Vec::new(),
         }),
         ..append(vec![event("A", &[])])
     };

@@ -21,7 +21,7 @@ const MIGRATION_LOCK: i64 = 0x0dcb_5c4e_3a00_0001;
 /// columns): a build refuses to open a schema that a build of a higher version migrated, rather
 /// than reinstalling its own functions under the processes of that build, whose calls would then
 /// fail until they restart. Functions of builds before versions were recorded count as version 0.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// Names derived from a validated schema name.
 #[derive(Debug, Clone)]
@@ -293,12 +293,13 @@ $drop$;
 -- longer the schema's. Inlined when planned: it costs nothing per call.
 CREATE FUNCTION @S.store_protocol_v@V() RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
 
--- The first `p_limit` positions after `p_after` matching items `p_from + 1 ..= p_to` of the
--- flattened query arrays (no items: every event). Each item is answered from an index in
--- position order and cut at `p_limit`, so the cost does not grow with the store.
+-- The first `p_limit` positions matching items `p_from + 1 ..= p_to` of the flattened query
+-- arrays, each after its own position `i_after` (no items: every event after `p_after`). Each
+-- item is answered from an index in position order and cut at `p_limit`, so the cost does not
+-- grow with the store.
 CREATE OR REPLACE FUNCTION @S.first_matches(
     p_after bigint, p_limit int, p_from int, p_to int,
-    i_type_off int[], i_types int[], i_tag_off int[], i_tags int[],
+    i_type_off int[], i_types int[], i_tag_off int[], i_tags int[], i_after bigint[],
     q_types text[], q_tags text[]
 ) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -315,22 +316,22 @@ BEGIN
         item_types := q_types[i_type_off[i] + 1 : i_type_off[i] + i_types[i]];
         item_tags := q_tags[i_tag_off[i] + 1 : i_tag_off[i] + i_tags[i]];
         IF i_tags[i] = 0 AND i_types[i] = 0 THEN
-            found := found || ARRAY(SELECT e.position FROM @S.events e WHERE e.position > p_after
+            found := found || ARRAY(SELECT e.position FROM @S.events e WHERE e.position > i_after[i]
                                     ORDER BY e.position LIMIT p_limit);
         ELSIF i_tags[i] = 0 THEN
             FOREACH one_type IN ARRAY item_types LOOP
                 found := found || ARRAY(SELECT e.position FROM @S.events e
-                                        WHERE e.type = one_type AND e.position > p_after
+                                        WHERE e.type = one_type AND e.position > i_after[i]
                                         ORDER BY e.position LIMIT p_limit);
             END LOOP;
         ELSIF i_tags[i] = 1 AND i_types[i] = 0 THEN
             found := found || ARRAY(SELECT x.position FROM @S.event_tags x
-                                    WHERE x.tag = item_tags[1] AND x.position > p_after
+                                    WHERE x.tag = item_tags[1] AND x.position > i_after[i]
                                     ORDER BY x.position LIMIT p_limit);
         ELSE
             found := found || ARRAY(SELECT x.position FROM @S.event_tags x
                                     JOIN @S.events e ON e.position = x.position
-                                    WHERE x.tag = item_tags[1] AND x.position > p_after
+                                    WHERE x.tag = item_tags[1] AND x.position > i_after[i]
                                       AND e.tags @> item_tags
                                       AND (i_types[i] = 0 OR e.type = ANY (item_types))
                                     ORDER BY x.position LIMIT p_limit);
@@ -349,6 +350,9 @@ $fn$;
 -- Accepted appends are inserted together, by one statement, when the batch ends, or earlier when
 -- a later append's condition might match them (`a_flush`, worked out by the caller from the
 -- types and tags of the batch): then that condition is checked against the table holding them.
+-- A condition's items are checked each after its own position (`i_after`: the later of the
+-- condition's `after` and the item's); `a_after` is the latest of them (the condition's `after`
+-- when it has no items), which a retry's events must lie beyond.
 -- Events are addressed by their append (`e_app`) and rank in it (`e_k`); each event's tags and
 -- metadata keys and values come as the text of an array (`e_tags`, `e_meta_keys`,
 -- `e_meta_values`), so that the insert reads every array once, in order, and joins nothing:
@@ -357,8 +361,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION @S.append_batch(
     a_events int[], a_conditional bool[], a_after bigint[], a_item_off int[], a_items int[],
     a_flush bool[], a_retry int[], a_source text[], a_source_pos bigint[],
-    i_type_off int[], i_types int[], i_tag_off int[], i_tags int[], q_types text[], q_tags text[],
-    e_app int[], e_k int[], e_type text[], e_data bytea[], e_uuid uuid[],
+    i_type_off int[], i_types int[], i_tag_off int[], i_tags int[], i_after bigint[],
+    q_types text[], q_tags text[], e_app int[], e_k int[], e_type text[], e_data bytea[], e_uuid uuid[],
     e_tags text[], e_meta_keys text[], e_meta_values text[]
 ) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -389,11 +393,11 @@ BEGIN
     -- much in a batch (PL/pgSQL starts an executor for each).
     hit_items := ARRAY(
         SELECT it
-        FROM unnest(a_item_off, a_items, a_after, a_conditional, a_flush) AS ap(off, cnt, aft, cond, fl),
+        FROM unnest(a_item_off, a_items, a_conditional, a_flush) AS ap(off, cnt, cond, fl),
              generate_series(ap.off + 1, ap.off + ap.cnt) AS it
         WHERE ap.cond AND NOT ap.fl AND i_tags[it] = 1 AND i_types[it] = 0
           AND (SELECT x.position FROM @S.event_tags x
-               WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > ap.aft
+               WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > i_after[it]
                ORDER BY x.position LIMIT 1) IS NOT NULL);
     FOR a IN 1 .. n LOOP
         cnt := a_events[a];
@@ -420,15 +424,15 @@ BEGIN
                     conflict := it = ANY (hit_items);
                 ELSIF i_tags[it] = 1 AND i_types[it] = 0 THEN
                     conflict := (SELECT x.position FROM @S.event_tags x
-                                 WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > a_after[a]
+                                 WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > i_after[it]
                                  ORDER BY x.position LIMIT 1) IS NOT NULL;
                 ELSIF i_tags[it] = 0 AND i_types[it] = 0 THEN
-                    conflict := (SELECT e.position FROM @S.events e WHERE e.position > a_after[a]
+                    conflict := (SELECT e.position FROM @S.events e WHERE e.position > i_after[it]
                                  ORDER BY e.position LIMIT 1) IS NOT NULL;
                 ELSIF i_tags[it] = 0 THEN
                     FOR k IN i_type_off[it] + 1 .. i_type_off[it] + i_types[it] LOOP
                         conflict := (SELECT e.position FROM @S.events e
-                                     WHERE e.type = q_types[k] AND e.position > a_after[a]
+                                     WHERE e.type = q_types[k] AND e.position > i_after[it]
                                      ORDER BY e.position LIMIT 1) IS NOT NULL;
                         EXIT WHEN conflict;
                     END LOOP;
@@ -438,12 +442,12 @@ BEGIN
                     -- the statement's generic plan is priced so high that PostgreSQL plans it
                     -- afresh at every call, about ten times the cost of the probe.
                     conflict := (SELECT x.position FROM @S.event_tags x
-                                 WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > a_after[a]
+                                 WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > i_after[it]
                                  ORDER BY x.position LIMIT 1) IS NOT NULL;
                     CONTINUE WHEN NOT conflict;
                     conflict := (
                         SELECT x.position FROM @S.event_tags x JOIN @S.events e ON e.position = x.position
-                        WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > a_after[a]
+                        WHERE x.tag = q_tags[i_tag_off[it] + 1] AND x.position > i_after[it]
                           AND (i_tags[it] = 1
                                OR e.tags @> q_tags[i_tag_off[it] + 1 : i_tag_off[it] + i_tags[it]])
                           AND (i_types[it] = 0
@@ -458,7 +462,7 @@ BEGIN
                 IF a_retry[a] >= 0 THEN
                     matches := @S.first_matches(a_after[a], 1, a_item_off[a],
                                                 a_item_off[a] + a_items[a], i_type_off, i_types,
-                                                i_tag_off, i_tags, q_types, q_tags);
+                                                i_tag_off, i_tags, i_after, q_types, q_tags);
                     first := matches[1] - a_retry[a];
                     IF first > a_after[a] AND e_uuid[ev + 1 : ev + cnt] = ARRAY(
                         SELECT e.uuid FROM @S.events e
@@ -609,7 +613,7 @@ mod tests {
     /// The digest of each part's tables and functions (templates) when [`SCHEMA_VERSION`] was
     /// last considered.
     const CONSIDERED: [(&str, u32, u64); 2] =
-        [("store", 2, 0x8e0fc65d5598409a), ("recorder", 2, 0x12f8f2894fcbeea6)];
+        [("store", 3, 0x7ccfd7b9f5bac2ff), ("recorder", 3, 0x12f8f2894fcbeea6)];
 
     /// Fails whenever the SQL changes, so that every change is a decision about the version:
     /// the tables and functions, and the statements that write without calling a function (the

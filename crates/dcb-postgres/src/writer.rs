@@ -170,22 +170,23 @@ const LONE_ITEMS: usize = 4;
 
 impl LoneAppend {
     pub(crate) fn new(schema: &Schema) -> Self {
-        // Item `i` has its tag as parameter `8 + 2i`, and its types, if any, as `9 + 2i`. One
+        // Item `i` has its tag as parameter `7 + 3i`, its types, if any, as `8 + 3i` and the
+        // position it is checked after as `9 + 3i`. One
         // scalar subquery per check, not `EXISTS` or `tag = ANY`, whose generic plans scan the
         // tag table from its start. An item with types checks its bare tag first, as in
         // `append_batch`: no event of it after the position, the usual answer, settles the item
         // without the join. Items without types have a statement without the join, whose
         // generic plan PostgreSQL keeps; with it, the statement is planned at every call.
         let check = |i: usize, typed: bool| {
-            let (tag, types) = (8 + 2 * i, 9 + 2 * i);
+            let (tag, types, after) = (7 + 3 * i, 8 + 3 * i, 9 + 3 * i);
             let bare = format!(
-                "(SELECT x.position FROM @S.event_tags x WHERE x.tag = ${tag} AND x.position > $7 \
+                "(SELECT x.position FROM @S.event_tags x WHERE x.tag = ${tag} AND x.position > ${after} \
                  ORDER BY x.position LIMIT 1) IS NULL"
             );
             if typed {
                 format!(
                     "\n AND ({bare} OR (SELECT x.position FROM @S.event_tags x \
-                     JOIN @S.events e ON e.position = x.position WHERE x.tag = ${tag} AND x.position > $7 \
+                     JOIN @S.events e ON e.position = x.position WHERE x.tag = ${tag} AND x.position > ${after} \
                      AND e.type = ANY (${types}::text[]) ORDER BY x.position LIMIT 1) IS NULL)"
                 )
             } else {
@@ -203,10 +204,7 @@ impl LoneAppend {
                  tagged AS (INSERT INTO @S.event_tags (tag, position) \
                  SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(i.tags) AS t(tag)) \
                  SELECT i.position FROM inserted i \
-                 WHERE pg_notify('@CHANNEL', i.position::text) IS NOT NULL{}",
-                // Every statement has the same parameters per item; an unconditional one still
-                // mentions `$7`, so that its type is known.
-                if items == 0 { " AND $7::bigint IS NULL" } else { "" }
+                 WHERE pg_notify('@CHANNEL', i.position::text) IS NOT NULL"
             ))
         };
         let statements = (0..=LONE_ITEMS)
@@ -255,15 +253,19 @@ impl LoneAppend {
         let values: Vec<&str> = event.metadata.values().map(String::as_str).collect();
         let condition = request.condition.as_ref();
         let items = condition.map_or(&[][..], |c| &c.fail_if_events_match.items[..]);
-        let after = condition.map(|c| c.after.map_or(0, clamp));
         let item_types: Vec<Vec<&str>> =
             items.iter().map(|item| item.types.iter().map(String::as_str).collect()).collect();
+        let item_after: Vec<i64> = match condition {
+            Some(c) => (0..items.len()).map(|i| c.item_after(i).map_or(0, clamp)).collect(),
+            None => Vec::new(),
+        };
         let data: &[u8] = &event.data;
         let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&event.event_type, &data, &tags, &event.uuid, &keys, &values, &after];
-        for (item, types) in items.iter().zip(&item_types) {
+            vec![&event.event_type, &data, &tags, &event.uuid, &keys, &values];
+        for ((item, types), after) in items.iter().zip(&item_types).zip(&item_after) {
             params.push(&item.tags[0]);
             params.push(types);
+            params.push(after);
         }
         let statement = conn.prepare(sql).await?;
         match conn.client.query_opt(&statement, &params).await {
@@ -370,6 +372,7 @@ struct Arrays<'a> {
     i_types: Vec<i32>,
     i_tag_off: Vec<i32>,
     i_tags: Vec<i32>,
+    i_after: Vec<i64>,
     q_types: Vec<&'a str>,
     q_tags: Vec<&'a str>,
     e_app: Vec<i32>,
@@ -395,11 +398,12 @@ impl<'a> Arrays<'a> {
             Some(condition) => {
                 let query = &condition.fail_if_events_match;
                 self.a_conditional.push(true);
-                self.a_after.push(condition.after.map_or(0, clamp));
+                self.a_after.push(condition.latest_after().map_or(0, clamp));
                 self.a_items.push(int(query.items.len()));
                 self.a_flush.push(self.might_match_earlier(query));
                 self.a_retry.push(dcb::retry_offset(query, &request.events).map_or(-1, int));
-                for item in &query.items {
+                for (i, item) in query.items.iter().enumerate() {
+                    self.i_after.push(condition.item_after(i).map_or(0, clamp));
                     self.i_type_off.push(int(self.q_types.len()));
                     self.i_types.push(int(item.types.len()));
                     self.q_types.extend(item.types.iter().map(String::as_str));
@@ -449,7 +453,7 @@ impl<'a> Arrays<'a> {
     }
 
     /// How many parameters `append_batch` takes.
-    const PARAMS: usize = 23;
+    const PARAMS: usize = 24;
 
     fn params(&self) -> [&(dyn ToSql + Sync); Arrays::PARAMS] {
         [
@@ -466,6 +470,7 @@ impl<'a> Arrays<'a> {
             &self.i_types,
             &self.i_tag_off,
             &self.i_tags,
+            &self.i_after,
             &self.q_types,
             &self.q_tags,
             &self.e_app,

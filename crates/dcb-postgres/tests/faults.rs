@@ -532,7 +532,7 @@ async fn append_behind_a_held_lock(store: &PostgresStore, schema: &str) -> dcb::
 async fn begin_append_of_another_process(admin: &tokio_postgres::Client, schema: &str, tag: &str) {
     let one_event = format!(
         "BEGIN; SELECT \"{schema}\".append_batch('{{1}}', '{{f}}', '{{0}}', '{{0}}', '{{0}}', '{{f}}', \
-         '{{-1}}', '{{NULL}}', '{{NULL}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{1}}', '{{1}}', \
+         '{{-1}}', '{{NULL}}', '{{NULL}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{1}}', '{{1}}', \
          '{{Held}}', '{{\"\"}}', '{{NULL}}', ARRAY['{{\"{tag}\"}}'], '{{\"{{}}\"}}', '{{\"{{}}\"}}')"
     );
     admin.batch_execute(&one_event).await.unwrap();

@@ -126,6 +126,12 @@ pub fn validate_append(request: &AppendRequest) -> Result<()> {
     check_append_bytes("append", request.events.iter().map(Event::byte_size).sum())?;
     if let Some(condition) = &request.condition {
         validate_query(&condition.fail_if_events_match)?;
+        let (items, positions) = (condition.fail_if_events_match.items.len(), condition.items_after.len());
+        if positions != 0 && positions != items {
+            return Err(Error::invalid(format!(
+                "an append condition gives positions for {positions} items of a query of {items}: give one per item, or none"
+            )));
+        }
     }
     if let Some(tracking) = &request.tracking {
         check_name("tracking source", &tracking.source)?;

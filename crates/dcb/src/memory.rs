@@ -382,12 +382,11 @@ impl State {
             }
         }
         if let Some(condition) = &request.condition {
-            let query = &condition.fail_if_events_match;
-            let first = ReadOptions { after: condition.after, limit: Some(1), ..ReadOptions::default() };
-            let may_conflict = self.may_match_after(query, condition.after.unwrap_or(0));
-            if let Some(&conflict) =
-                may_conflict.then(|| self.scan(query, first)).as_deref().and_then(<[u64]>::first)
-            {
+            let first_match = |query: &Query, after: u64| {
+                let first = ReadOptions { after: Some(after), limit: Some(1), ..ReadOptions::default() };
+                self.may_match_after(query, after).then(|| self.scan(query, first).first().copied()).flatten()
+            };
+            if let Some(conflict) = condition.first_failure(first_match) {
                 if let Some(span) = retry_span(condition, &request.events, conflict, self.head().unwrap_or(0))
                 {
                     let recorded: Vec<SequencedEvent> = span.map(|p| self.materialise(p)).collect();

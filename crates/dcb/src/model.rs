@@ -225,18 +225,97 @@ impl From<QueryItem> for Query {
 ///
 /// A decision model reads with a query, decides, then appends with the same query and the head
 /// its read returned, so that the append fails if anything relevant changed meanwhile.
+///
+/// An item may be checked from a later position of its own ([`AppendCondition::item_after`]):
+/// a process that knows some tags up to different positions (a cache of their events) can
+/// append under one condition without meeting its own later events of one tag in the check of
+/// another. Stores that do not know item positions (UmaDB's protocol carries one `after`) check
+/// every item after `after`, which fails more often but never wrongly succeeds.
+///
+/// ```
+/// use dcb::{AppendCondition, Event, Query, QueryItem, SequencedEvent};
+///
+/// let query = Query::from(QueryItem::tags(["course-1"])).or(QueryItem::tags(["student-1"]));
+/// let condition = AppendCondition::new(query, Some(10)).with_item_after(1, 20);
+/// assert_eq!(condition.item_after(0), Some(10));
+/// assert_eq!(condition.item_after(1), Some(20));
+///
+/// let at = |position| SequencedEvent { position, event: Event::new("Joined", "").with_tags(["student-1"]) };
+/// assert!(!condition.is_failed_by(&at(15)));
+/// assert!(condition.is_failed_by(&at(21)));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendCondition {
     /// Events that must not have been recorded after `after`.
     pub fail_if_events_match: Query,
     /// The position up to which the appender has seen the store; `None` means "nothing seen".
     pub after: Option<u64>,
+    /// Later positions for single items: item `i` is checked after `items_after[i]` where that is
+    /// given and later than `after`. Empty (the default), or one entry per item.
+    pub items_after: Vec<Option<u64>>,
 }
 
 impl AppendCondition {
     /// Fail if an event matching `query` was recorded after position `after`.
     pub fn new(query: Query, after: Option<u64>) -> Self {
-        AppendCondition { fail_if_events_match: query, after }
+        AppendCondition { fail_if_events_match: query, after, items_after: Vec::new() }
+    }
+
+    /// Checks item `index` of the query only after `position` (if that is later than `after`).
+    ///
+    /// # Panics
+    ///
+    /// If the query has no item `index`.
+    pub fn with_item_after(mut self, index: usize, position: u64) -> Self {
+        let items = self.fail_if_events_match.items.len();
+        assert!(index < items, "item {index} of a query of {items} items");
+        self.items_after.resize(items, None);
+        self.items_after[index] = Some(position);
+        self
+    }
+
+    /// The position after which item `index` is checked: the later of `after` and the item's own.
+    pub fn item_after(&self, index: usize) -> Option<u64> {
+        match self.items_after.get(index).copied().flatten() {
+            Some(own) => Some(self.after.map_or(own, |after| after.max(own))),
+            None => self.after,
+        }
+    }
+
+    /// Whether items are checked from positions of their own, not all after `after`.
+    pub fn has_item_positions(&self) -> bool {
+        self.items_after.iter().any(Option::is_some)
+    }
+
+    /// The latest position after which any part of the condition is checked.
+    pub fn latest_after(&self) -> Option<u64> {
+        (0..self.fail_if_events_match.items.len()).map(|i| self.item_after(i)).max().unwrap_or(self.after)
+    }
+
+    /// Whether `event`, recorded at its position, makes the condition fail.
+    pub fn is_failed_by(&self, event: &SequencedEvent) -> bool {
+        let items = &self.fail_if_events_match.items;
+        if items.is_empty() {
+            return event.position > self.after.unwrap_or(0);
+        }
+        items
+            .iter()
+            .enumerate()
+            .any(|(i, item)| event.position > self.item_after(i).unwrap_or(0) && item.matches(&event.event))
+    }
+
+    /// The first position that makes the condition fail, given `first_match(query, after)`, the
+    /// first position after `after` matching `query` (within whatever bounds the caller keeps):
+    /// asked once for the whole query, or once per item when items have positions of their own.
+    pub fn first_failure(&self, mut first_match: impl FnMut(&Query, u64) -> Option<u64>) -> Option<u64> {
+        let query = &self.fail_if_events_match;
+        if !self.has_item_positions() {
+            return first_match(query, self.after.unwrap_or(0));
+        }
+        let item_first = |(i, item): (usize, &QueryItem)| {
+            first_match(&Query::from(item.clone()), self.item_after(i).unwrap_or(0))
+        };
+        query.items.iter().enumerate().filter_map(item_first).min()
     }
 }
 
@@ -424,20 +503,20 @@ impl AppendRequest {
 }
 
 /// Where the events of a conditional append lie if it is a retry of one already recorded: its
-/// `condition` failed, with `first_match` the first position matching the condition's query
-/// after its `after`. [`already_appended`] then tells, from the events recorded there, whether it
-/// is.
+/// `condition` failed, with `first_match` the first position that fails it
+/// ([`AppendCondition::first_failure`]). [`already_appended`] then tells, from the events
+/// recorded there, whether it is.
 ///
-/// Had the append been recorded, at positions `p ..= p + n - 1` with `p` after `after`, nothing
-/// matching the condition came between `after` and `p` (or it would have failed), so the first
-/// match is its own first matching event: `p` is `first_match` less that event's index in the
-/// append. The rule holds
-/// for appends that hold events outside the condition's query too. None when the span would end
-/// past `head`, the store's last position, when no submitted event
-/// matches the query (then the failure says nothing about the append itself) or when a submitted
-/// event lacks a uuid or carries the nil one: the nil uuid identifies nothing, since clients send
-/// it for "no uuid" (the Python `eventsourcing` library does by default), and two different
-/// appends carrying it must not be taken for one.
+/// Had the append been recorded, at positions `p ..= p + n - 1` with `p` after every position the
+/// condition is checked from ([`AppendCondition::latest_after`]), nothing failing the condition
+/// came before `p` (or it would have failed), so the first failure is its own first matching
+/// event: `p` is `first_match` less that event's index in the append. The rule holds for appends
+/// that hold events outside the condition's query too. None when the span would end past `head`,
+/// the store's last position, when no submitted event matches the query (then the failure says
+/// nothing about the append itself) or when a submitted event lacks a uuid or carries the nil
+/// one: the nil uuid identifies nothing, since clients send it for "no uuid" (the Python
+/// `eventsourcing` library does by default), and two different appends carrying it must not be
+/// taken for one.
 ///
 /// ```
 /// use dcb::{AppendCondition, Event, Query, QueryItem, SequencedEvent, Uuid, already_appended, retry_span};
@@ -463,7 +542,7 @@ pub fn retry_span(
     head: u64,
 ) -> Option<RangeInclusive<u64>> {
     let offset = retry_offset(&condition.fail_if_events_match, submitted)? as u64;
-    let after = condition.after.unwrap_or(0);
+    let after = condition.latest_after().unwrap_or(0);
     let start = first_match.checked_sub(offset).filter(|&start| start > after)?;
     let end = start.checked_add(submitted.len() as u64 - 1).filter(|&end| end <= head)?;
     Some(start..=end)

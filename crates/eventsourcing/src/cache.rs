@@ -4,10 +4,11 @@
 //!
 //! What the cache knows comes from the store's own answers:
 //! - a read of every event of some tags, at head `h`, knows those tags up to `h`;
-//! - a conditional append that succeeded at positions `b + 1 ..= p` proves that nothing its
-//!   query selects came after its `after` and up to `b`: a held tag that is one of its items,
-//!   on its own and known at least up to that `after`, is then known up to `p`, its own events
-//!   added (with no `after`, such a tag is known up to `p` even if it was not held);
+//! - a conditional append that succeeded at positions `b + 1 ..= p` proves, for each item of its
+//!   query, that nothing the item selects came after the position it was checked from and up to
+//!   `b`: a held tag that is an item on its own, known at least up to that position, is then
+//!   known up to `p`, its own events added (checked from no position at all, such a tag is known
+//!   up to `p` even if it was not held);
 //! - an append right after a tag's known position (`b` is it) adds its events to the tag.
 //!
 //! Tags the cache learnt in one run of appends, each right after the one before, move on
@@ -16,11 +17,16 @@
 //! that a run moves on in constant time. A tag carried by an append that came after a gap (other
 //! writers' events the cache has not seen) and not proven by its condition is forgotten.
 //!
-//! A decision is served at the lowest position its tags are known up to, and only if no held
-//! event it selects lies beyond it. Serving is safe whatever happened since: the append goes
-//! under the decision's own query after that position, so any change the cache missed inside
-//! the boundary fails it, and the decision is then taken again from a fresh read. What must
-//! hold is the cache's invariant: a held tag's events are all of its events up to its position.
+//! A decision is served with each item of its query known up to the position of the item's
+//! furthest known tag, and only if no held event it selects lies beyond the position of an item
+//! it matches. Serving is safe whatever happened since: the append goes under the decision's own
+//! query, each item checked from the position it was served at
+//! ([`AppendCondition::item_after`]), so any change the cache missed inside the boundary fails
+//! it, and the decision is then taken again from a fresh read. Positions per item let a process
+//! whose writers interleave serve a decision about tags it learnt at different points (a
+//! student known up to its last join, a course up to an earlier one): one `after` at the lowest
+//! would meet the later tags' own events. What must hold is the cache's invariant: a held tag's
+//! events are all of its events up to its position.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -201,20 +207,58 @@ fn bare_tags(query: &Query) -> Option<Vec<String>> {
     query.items.iter().all(|item| lone_tag(item).is_some()).then_some(tags)
 }
 
-/// What a successful append under a condition proves: no event of the `tags` (the items that
-/// are one bare tag) came after `after` and before the append's own events.
+/// What a successful append under a condition proves: no event of each of the `tags` (the items
+/// that are one bare tag) came after the position given with it and before the append's own
+/// events.
 #[derive(Debug, Default)]
 struct Proof {
-    after: u64,
-    tags: Vec<String>,
+    tags: Vec<(String, u64)>,
 }
 
 impl Proof {
     fn of(condition: Option<&AppendCondition>) -> Self {
         let Some(condition) = condition else { return Proof::default() };
-        let tags = condition.fail_if_events_match.items.iter().filter_map(lone_tag).cloned().collect();
-        Proof { after: condition.after.unwrap_or(0), tags }
+        let items = condition.fail_if_events_match.items.iter().enumerate();
+        let proven =
+            |(i, item)| lone_tag(item).map(|tag| (tag.clone(), condition.item_after(i).unwrap_or(0)));
+        Proof { tags: items.filter_map(proven).collect() }
     }
+
+    /// The position after which the condition proved `tag`, if it did.
+    fn after(&self, tag: &str) -> Option<u64> {
+        self.tags.iter().find(|(proven, _)| proven == tag).map(|&(_, after)| after)
+    }
+}
+
+/// A decision served from the cache: the events its query selects, oldest first, and the
+/// position each item of the query is known up to.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) events: Vec<Arc<SequencedEvent>>,
+    pub(crate) items_at: Vec<u64>,
+}
+
+impl Served {
+    /// The lowest position an item is known up to: the whole decision is known up to there.
+    pub(crate) fn head(&self) -> u64 {
+        self.items_at.iter().copied().min().unwrap_or(0)
+    }
+
+    /// The condition of the decision's append (see [`condition_at`]).
+    pub(crate) fn condition(&self, query: Query) -> AppendCondition {
+        condition_at(query, &self.items_at)
+    }
+}
+
+/// The condition of an append decided on `query` with its items known up to `items_at`: each
+/// item checked after its own position, and `after` at the lowest of them for stores that check
+/// every item from there.
+pub(crate) fn condition_at(query: Query, items_at: &[u64]) -> AppendCondition {
+    let head = items_at.iter().copied().min();
+    let condition = AppendCondition::new(query, head);
+    items_at.iter().enumerate().fold(condition, |condition, (i, &at)| {
+        if Some(at) > head { condition.with_item_after(i, at) } else { condition }
+    })
 }
 
 /// Appends through `store`, teaching `cache` (if any) what the answer proves.
@@ -269,15 +313,15 @@ impl DecisionCache {
         tags_to_read(query, &self.lock().hot)
     }
 
-    /// The events `query` selects, oldest first, and the position they are known up to, if every
-    /// item has a held tag and no held event the query selects lies beyond the lowest position
-    /// its tags are known up to (an append after it would meet that event).
-    pub(crate) fn serve(&self, query: &Query) -> Option<(Vec<Arc<SequencedEvent>>, u64)> {
+    /// The events `query` selects and the position each item is known up to (its furthest known
+    /// tag's), if every item has a held tag and no held event the query selects lies beyond the
+    /// position of an item it matches (an append checking that item from there would meet it).
+    pub(crate) fn serve(&self, query: &Query) -> Option<Served> {
         let known = self.lock();
         if query.items.is_empty() {
             return None;
         }
-        let mut served_at = u64::MAX;
+        let mut items_at = Vec::with_capacity(query.items.len());
         let mut selected: Vec<Arc<SequencedEvent>> = Vec::new();
         for item in &query.items {
             let (held, at) = item
@@ -286,17 +330,20 @@ impl DecisionCache {
                 .filter_map(|tag| known.tags.get(tag))
                 .map(|held| (held, known.position(held)))
                 .max_by_key(|(_, at)| *at)?;
-            served_at = served_at.min(at);
+            items_at.push(at);
             selected.extend(held.events.iter().filter(|e| item.matches(&e.event)).cloned());
         }
-        if selected.iter().any(|e| e.position > served_at) {
+        let beyond = |e: &Arc<SequencedEvent>| {
+            query.items.iter().zip(&items_at).any(|(item, &at)| e.position > at && item.matches(&e.event))
+        };
+        if selected.iter().any(beyond) {
             return None;
         }
         if query.items.len() > 1 {
             selected.sort_unstable_by_key(|e| e.position);
             selected.dedup_by_key(|e| e.position);
         }
-        Some((selected, served_at))
+        Some(Served { events: selected, items_at })
     }
 
     /// Takes in a read of every event carrying `tags`, whose head was `head`.
@@ -332,7 +379,7 @@ impl DecisionCache {
         }
         // Where each tag the append touches stands before it: the run it joins moves on below.
         let mut touched: Vec<(&str, Option<u64>)> = Vec::new();
-        for tag in appended.iter().flat_map(|e| &e.event.tags).chain(&proof.tags) {
+        for tag in appended.iter().flat_map(|e| &e.event.tags).chain(proof.tags.iter().map(|(tag, _)| tag)) {
             if !touched.iter().any(|(seen, _)| *seen == tag) {
                 touched.push((tag, known.tag_position(tag)));
             }
@@ -340,20 +387,20 @@ impl DecisionCache {
         let continues = known.frontier() == Some(before);
         let run = known.run_ending_at(last, continues);
         for (tag, at) in touched {
-            let proven = proof.tags.iter().any(|p| p == tag);
+            let proven = proof.after(tag);
             let carrying = appended.iter().filter(|e| e.event.has_tag(tag)).cloned();
             match at {
                 // Known past this append already.
                 Some(at) if at >= last => {}
                 // Nothing of the tag unseen before the append: its events follow on.
-                Some(at) if at == before || (proven && at >= proof.after) => {
+                Some(at) if at == before || proven.is_some_and(|after| at >= after) => {
                     known.extend(tag, carrying, last, run)
                 }
                 // Events of the tag may have come between: its own would be missing.
                 Some(_) if carrying.clone().next().is_some() => known.release(tag),
                 // Not carried: still known up to where it was.
                 Some(_) => {}
-                None if proven && proof.after == 0 => known.hold(tag, carrying.collect(), last, run),
+                None if proven == Some(0) => known.hold(tag, carrying.collect(), last, run),
                 None => {}
             }
         }
@@ -368,8 +415,9 @@ mod tests {
         Event::new(event_type, "").with_tags(tags.iter().copied())
     }
 
-    fn positions(served: Option<(Vec<Arc<SequencedEvent>>, u64)>) -> Option<(Vec<u64>, u64)> {
-        served.map(|(events, head)| (events.iter().map(|e| e.position).collect(), head))
+    /// The positions of the events served and the lowest position an item is known up to.
+    fn positions(served: Option<Served>) -> Option<(Vec<u64>, u64)> {
+        served.map(|served| (served.events.iter().map(|e| e.position).collect(), served.head()))
     }
 
     fn bare(tag: &str) -> QueryItem {
@@ -426,14 +474,31 @@ mod tests {
         assert_eq!(positions(cache.serve(&bare("c1").into())), Some((vec![9], 9)));
         // d1 did not move on with c1 across the gap.
         assert_eq!(positions(cache.serve(&bare("d1").into())), Some((vec![], 3)));
-        // Served together at the lower position, as nothing selected lies beyond it...
         assert_eq!(positions(cache.serve(&both("d1", "x"))), None);
         assert_eq!(
             positions(cache.serve(&Query::new([bare("d1"), QueryItem::types(["Other"]).and_tags(["c1"])]))),
             Some((vec![], 3))
         );
-        // ...but not when a held event selected lies beyond it: the append would meet it.
-        assert_eq!(positions(cache.serve(&both("d1", "c1"))), None);
+        // Each item served at its own position, and its append checks it from there.
+        let served = cache.serve(&both("d1", "c1")).expect("d1 and c1 are held");
+        assert_eq!(served.items_at, [3, 9]);
+        let condition = served.condition(both("d1", "c1"));
+        assert_eq!(
+            (condition.after, condition.item_after(0), condition.item_after(1)),
+            (Some(3), Some(3), Some(9))
+        );
+    }
+
+    #[test]
+    fn a_held_event_beyond_the_position_of_an_item_it_matches_is_not_served() {
+        let cache = DecisionCache::default();
+        cache.learn_read(&["y".to_owned()], &[], Some(2));
+        let both_tags = SequencedEvent { position: 5, event: tagged("Noted", &["x", "y"]) };
+        cache.learn_read(&["x".to_owned()], &[both_tags], Some(6));
+        // Held for x, the event at 5 also carries y, known up to 2 only: an append checking y
+        // from 2 would meet it.
+        assert_eq!(positions(cache.serve(&both("x", "y"))), None);
+        assert_eq!(positions(cache.serve(&bare("x").into())), Some((vec![5], 6)));
     }
 
     #[test]
@@ -521,8 +586,9 @@ mod tests {
         appended(&two, vec![tagged("Registered", &["s2"])], &["s2"], None, 2);
         appended(&one, vec![tagged("Registered", &["c1"])], &["c1"], None, 3);
         appended(&two, vec![tagged("Registered", &["c2"])], &["c2"], None, 4);
-        // one serves s1 and c1 at 1: c1's event at 3 lies beyond it.
-        assert_eq!(positions(one.serve(&both("s1", "c1"))), None);
+        // one serves s1 as known up to 1 and c1 up to 3, two's events in between unseen.
+        let served = one.serve(&both("s1", "c1")).expect("one holds s1 and c1");
+        assert_eq!(positions(Some(served)), Some((vec![1, 3], 1)));
         let (s1, c1) = (
             SequencedEvent { position: 1, event: tagged("Registered", &["s1"]) },
             SequencedEvent { position: 3, event: tagged("Registered", &["c1"]) },
@@ -587,24 +653,34 @@ mod tests {
                     30..65 => {
                         let condition_tags = some_tags(&mut rng, 2);
                         let query = Query::new(condition_tags.iter().map(|t| bare(t)));
-                        let after = match rng.below(4) {
-                            0 => None,
-                            1 => Some(head),
-                            2 => Some(rng.below(head + 1)),
+                        let condition = match rng.below(4) {
+                            0 => AppendCondition::new(query, None),
+                            1 => AppendCondition::new(query, Some(head)),
+                            2 => AppendCondition::new(query, Some(rng.below(head + 1))),
                             _ => match caches[cache].serve(&query) {
-                                Some((served, at)) => {
-                                    // What is served is exactly what the log holds up to `at`.
-                                    let expected: Vec<u64> =
-                                        (1..=at).filter(|p| query.matches(&log[*p as usize - 1])).collect();
-                                    let served: Vec<u64> = served.iter().map(|e| e.position).collect();
-                                    assert_eq!(served, expected, "seed {seed}");
-                                    Some(at)
+                                Some(served) => {
+                                    // What is served is exactly what the log holds of each item
+                                    // up to the position the item is known up to.
+                                    let expected: Vec<u64> = (1..=head)
+                                        .filter(|&p| {
+                                            let event = &log[p as usize - 1];
+                                            query
+                                                .items
+                                                .iter()
+                                                .zip(&served.items_at)
+                                                .any(|(item, &at)| p <= at && item.matches(event))
+                                        })
+                                        .collect();
+                                    let actual: Vec<u64> = served.events.iter().map(|e| e.position).collect();
+                                    assert_eq!(actual, expected, "seed {seed}");
+                                    served.condition(query)
                                 }
-                                None => Some(head),
+                                None => AppendCondition::new(query, Some(head)),
                             },
                         };
-                        let from = after.unwrap_or(0);
-                        if (from + 1..=head).any(|p| query.matches(&log[p as usize - 1])) {
+                        let sequenced =
+                            |p: u64| SequencedEvent { position: p, event: log[p as usize - 1].clone() };
+                        if (1..=head).any(|p| condition.is_failed_by(&sequenced(p))) {
                             continue; // refused: nothing learnt
                         }
                         let events: Vec<Event> = (0..=rng.below(2))
@@ -616,7 +692,6 @@ mod tests {
                             })
                             .collect();
                         log.extend(events.iter().cloned());
-                        let condition = AppendCondition::new(query, after);
                         pending.push((
                             cache,
                             Answer::Append(events, Proof::of(Some(&condition)), log.len() as u64),

@@ -122,15 +122,17 @@ impl<S: EventStore> Dcb<S> {
     /// tags learnt in a run of appends and reads each landing right after the one before when it
     /// lands right after that run; a tag it carries that another
     /// writer's appends may have touched in between is forgotten. A decision served from the
-    /// cache appends under its own query after the lowest position its tags are known up to, so a
-    /// change the cache missed fails the append, and the decision is then read and taken again
-    /// (not counted as a retry); a decision that records nothing or refuses is always taken again
-    /// from a read, so that no refusal rests on a stale cache. So the fold and the decision may
-    /// run twice in one attempt. A tag with more than 4,096 events is never held (its decisions
-    /// read their own query, as without the cache). It pays when one process makes most of the
-    /// decisions about its tags, or takes decisions about the same tags again and again while
-    /// others write elsewhere; a decision whose tags were last learnt at different positions, with
-    /// events of the later ones in between, is read.
+    /// cache appends under its own query, each item checked after the position its tag is known
+    /// up to ([`AppendCondition::item_after`]), so a change the cache missed fails the append,
+    /// and the decision is then read and taken again (not counted as a retry); a decision that
+    /// records nothing or refuses is always taken again from a read, so that no refusal rests on
+    /// a stale cache. So the fold and the decision may run twice in one attempt. A tag with more
+    /// than 4,096 events is never held (its decisions read their own query, as without the
+    /// cache). It pays when one process makes most of the decisions about its tags, or takes
+    /// decisions about the same tags again and again while others write elsewhere. Over a store
+    /// that checks every item after the condition's one `after` (UmaDB's protocol carries no
+    /// position per item), a decision whose tags were learnt at different positions, with events
+    /// of the later ones in between, fails its append and is read.
     ///
     /// ```
     /// use dcb::{AppendCondition, MemoryStore, QueryItem};
@@ -297,17 +299,17 @@ impl<S: EventStore> Dcb<S> {
         St: Default,
     {
         if let Some(cache) = &self.cache
-            && let Some((events, head)) = cache.serve(query)
+            && let Some(served) = cache.serve(query)
         {
             let mut state = St::default();
-            for stored in &events {
+            for stored in &served.events {
                 fold(&mut state, &codec::from_event(&stored.event)?);
             }
             // A refusal, or nothing to record, is confirmed from a read below.
             if let Ok(chosen) = decide(&state)
                 && !chosen.is_empty()
             {
-                match self.append(&chosen, AppendCondition::new(query.clone(), Some(head))).await {
+                match self.append(&chosen, served.condition(query.clone())).await {
                     Ok(position) => return Ok(position),
                     Err(error) => cache::after_served_failure(error)?,
                 }
@@ -549,6 +551,38 @@ mod tests {
         // Full: the refusal is confirmed from a read.
         assert_eq!(objects.update("c1", book).await, Err(Refusal::FullyBooked));
         assert_eq!(reads(&store), 1);
+    }
+
+    /// Books a seat on each of two courses in one decision.
+    async fn book_both<S: EventStore>(dcb: &Dcb<S>, a: &str, b: &str) -> Result<Option<u64>, Refusal> {
+        dcb.decide(
+            Query::from(QueryItem::tags([a])).or(QueryItem::tags([b])),
+            |open: &mut usize, event: &Ev| *open += usize::from(matches!(event, Ev::Opened { .. })),
+            |&open| match open {
+                2 => Ok(vec![Ev::SeatBooked { course: a.into() }, Ev::SeatBooked { course: b.into() }]),
+                _ => Err(Refusal::NotOpen),
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_decision_on_tags_known_up_to_different_positions_reads_nothing() {
+        let store = Counting::default();
+        let cached = Dcb::new(store.clone()).with_cache();
+        let other = Dcb::new(store.clone());
+        open(&cached, "c1", 5).await;
+        open(&cached, "c2", 5).await;
+        open(&other, "c3", 5).await;
+        // After the other writer's event, c1 moves on alone: known up to 4, c2 still up to 2.
+        assert_eq!(book(&cached, "c1").await, Ok(Some(4)));
+        // Each course checked from its own position: c1's booking at 4 is no conflict for c2.
+        assert_eq!(book_both(&cached, "c1", "c2").await, Ok(Some(6)));
+        assert_eq!(reads(&store), 0, "both decisions came from the cache");
+        // A change to c2 that the cache missed still fails the served append.
+        assert_eq!(book(&other, "c2").await, Ok(Some(7)));
+        assert_eq!(book_both(&cached, "c1", "c2").await, Ok(Some(9)));
+        assert_eq!(reads(&store), 2, "the other writer's decision and the cached one taken again");
     }
 
     #[tokio::test]

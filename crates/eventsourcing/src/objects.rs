@@ -170,6 +170,9 @@ pub struct Group<G: Members> {
     /// The members, in the order of the ids given to [`Objects::get_group`].
     pub members: G::Tagged,
     seen: Option<u64>,
+    /// Per member, the position it is known up to, when the group was served from the cache
+    /// (whose members may be known up to different positions); empty otherwise.
+    members_seen: Vec<u64>,
     pending: Vec<G::Event>,
 }
 
@@ -234,13 +237,18 @@ impl<G: Members> Save for Group<G> {
             .map(|e| codec::to_event_with(e, ids.iter().copied()))
             .collect::<Result<_>>()?;
         let query = Query::new(ids.iter().map(|id| QueryItem::tags([*id])));
-        Ok(Some((events, AppendCondition::new(query, self.seen))))
+        let condition = match self.members_seen.as_slice() {
+            [] => AppendCondition::new(query, self.seen),
+            members_seen => cache::condition_at(query, members_seen),
+        };
+        Ok(Some((events, condition)))
     }
 
     fn saved(&mut self, position: u64) {
         G::saved(&mut self.members, self.pending.len() as u64, position);
         self.pending.clear();
         self.seen = Some(position);
+        self.members_seen.clear();
     }
 }
 
@@ -397,7 +405,7 @@ impl<S: EventStore> Objects<S> {
             G::fold(&mut members, &event, &stored.tags);
         })
         .await?;
-        let mut group = Group { members, seen: head, pending: Vec::new() };
+        let mut group = Group { members, seen: head, members_seen: Vec::new(), pending: Vec::new() };
         set_seen::<G>(&mut group, head);
         Ok(group)
     }
@@ -488,18 +496,17 @@ impl<S: EventStore> Objects<S> {
     where
         T: Object,
     {
-        let Some((events, head)) = self.cache.as_ref().and_then(|c| c.serve(&QueryItem::tags([id]).into()))
-        else {
+        let Some(served) = self.cache.as_ref().and_then(|c| c.serve(&QueryItem::tags([id]).into())) else {
             return Ok(None);
         };
         let mut object = Tagged::<T>::new(id);
-        for stored in &events {
+        for stored in &served.events {
             object.fold_recorded(&codec::from_event(&stored.event)?);
         }
         if object.is_new() {
             return Ok(None);
         }
-        object.seen = Some(head);
+        object.seen = Some(served.head());
         match command(&mut object) {
             Ok(result) if !object.pending.is_empty() => {
                 Ok(self.save_cached(&mut object).await?.then_some(result))
@@ -521,12 +528,13 @@ impl<S: EventStore> Objects<S> {
         let Some(cache) = &self.cache else { return Ok(None) };
         let mut members = G::create(ids);
         let query = Query::new(G::ids(&members).into_iter().map(|id| QueryItem::tags([id])));
-        let Some((events, head)) = cache.serve(&query) else { return Ok(None) };
-        for stored in &events {
+        let Some(served) = cache.serve(&query) else { return Ok(None) };
+        for stored in &served.events {
             G::fold(&mut members, &codec::from_event(&stored.event)?, &stored.event.tags);
         }
-        let mut group = Group { members, seen: Some(head), pending: Vec::new() };
-        set_seen::<G>(&mut group, Some(head));
+        let head = Some(served.head());
+        let mut group = Group { members, seen: head, members_seen: served.items_at, pending: Vec::new() };
+        set_seen::<G>(&mut group, head);
         match command(&mut group) {
             Ok(result) if !group.pending.is_empty() => {
                 Ok(self.save_cached(&mut group).await?.then_some(result))

@@ -47,6 +47,11 @@ pub struct AppendCondition {
     pub fail_if_events_match: ::core::option::Option<Query>,
     #[prost(uint64, optional, tag = "2")]
     pub after: ::core::option::Option<u64>,
+    /// This project's extension, numbered clear of UmaDB's fields: per query item, a later position
+    /// than `after` to check that item from (0: none). Empty, or one per item. A server that does
+    /// not know the field checks every item after `after`, which is stricter, never looser.
+    #[prost(uint64, repeated, tag = "1000")]
+    pub items_after: ::prost::alloc::vec::Vec<u64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ReadRequest {

@@ -420,6 +420,98 @@ pub async fn condition_matrix<S: EventStore>(store: &S) {
     }
 }
 
+/// Items checked from positions of their own ([`AppendCondition::item_after`]) fail exactly when
+/// an event after the item's position (or after `after`, if later) matches it (see
+/// [`matrix_events`]), for appends of one event and of several; positions given for some items
+/// but not all are refused, with nothing written.
+pub async fn item_positions_matrix<S: EventStore>(store: &S) {
+    matrix_events(store).await;
+    let items = |items: &[(&[&str], &[&str], Option<u64>)], after: Option<u64>| {
+        let query = Query::new(items.iter().map(|(types, tags, _)| QueryItem {
+            types: types.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+        }));
+        let own = items.iter().enumerate().filter_map(|(i, (_, _, own))| own.map(|own| (i, own)));
+        own.fold(AppendCondition::new(query, after), |condition, (i, own)| condition.with_item_after(i, own))
+    };
+    let failing = vec![
+        (
+            "the second item's tag after its own position",
+            items(&[(&[], &["x"], Some(6)), (&[], &["y"], Some(5))], None),
+        ),
+        (
+            "the first item's tag after its own position",
+            items(&[(&[], &["x"], Some(2)), (&[], &["z"], Some(6))], Some(0)),
+        ),
+        (
+            "an item without a position of its own",
+            items(&[(&[], &["x"], Some(6)), (&[], &["z"], None)], Some(3)),
+        ),
+        ("a type after its item's position", items(&[(&["A"], &[], Some(3))], None)),
+        (
+            "a type and a tag after their item's position",
+            items(&[(&["C"], &["y"], Some(5)), (&[], &["nope"], None)], None),
+        ),
+        ("two tags after their item's position", items(&[(&[], &["y", "z"], Some(4))], Some(1))),
+    ];
+    for (name, condition) in failing {
+        for events in
+            [vec![event("Probe", &["probe"])], vec![event("Probe", &["probe"]), event("Probe", &[])]]
+        {
+            assert_integrity(store.append(events, Some(condition.clone())).await, name);
+            assert_eq!(store.head().await.unwrap(), Some(6), "failed condition wrote something: {name}");
+        }
+    }
+    let mut head = 6;
+    let passing = vec![
+        (
+            "each tag after its own position",
+            items(&[(&[], &["x"], Some(6)), (&[], &["y"], Some(6))], Some(1)),
+        ),
+        (
+            "each tag after its own position, no `after`",
+            items(&[(&[], &["x"], Some(6)), (&[], &["z"], Some(6))], None),
+        ),
+        ("a type after its item's position", items(&[(&["A"], &[], Some(4))], None)),
+        ("a type and a tag after their item's position", items(&[(&["C"], &["y"], Some(6))], Some(2))),
+        ("two tags after their item's position", items(&[(&[], &["y", "z"], Some(6))], Some(3))),
+        ("`after` later than an item's position", items(&[(&[], &["x"], Some(1))], Some(6))),
+    ];
+    for (i, (name, condition)) in passing.into_iter().enumerate() {
+        let events = vec![event("Probe", &["probe"]); 1 + i % 2];
+        head += events.len() as u64;
+        let result = store.append(events, Some(condition)).await;
+        assert_eq!(result.unwrap_or_else(|e| panic!("condition {name}: {e}")), head, "condition {name}");
+    }
+    let mut uneven = AppendCondition::new(tags(&["x"]).or(QueryItem::tags(["y"])), Some(6));
+    uneven.items_after = vec![Some(6)];
+    assert_invalid(
+        store.append(vec![event("Probe", &["probe"])], Some(uneven)).await,
+        "one position for two items",
+    );
+    assert_eq!(store.head().await.unwrap(), Some(head), "an invalid condition wrote something");
+}
+
+/// A retried append whose condition checks items from positions of their own is recognised as
+/// the append it repeats, one event or several.
+pub async fn retried_append_with_item_positions_returns_the_original_position<S: EventStore>(store: &S) {
+    append(store, vec![event("Seed", &["course-1"]), event("Seed", &["student-1"])]).await;
+    for (count, uuid) in [(1, 0xC000), (2, 0xC100)] {
+        let head = store.head().await.unwrap().unwrap_or(0);
+        let events: Vec<Event> = (0..count)
+            .map(|i| event("Joined", &["course-1", "student-1"]).with_uuid(Uuid::from_u128(uuid + i)))
+            .collect();
+        let condition = AppendCondition::new(tags(&["course-1"]).or(QueryItem::tags(["student-1"])), Some(1))
+            .with_item_after(0, head)
+            .with_item_after(1, head);
+        let first = store.append(events.clone(), Some(condition.clone())).await.unwrap();
+        assert_eq!(first, head + count as u64);
+        append(store, vec![event("Later", &["student-1"])]).await;
+        assert_eq!(store.append(events, Some(condition)).await.unwrap(), first, "retry of {count}");
+        assert_eq!(store.head().await.unwrap(), Some(first + 1));
+    }
+}
+
 /// A failed condition leaves the store exactly as it was: no event, no tracking, same head.
 pub async fn failed_condition_writes_nothing<S: EventStore>(store: &S) {
     append(store, vec![event("A", &["t"])]).await;

@@ -145,8 +145,8 @@ pub fn check(attempts: &[Attempt], recorded: &[SequencedEvent]) -> Result<Summar
         let matches_after = |until: u64| {
             recorded
                 .iter()
-                .filter(|e| e.position > after && e.position < until)
-                .find(|e| condition.fail_if_events_match.matches(&e.event))
+                .take_while(|e| e.position < until)
+                .find(|e| condition.is_failed_by(e))
                 .map(|e| e.position)
         };
         let refused_by = attempt.head_after_refusal.map_or(u64::MAX, |head| head.saturating_add(1));
@@ -224,6 +224,25 @@ mod tests {
         let recorded = vec![seq(1, ev(1, "t")), seq(2, ev(2, "t"))];
         let problems = check(&attempts, &recorded).unwrap_err();
         assert!(problems[0].contains("although event 1 matched"), "{problems:?}");
+    }
+
+    #[test]
+    fn items_are_judged_from_their_own_positions() {
+        let two_items = |own: u64, outcome| {
+            let query = Query::from(QueryItem::tags(["t"])).or(QueryItem::tags(["u"]));
+            let condition = AppendCondition::new(query, Some(0)).with_item_after(1, own);
+            Attempt::new(vec![ev(3, "v")], Some(condition), outcome)
+        };
+        let recorded = vec![seq(1, ev(1, "u")), seq(2, ev(2, "u")), seq(3, ev(3, "v"))];
+        let unconditional = |n, tag| Attempt::new(vec![ev(n, tag)], None, Outcome::Appended(n as u64));
+        let attempts = |last| vec![unconditional(1, "u"), unconditional(2, "u"), last];
+        // `u` checked after 2: its events at 1 and 2 are no conflict.
+        assert!(check(&attempts(two_items(2, Outcome::Appended(3))), &recorded).is_ok());
+        // After 1, the event at 2 is one.
+        let problems = check(&attempts(two_items(1, Outcome::Appended(3))), &recorded).unwrap_err();
+        assert!(problems[0].contains("although event 2 matched"), "{problems:?}");
+        let problems = check(&attempts(two_items(2, Outcome::Conflict)), &recorded[..2]).unwrap_err();
+        assert!(problems[0].contains("was refused, but nothing"), "{problems:?}");
     }
 
     #[test]

@@ -111,6 +111,8 @@ macro_rules! conformance_tests {
             read_before_is_exclusive_and_caps_the_head,
             read_matrix,
             condition_matrix,
+            item_positions_matrix,
+            retried_append_with_item_positions_returns_the_original_position,
             failed_condition_writes_nothing,
             retried_append_with_uuids_returns_the_original_position,
             retried_append_partly_outside_its_condition_returns_the_original_position,

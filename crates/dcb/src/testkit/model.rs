@@ -83,12 +83,10 @@ impl NaiveModel {
     /// The condition first, then tracking: a recognised retry answers with its position although
     /// its tracking position is recorded by then.
     pub fn append(&mut self, request: AppendRequest) -> Result<u64, &'static str> {
-        if let Some(condition) = &request.condition {
-            let options = ReadOptions { after: condition.after, ..ReadOptions::default() };
-            let matching = self.read(&condition.fail_if_events_match, options).events;
-            if let Some(first_match) = matching.first() {
-                return self.original_position(&request.events, condition, first_match.position);
-            }
+        if let Some(condition) = &request.condition
+            && let Some(first_failure) = self.events.iter().find(|e| condition.is_failed_by(e))
+        {
+            return self.original_position(&request.events, condition, first_failure.position);
         }
         if let Some(tracking) = &request.tracking
             && self.tracking.get(&tracking.source).is_some_and(|&p| tracking.position <= p)
@@ -120,7 +118,7 @@ impl NaiveModel {
         let query = &condition.fail_if_events_match;
         let offset = submitted.iter().position(|e| query.matches(e)).ok_or("integrity")?;
         let start = (first_match as usize).checked_sub(offset + 1).ok_or("integrity")?;
-        if start < condition.after.unwrap_or(0) as usize {
+        if start < condition.latest_after().unwrap_or(0) as usize {
             return Err("integrity");
         }
         let recorded = self.events.get(start..start + submitted.len()).ok_or("integrity")?;
@@ -169,7 +167,14 @@ fn random_append(rng: &mut Rng, model: &NaiveModel) -> AppendRequest {
         .collect();
     let mut request = AppendRequest::new(events);
     if rng.chance(60) {
-        request = request.condition(AppendCondition::new(random_query(rng), random_position(rng, head)));
+        let mut condition = AppendCondition::new(random_query(rng), random_position(rng, head));
+        // Some items checked from positions of their own, as a cache of tags would give them.
+        for item in 0..condition.fail_if_events_match.items.len() {
+            if rng.chance(25) {
+                condition = condition.with_item_after(item, random_position(rng, head).unwrap_or(0));
+            }
+        }
+        request = request.condition(condition);
     }
     if rng.chance(20) {
         let source = *rng.pick(&SOURCES);

@@ -27,7 +27,8 @@ impl Default for RaceConfig {
 ///
 /// A task's append is a conditional one three times in four: it reads a query over one or two
 /// contended tags (forward, or backward with a limit of one) and appends one to three events
-/// under the condition "nothing new matches since the head I read". The rest are unconditional
+/// under the condition "nothing new matches since the head I read" (some two-item queries read
+/// each item on its own and check it from its own read's head). The rest are unconditional
 /// appends, which must keep their positions consecutive among the others.
 pub async fn run<S: EventStore>(handles: Vec<S>, config: RaceConfig) -> history::Summary {
     assert!(handles.len() >= 2, "a race needs at least two tasks");
@@ -70,6 +71,13 @@ pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -
             let mut query = Query::from(QueryItem::tags([tag(&mut rng)]));
             if rng.chance(30) {
                 query = query.or(QueryItem::types(["Raced"]).and_tags([tag(&mut rng)]));
+                if rng.chance(50) {
+                    // Each item read on its own, at a moment of its own, and checked from there.
+                    let Some(condition) = read_each_item(&store, query).await else { continue };
+                    let outcome = append(&store, &events, Some(&condition)).await;
+                    attempts.push(Attempt::new(events, Some(condition), outcome));
+                    continue;
+                }
             }
             let newest_only = rng.chance(50);
             let options = if newest_only {
@@ -89,12 +97,7 @@ pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -
         } else {
             None
         };
-        let outcome = match store.append(events.clone(), condition.clone()).await {
-            Ok(position) => Outcome::Appended(position),
-            Err(Error::Integrity(_)) => Outcome::Conflict,
-            Err(error) if error.is_retryable() => Outcome::Unknown,
-            Err(error) => panic!("race append failed unexpectedly: {error}"),
-        };
+        let outcome = append(&store, &events, condition.as_ref()).await;
         // The head after a refusal bounds where its cause lies (skipped if the store is away).
         let head_after_refusal = match outcome {
             Outcome::Conflict => store.head().await.ok().map(|head| head.unwrap_or(0)),
@@ -103,4 +106,36 @@ pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -
         attempts.push(Attempt { events, condition, outcome, read: seen, head_after_refusal });
     }
     attempts
+}
+
+/// The condition of a decision that read each item of `query` on its own: each item checked after
+/// the head its read returned, `after` the lowest of them. `None` if a read failed retryably.
+async fn read_each_item<S: EventStore>(store: &S, query: Query) -> Option<AppendCondition> {
+    let mut heads = Vec::with_capacity(query.items.len());
+    for item in &query.items {
+        match store.read(&Query::from(item.clone()), ReadOptions::default()).await {
+            Ok(read) => heads.push(read.head.unwrap_or(0)),
+            Err(error) if error.is_retryable() => return None,
+            Err(error) => panic!("race read failed unexpectedly: {error}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    let lowest = heads.iter().copied().min();
+    let condition = AppendCondition::new(query, lowest);
+    Some(
+        heads
+            .into_iter()
+            .enumerate()
+            .fold(condition, |condition, (i, head)| condition.with_item_after(i, head)),
+    )
+}
+
+/// Appends `events` under `condition` and tells what became of them.
+async fn append<S: EventStore>(store: &S, events: &[Event], condition: Option<&AppendCondition>) -> Outcome {
+    match store.append(events.to_vec(), condition.cloned()).await {
+        Ok(position) => Outcome::Appended(position),
+        Err(Error::Integrity(_)) => Outcome::Conflict,
+        Err(error) if error.is_retryable() => Outcome::Unknown,
+        Err(error) => panic!("race append failed unexpectedly: {error}"),
+    }
 }
