@@ -7,7 +7,9 @@
 //! function checks them in queue order, so later ones see earlier ones.
 //!
 //! A batch of one append of one event, the lone client's usual case, first tries a single
-//! statement without PL/pgSQL (see [`LoneAppend`]), which costs about a third less.
+//! statement without PL/pgSQL (see [`LoneAppend`]), which costs about a third less; so does a
+//! batch of several single-event appends on conditions that cannot meet one another, the usual
+//! case of many clients deciding on their own tags (see [`PlainBatch`]).
 
 use std::collections::HashSet;
 
@@ -92,6 +94,7 @@ pub(crate) async fn run(
     let placeholders: Vec<String> = (1..=Arrays::PARAMS).map(|n| format!("${n}")).collect();
     let sql = schema.sql(&format!("SELECT @S.append_batch({})", placeholders.join(", ")));
     let lone = LoneAppend::new(&schema);
+    let plain = PlainBatch::new(&schema);
     let mut batches =
         Batches::new(jobs, BOUNDS, |job: &Job| (job.request.events.len(), request_bytes(&job.request)));
     while let Some(batch) = batches.next().await {
@@ -108,13 +111,14 @@ pub(crate) async fn run(
         let Some(current) = conn.as_ref() else {
             continue;
         };
-        let outcomes = match batch.as_slice() {
-            [job] => match lone.execute(current, &job.request).await {
-                Ok(Some(outcome)) => Ok(vec![outcome]),
-                Ok(None) => execute(current, &sql, &batch).await,
-                Err(error) => Err(error),
-            },
-            _ => execute(current, &sql, &batch).await,
+        let plain = match batch.as_slice() {
+            [job] => lone.execute(current, &job.request).await.map(|outcome| outcome.map(|o| vec![o])),
+            _ => plain.execute(current, &batch).await,
+        };
+        let outcomes = match plain {
+            Ok(Some(outcomes)) => Ok(outcomes),
+            Ok(None) => execute(current, &sql, &batch).await,
+            Err(error) => Err(error),
         };
         match outcomes {
             Ok(outcomes) => {
@@ -278,6 +282,143 @@ impl LoneAppend {
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// One plain statement for a batch of single-event appends with no tracking and conditions, if
+/// any, of items that are each one tag alone, none of which an earlier append of the batch could
+/// meet (the shape of many clients' decisions on their own tags): the batch without PL/pgSQL,
+/// whose per-append steps cost about as much as the writes themselves.
+///
+/// Every condition is checked against the table as it was when the statement started, which is
+/// all a batch of this shape needs; the accepted appends are inserted at the head's next
+/// positions in queue order. As for [`LoneAppend`], the primary key catches a snapshot taken
+/// before another process's append committed: the insert fails, writing nothing, and the batch
+/// goes through `append_batch`. So does a batch in which a refused append might be a retry of
+/// one that succeeded (see [`dcb::retry_offset`]): the statement then inserts nothing.
+pub(crate) struct PlainBatch {
+    statement: String,
+}
+
+/// Most appends [`PlainBatch`] takes in one statement.
+const PLAIN_BATCH_APPENDS: usize = 256;
+
+impl PlainBatch {
+    pub(crate) fn new(schema: &Schema) -> Self {
+        let statement = schema.sql(
+            "WITH hits AS (\
+             SELECT DISTINCT i.app FROM unnest($7::int[], $8::text[], $9::bigint[]) AS i(app, tag, aft) \
+             WHERE (SELECT x.position FROM @S.event_tags x WHERE x.tag = i.tag AND x.position > i.aft \
+             ORDER BY x.position LIMIT 1) IS NOT NULL), \
+             accepted AS (\
+             SELECT e.*, row_number() OVER (ORDER BY e.app) AS rank \
+             FROM unnest($1::text[], $2::bytea[], $3::uuid[], $4::text[], $5::text[], $6::text[]) \
+             WITH ORDINALITY AS e(type, data, uuid, tags, keys, vals, app) \
+             WHERE e.app NOT IN (SELECT h.app FROM hits h)), \
+             inserted AS (\
+             INSERT INTO @S.events (position, type, data, tags, uuid, meta_keys, meta_values) \
+             SELECT (SELECT coalesce(max(position), 0) FROM @S.events) + a.rank, a.type, a.data, \
+             a.tags::text[], a.uuid, a.keys::text[], a.vals::text[] FROM accepted a \
+             WHERE @S.store_protocol_v@V() AND pg_advisory_xact_lock(@LOCK) IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM hits h WHERE ($10::bool[])[h.app]) \
+             RETURNING position, tags), \
+             tagged AS (INSERT INTO @S.event_tags (tag, position) \
+             SELECT DISTINCT t.tag, i.position FROM inserted i, unnest(i.tags) AS t(tag)) \
+             SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT h.app FROM hits h ORDER BY h.app)::int[], \
+             (SELECT pg_notify('@CHANNEL', max(i.position)::text) FROM inserted i HAVING count(*) > 0) IS NULL, \
+             (SELECT min(i.position) FROM inserted i)",
+        );
+        PlainBatch { statement }
+    }
+
+    /// The statement (for the schema version's digest).
+    #[cfg(test)]
+    pub(crate) fn statement(&self) -> &str {
+        &self.statement
+    }
+
+    /// Whether `batch` has the shape this path takes.
+    fn fits(batch: &[Job]) -> bool {
+        if batch.len() < 2 || batch.len() > PLAIN_BATCH_APPENDS {
+            return false;
+        }
+        let mut earlier: HashSet<&str> = HashSet::new();
+        for job in batch {
+            let request = &job.request;
+            let ([event], None) = (request.events.as_slice(), &request.tracking) else { return false };
+            if let Some(condition) = &request.condition {
+                let items = &condition.fail_if_events_match.items;
+                let lone_tags = items.iter().all(|item| item.types.is_empty() && item.tags.len() == 1);
+                if items.is_empty()
+                    || !lone_tags
+                    || items.iter().any(|item| earlier.contains(item.tags[0].as_str()))
+                {
+                    return false;
+                }
+            }
+            earlier.extend(event.tags.iter().map(String::as_str));
+        }
+        true
+    }
+
+    /// The outcomes of `batch` (as `append_batch` would give them), or `None` when it has another
+    /// shape or must go through `append_batch` after all.
+    async fn execute(&self, conn: &Conn, batch: &[Job]) -> Result<Option<Vec<i64>>, tokio_postgres::Error> {
+        if !Self::fits(batch) {
+            return Ok(None);
+        }
+        let events = || batch.iter().map(|job| &job.request.events[0]);
+        let types: Vec<&str> = events().map(|e| e.event_type.as_str()).collect();
+        let data: Vec<&[u8]> = events().map(|e| &e.data[..]).collect();
+        let uuids: Vec<Option<dcb::Uuid>> = events().map(|e| e.uuid).collect();
+        let tags: Vec<String> = events().map(|e| text_array(e.tags.iter().map(String::as_str))).collect();
+        let keys: Vec<String> = events().map(|e| text_array(e.metadata.keys().map(String::as_str))).collect();
+        let values: Vec<String> =
+            events().map(|e| text_array(e.metadata.values().map(String::as_str))).collect();
+        let (mut item_app, mut item_tag, mut item_after) = (Vec::new(), Vec::new(), Vec::new());
+        let mut may_retry = Vec::with_capacity(batch.len());
+        for (app, job) in (1..).zip(batch) {
+            let condition = job.request.condition.as_ref();
+            for (i, item) in condition.iter().flat_map(|c| c.fail_if_events_match.items.iter().enumerate()) {
+                item_app.push(app);
+                item_tag.push(item.tags[0].as_str());
+                item_after.push(condition.and_then(|c| c.item_after(i)).map_or(0, clamp));
+            }
+            may_retry.push(
+                condition.is_some_and(|c| {
+                    dcb::retry_offset(&c.fail_if_events_match, &job.request.events).is_some()
+                }),
+            );
+        }
+        let params: [&(dyn ToSql + Sync); 10] =
+            [&types, &data, &uuids, &tags, &keys, &values, &item_app, &item_tag, &item_after, &may_retry];
+        let statement = conn.prepare(&self.statement).await?;
+        let row = match conn.client.query_one(&statement, &params).await {
+            Ok(row) => row,
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let inserted: i64 = row.try_get(0)?;
+        let refused: Vec<i32> = row.try_get(1)?;
+        if refused.iter().any(|&app| may_retry[app as usize - 1]) {
+            return Ok(None);
+        }
+        if inserted as usize + refused.len() != batch.len() {
+            // Cannot happen; 0 is no outcome, so each append reports the inconsistency.
+            return Ok(Some(vec![0; batch.len()]));
+        }
+        let mut next: i64 = row.try_get::<_, Option<i64>>(3)?.unwrap_or(0);
+        let outcomes = (1..=int(batch.len()))
+            .map(|app| {
+                if refused.binary_search(&app).is_ok() {
+                    -1
+                } else {
+                    next += 1;
+                    next - 1
+                }
+            })
+            .collect();
+        Ok(Some(outcomes))
     }
 }
 

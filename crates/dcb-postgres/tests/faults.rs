@@ -570,6 +570,68 @@ async fn a_single_append_sees_the_append_it_waited_for() {
     common::drop_schema(&schema).await;
 }
 
+/// Two appends queued at once form one batch: on a runtime of one thread the writer runs only
+/// once both are queued.
+async fn appended_together(
+    store: &PostgresStore,
+    first: (Vec<Event>, Option<AppendCondition>),
+    second: (Vec<Event>, Option<AppendCondition>),
+    meanwhile: impl Future<Output = ()>,
+) -> (dcb::Result<u64>, dcb::Result<u64>) {
+    let (first, second, ()) =
+        tokio::join!(store.append(first.0, first.1), store.append(second.0, second.1), meanwhile);
+    (first, second)
+}
+
+/// A batch of single-event appends goes as one plain statement: with `append_batch` dropped it
+/// still works, refusing the append whose condition meets an event and accepting the other, while
+/// a batch of another shape (one append's condition on the other's tag) fails.
+#[tokio::test]
+async fn batches_of_single_events_call_no_plpgsql_function() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let store = PostgresStore::open(options).await.unwrap();
+    assert_eq!(store.append(vec![Event::new("E", "").tagged("x")], None).await.unwrap(), 1);
+    drop_functions_like(&schema, "append\\_batch").await;
+    let on = |tag: &str| Some(AppendCondition::new(QueryItem::tags([tag]).into(), None));
+    let tagged = |tag: &str| vec![Event::new("E", "").tagged(tag).with_metadata("k", "{\"v\"}")];
+    let (meets, misses) =
+        appended_together(&store, (tagged("y"), on("x")), (tagged("z"), on("z")), async {}).await;
+    assert!(meets.as_ref().is_err_and(Error::is_integrity), "{meets:?}");
+    assert_eq!(misses.unwrap(), 2);
+    let stored = read_all(&store).await;
+    assert_eq!(stored[1].event, tagged("z")[0]);
+    let (first, second) =
+        appended_together(&store, (tagged("w"), None), (tagged("v"), on("w")), async {}).await;
+    assert!(first.is_err() && second.is_err(), "a batch that needs append_batch went without it");
+    common::drop_schema(&schema).await;
+}
+
+/// Such a batch, its statement started while another process's append holds the lock (so its
+/// snapshot misses that append), still sees that append once it commits: the condition the other
+/// event matches is refused, and the other append lands after it.
+#[tokio::test]
+async fn a_batch_of_single_events_sees_the_append_it_waited_for() {
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let store = PostgresStore::open(options).await.unwrap();
+    let admin = common::admin().await;
+    begin_append_of_another_process(&admin, &schema, "x").await;
+    let on = |tag: &str| Some(AppendCondition::new(QueryItem::tags([tag]).into(), None));
+    let mine = |tag: &str| vec![Event::new("Mine", "").tagged(tag)];
+    let commit = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        admin.batch_execute("COMMIT").await.unwrap();
+    };
+    let (meets, misses) = appended_together(&store, (mine("x"), on("x")), (mine("y"), on("y")), commit).await;
+    assert!(meets.as_ref().is_err_and(Error::is_integrity), "{meets:?}");
+    assert_eq!(misses.unwrap(), 2);
+    let stored: Vec<(u64, String)> =
+        read_all(&store).await.into_iter().map(|e| (e.position, e.event.event_type)).collect();
+    assert_eq!(stored, [(1, "Held".to_owned()), (2, "Mine".to_owned())]);
+    common::drop_schema(&schema).await;
+}
+
 /// An aggregate event of type `Happened`.
 fn happened(id: &str, version: u64) -> dcb::recorder::AggregateEvent {
     dcb::recorder::AggregateEvent {
