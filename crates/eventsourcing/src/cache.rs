@@ -18,11 +18,13 @@
 //! writers' events the cache has not seen) and not proven by its condition is forgotten.
 //!
 //! A decision is served with each item of its query known up to the position of the item's
-//! furthest known tag, and only if no held event it selects lies beyond the position of an item
-//! it matches. Serving is safe whatever happened since: the append goes under the decision's own
-//! query, each item checked from the position it was served at
-//! ([`AppendCondition::item_after`]), so any change the cache missed inside the boundary fails
-//! it, and the decision is then taken again from a fresh read. Positions per item let a process
+//! furthest known tag, and only if no held event of those tags lies beyond the position of
+//! another of them that it carries. Serving is safe whatever happened since: the append goes
+//! under those tags, each checked from the position it was served at
+//! ([`AppendCondition::item_after`]), a boundary at least as wide as the decision's own, so any
+//! change the cache missed inside it fails the append, and the decision is then taken again from
+//! a fresh read. Checking the whole tags, not the decision's items with their types, is what lets
+//! the append's success prove the tags whole and keep them known. Positions per item let a process
 //! whose writers interleave serve a decision about tags it learnt at different points (a
 //! student known up to its last join, a course up to an earlier one): one `after` at the lowest
 //! would meet the later tags' own events. What must hold is the cache's invariant: a held tag's
@@ -230,11 +232,12 @@ impl Proof {
     }
 }
 
-/// A decision served from the cache: the events its query selects, oldest first, and the
-/// position each item of the query is known up to.
+/// A decision served from the cache: the events its query selects, oldest first, and for each
+/// item of the query the held tag it was served from and the position that tag is known up to.
 #[derive(Debug)]
 pub(crate) struct Served {
     pub(crate) events: Vec<Arc<SequencedEvent>>,
+    pub(crate) items_tag: Vec<String>,
     pub(crate) items_at: Vec<u64>,
 }
 
@@ -244,8 +247,13 @@ impl Served {
         self.items_at.iter().copied().min().unwrap_or(0)
     }
 
-    /// The condition of the decision's append (see [`condition_at`]).
-    pub(crate) fn condition(&self, query: Query) -> AppendCondition {
+    /// The condition of the decision's append: each item's tag alone, after the position it is
+    /// known up to (see [`condition_at`]). As wide as what the cache knows, so that its success
+    /// proves those tags whole and keeps them known; for an item with types or several tags,
+    /// wider than the decision's own boundary: a change outside the boundary but on its tag
+    /// fails the append, and the decision is then read and taken again on its own query.
+    pub(crate) fn condition(&self) -> AppendCondition {
+        let query = Query::new(self.items_tag.iter().map(|tag| QueryItem::tags([tag.as_str()])));
         condition_at(query, &self.items_at)
     }
 }
@@ -313,37 +321,44 @@ impl DecisionCache {
         tags_to_read(query, &self.lock().hot)
     }
 
-    /// The events `query` selects and the position each item is known up to (its furthest known
-    /// tag's), if every item has a held tag and no held event the query selects lies beyond the
-    /// position of an item it matches (an append checking that item from there would meet it).
+    /// The events `query` selects and, per item, its furthest known tag and that tag's position,
+    /// if every item has a held tag and no held event of those tags lies beyond the position of
+    /// another of them that it carries (the served append, checking that tag from there, would
+    /// meet it).
     pub(crate) fn serve(&self, query: &Query) -> Option<Served> {
         let known = self.lock();
         if query.items.is_empty() {
             return None;
         }
+        let mut items_tag = Vec::with_capacity(query.items.len());
         let mut items_at = Vec::with_capacity(query.items.len());
-        let mut selected: Vec<Arc<SequencedEvent>> = Vec::new();
+        let mut lists = Vec::with_capacity(query.items.len());
         for item in &query.items {
-            let (held, at) = item
+            let (tag, held, at) = item
                 .tags
                 .iter()
-                .filter_map(|tag| known.tags.get(tag))
-                .map(|held| (held, known.position(held)))
-                .max_by_key(|(_, at)| *at)?;
+                .filter_map(|tag| known.tags.get(tag).map(|held| (tag, held)))
+                .map(|(tag, held)| (tag, held, known.position(held)))
+                .max_by_key(|(_, _, at)| *at)?;
+            items_tag.push(tag.clone());
             items_at.push(at);
-            selected.extend(held.events.iter().filter(|e| item.matches(&e.event)).cloned());
+            lists.push(held);
         }
         let beyond = |e: &Arc<SequencedEvent>| {
-            query.items.iter().zip(&items_at).any(|(item, &at)| e.position > at && item.matches(&e.event))
+            items_tag.iter().zip(&items_at).any(|(tag, &at)| e.position > at && e.event.has_tag(tag))
         };
-        if selected.iter().any(beyond) {
+        if lists.iter().any(|held| held.events.iter().any(beyond)) {
             return None;
+        }
+        let mut selected: Vec<Arc<SequencedEvent>> = Vec::new();
+        for (item, held) in query.items.iter().zip(&lists) {
+            selected.extend(held.events.iter().filter(|e| item.matches(&e.event)).cloned());
         }
         if query.items.len() > 1 {
             selected.sort_unstable_by_key(|e| e.position);
             selected.dedup_by_key(|e| e.position);
         }
-        Some(Served { events: selected, items_at })
+        Some(Served { events: selected, items_tag, items_at })
     }
 
     /// Takes in a read of every event carrying `tags`, whose head was `head`.
@@ -482,7 +497,7 @@ mod tests {
         // Each item served at its own position, and its append checks it from there.
         let served = cache.serve(&both("d1", "c1")).expect("d1 and c1 are held");
         assert_eq!(served.items_at, [3, 9]);
-        let condition = served.condition(both("d1", "c1"));
+        let condition = served.condition();
         assert_eq!(
             (condition.after, condition.item_after(0), condition.item_after(1)),
             (Some(3), Some(3), Some(9))
@@ -673,7 +688,7 @@ mod tests {
                                         .collect();
                                     let actual: Vec<u64> = served.events.iter().map(|e| e.position).collect();
                                     assert_eq!(actual, expected, "seed {seed}");
-                                    served.condition(query)
+                                    served.condition()
                                 }
                                 None => AppendCondition::new(query, Some(head)),
                             },

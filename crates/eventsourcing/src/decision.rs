@@ -122,9 +122,12 @@ impl<S: EventStore> Dcb<S> {
     /// tags learnt in a run of appends and reads each landing right after the one before when it
     /// lands right after that run; a tag it carries that another
     /// writer's appends may have touched in between is forgotten. A decision served from the
-    /// cache appends under its own query, each item checked after the position its tag is known
-    /// up to ([`AppendCondition::item_after`]), so a change the cache missed fails the append,
-    /// and the decision is then read and taken again (not counted as a retry); a decision that
+    /// cache appends under one tag of each item of its query, each checked after the position it
+    /// is known up to ([`AppendCondition::item_after`]): a change the cache missed fails the
+    /// append, and the decision is then read and taken again (not counted as a retry). For items
+    /// with types that boundary is wider than the decision's own (a change of another type on the
+    /// tag fails the served append too, and the decision is taken again on its own query), which
+    /// is what keeps the tags known; a decision that
     /// records nothing or refuses is always taken again from a read, so that no refusal rests on
     /// a stale cache. So the fold and the decision may run twice in one attempt. A tag with more
     /// than 4,096 events is never held (its decisions read their own query, as without the
@@ -309,7 +312,7 @@ impl<S: EventStore> Dcb<S> {
             if let Ok(chosen) = decide(&state)
                 && !chosen.is_empty()
             {
-                match self.append(&chosen, served.condition(query.clone())).await {
+                match self.append(&chosen, served.condition()).await {
                     Ok(position) => return Ok(position),
                     Err(error) => cache::after_served_failure(error)?,
                 }
@@ -454,11 +457,13 @@ mod tests {
         Opened { course: String, places: usize },
         #[serde(rename = "SeatBooked")]
         SeatBooked { course: String },
+        #[serde(rename = "Noted")]
+        Noted { course: String },
     }
 
     impl DomainEvent for Ev {
         fn tags(&self) -> Vec<String> {
-            let (Ev::Opened { course, .. } | Ev::SeatBooked { course }) = self;
+            let (Ev::Opened { course, .. } | Ev::SeatBooked { course } | Ev::Noted { course }) = self;
             vec![course.clone()]
         }
     }
@@ -482,11 +487,21 @@ mod tests {
     }
 
     async fn book<S: EventStore>(dcb: &Dcb<S>, course: &str) -> Result<Option<u64>, Refusal> {
+        book_within(dcb, course, QueryItem::tags([course])).await
+    }
+
+    /// Books a seat on `course`, deciding on the events `boundary` selects.
+    async fn book_within<S: EventStore>(
+        dcb: &Dcb<S>,
+        course: &str,
+        boundary: QueryItem,
+    ) -> Result<Option<u64>, Refusal> {
         dcb.decide(
-            QueryItem::tags([course]).into(),
+            boundary.into(),
             |(places, booked): &mut (Option<usize>, usize), event: &Ev| match event {
                 Ev::Opened { places: p, .. } => *places = Some(*p),
                 Ev::SeatBooked { .. } => *booked += 1,
+                Ev::Noted { .. } => {}
             },
             |&(places, booked)| match places {
                 None => Err(Refusal::NotOpen),
@@ -528,6 +543,7 @@ mod tests {
             match event {
                 Ev::Opened { places, .. } => self.places = *places,
                 Ev::SeatBooked { .. } => self.booked += 1,
+                Ev::Noted { .. } => {}
             }
         }
     }
@@ -583,6 +599,30 @@ mod tests {
         assert_eq!(book(&other, "c2").await, Ok(Some(7)));
         assert_eq!(book_both(&cached, "c1", "c2").await, Ok(Some(9)));
         assert_eq!(reads(&store), 2, "the other writer's decision and the cached one taken again");
+    }
+
+    /// A decision on items with types, served from the cache, appends under their bare tags, so
+    /// that its success keeps them known across other writers' events; a change on the tag
+    /// outside the decision's boundary then fails that append, and the decision is read and taken
+    /// again on its own boundary.
+    #[tokio::test]
+    async fn a_decision_on_typed_items_keeps_its_tags_known() {
+        let store = Counting::default();
+        let cached = Dcb::new(store.clone()).with_cache();
+        let other = Dcb::new(store.clone());
+        let boundary = || QueryItem::types(["Opened", "SeatBooked"]).and_tags(["c1"]);
+        open(&cached, "c1", 5).await;
+        open(&other, "c2", 5).await;
+        assert_eq!(book_within(&cached, "c1", boundary()).await, Ok(Some(3)));
+        open(&other, "c3", 5).await;
+        assert_eq!(book_within(&cached, "c1", boundary()).await, Ok(Some(5)));
+        assert_eq!(reads(&store), 0, "both decisions came from the cache");
+        let noted = AppendCondition::new(QueryItem::tags(["nothing"]).into(), None);
+        other.append(&[Ev::Noted { course: "c1".into() }], noted).await.unwrap();
+        assert_eq!(book_within(&cached, "c1", boundary()).await, Ok(Some(7)));
+        assert_eq!(reads(&store), 1, "the note failed the served append");
+        assert_eq!(book_within(&cached, "c1", boundary()).await, Ok(Some(8)));
+        assert_eq!(reads(&store), 1, "and the read brought the cache up to date");
     }
 
     #[tokio::test]
