@@ -512,6 +512,12 @@ mod tests {
         .await
     }
 
+    /// A store whose reads are counted, a handle on it with the cache and one without.
+    fn cached_and_other() -> (Counting, Dcb<Counting>, Dcb<Counting>) {
+        let store = Counting::default();
+        (store.clone(), Dcb::new(store.clone()).with_cache(), Dcb::new(store))
+    }
+
     #[tokio::test]
     async fn decisions_the_cache_covers_read_nothing() {
         let store = Counting::default();
@@ -584,9 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_decision_on_tags_known_up_to_different_positions_reads_nothing() {
-        let store = Counting::default();
-        let cached = Dcb::new(store.clone()).with_cache();
-        let other = Dcb::new(store.clone());
+        let (store, cached, other) = cached_and_other();
         open(&cached, "c1", 5).await;
         open(&cached, "c2", 5).await;
         open(&other, "c3", 5).await;
@@ -607,9 +611,7 @@ mod tests {
     /// again on its own boundary.
     #[tokio::test]
     async fn a_decision_on_typed_items_keeps_its_tags_known() {
-        let store = Counting::default();
-        let cached = Dcb::new(store.clone()).with_cache();
-        let other = Dcb::new(store.clone());
+        let (store, cached, other) = cached_and_other();
         let boundary = || QueryItem::types(["Opened", "SeatBooked"]).and_tags(["c1"]);
         open(&cached, "c1", 5).await;
         open(&other, "c2", 5).await;
@@ -627,9 +629,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_the_cache_missed_is_read_before_deciding_again() {
-        let store = Counting::default();
-        let cached = Dcb::new(store.clone()).with_cache();
-        let other = Dcb::new(store.clone());
+        let (store, cached, other) = cached_and_other();
         open(&cached, "c1", 1).await;
         // Another writer takes the only place: the cache still says it is free.
         assert_eq!(book(&other, "c1").await, Ok(Some(2)));
