@@ -165,9 +165,37 @@ fn append_field(
             append.events.push(event);
             Ok(())
         }
-        2 => merge_nested(append.condition.get_or_insert_default(), wire_type, buf, with_query_field),
+        2 => merge_nested(append.condition.get_or_insert_default(), wire_type, buf, condition_field),
         _ => merge_plain(append, tag, wire_type, buf),
     }
+}
+
+/// The field of [`proto::AppendCondition`] that holds its positions per item.
+const ITEMS_AFTER: u32 = 1000;
+
+/// A field of an append's condition: its query as [`with_query_field`] takes it, and its
+/// positions per item counted against the most items a query may have (packed, a field of 16
+/// MiB would otherwise unpack into millions of them before validation).
+fn condition_field(
+    condition: &mut proto::AppendCondition,
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut Bytes,
+) -> Result<(), Refusal> {
+    const TOO_MANY: &str = "an append condition has too many item positions";
+    if tag != ITEMS_AFTER {
+        return with_query_field(condition, tag, wire_type, buf);
+    }
+    if wire_type != WireType::LengthDelimited {
+        count(condition.items_after.len(), MAX_QUERY_ITEMS, TOO_MANY)?;
+        return merge_plain(condition, tag, wire_type, buf);
+    }
+    let mut packed = delimited(wire_type, buf)?;
+    while packed.has_remaining() {
+        count(condition.items_after.len(), MAX_QUERY_ITEMS, TOO_MANY)?;
+        condition.items_after.push(prost::encoding::decode_varint(&mut packed)?);
+    }
+    Ok(())
 }
 
 fn event_field(
@@ -360,6 +388,15 @@ mod tests {
         };
         let append = proto::AppendRequest { condition: Some(condition), ..empty_events(1) };
         let over = Bytes::from(append.encode_to_vec());
+        assert_eq!(refusal(proto::AppendRequest::decode_message(over)), ErrorType::InvalidArgument);
+        let positions = |count| proto::AppendRequest {
+            condition: Some(proto::AppendCondition { items_after: vec![7; count], ..Default::default() }),
+            ..empty_events(1)
+        };
+        let at_limit = Bytes::from(positions(MAX_QUERY_ITEMS).encode_to_vec());
+        let decoded = proto::AppendRequest::decode_message(at_limit).unwrap();
+        assert_eq!(decoded.condition.unwrap().items_after, vec![7; MAX_QUERY_ITEMS]);
+        let over = Bytes::from(positions(MAX_QUERY_ITEMS + 1).encode_to_vec());
         assert_eq!(refusal(proto::AppendRequest::decode_message(over)), ErrorType::InvalidArgument);
 
         let tagged = proto::Event { tags: vec![String::new(); MAX_TAGS_PER_EVENT + 1], ..event(vec![]) };

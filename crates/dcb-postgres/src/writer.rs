@@ -260,7 +260,7 @@ impl LoneAppend {
         let item_types: Vec<Vec<&str>> =
             items.iter().map(|item| item.types.iter().map(String::as_str).collect()).collect();
         let item_after: Vec<i64> = match condition {
-            Some(c) => (0..items.len()).map(|i| c.item_after(i).map_or(0, clamp)).collect(),
+            Some(c) => (0..items.len()).map(|i| item_position(c, i)).collect(),
             None => Vec::new(),
         };
         let data: &[u8] = &event.data;
@@ -382,7 +382,7 @@ impl PlainBatch {
             for (i, item) in condition.iter().flat_map(|c| c.fail_if_events_match.items.iter().enumerate()) {
                 item_app.push(app);
                 item_tag.push(item.tags[0].as_str());
-                item_after.push(condition.and_then(|c| c.item_after(i)).map_or(0, clamp));
+                item_after.push(condition.map_or(0, |c| item_position(c, i)));
             }
             may_retry.push(
                 condition.is_some_and(|c| {
@@ -487,6 +487,11 @@ pub(crate) fn clamp(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
 }
 
+/// The position item `i` of `condition` is checked after, as SQL's `bigint`.
+fn item_position(condition: &dcb::AppendCondition, i: usize) -> i64 {
+    condition.item_after(i).map_or(0, clamp)
+}
+
 /// Array lengths and offsets as `int`. Requests are validated against the limits and batches
 /// are bounded, so every count fits; saturating keeps the conversion total anyway.
 fn int(n: usize) -> i32 {
@@ -544,7 +549,7 @@ impl<'a> Arrays<'a> {
                 self.a_flush.push(self.might_match_earlier(query));
                 self.a_retry.push(dcb::retry_offset(query, &request.events).map_or(-1, int));
                 for (i, item) in query.items.iter().enumerate() {
-                    self.i_after.push(condition.item_after(i).map_or(0, clamp));
+                    self.i_after.push(item_position(condition, i));
                     self.i_type_off.push(int(self.q_types.len()));
                     self.i_types.push(int(item.types.len()));
                     self.q_types.extend(item.types.iter().map(String::as_str));

@@ -593,10 +593,11 @@ async fn batches_of_single_events_call_no_plpgsql_function() {
     let store = PostgresStore::open(options).await.unwrap();
     assert_eq!(store.append(vec![Event::new("E", "").tagged("x")], None).await.unwrap(), 1);
     drop_functions_like(&schema, "append\\_batch").await;
-    let on = |tag: &str| Some(AppendCondition::new(QueryItem::tags([tag]).into(), None));
     let tagged = |tag: &str| vec![Event::new("E", "").tagged(tag).with_metadata("k", "{\"v\"}")];
+    // The second condition checks `x` only after its event at 1, from a position of its own.
+    let from_one = on("x").map(|c| c.with_item_after(0, 1));
     let (meets, misses) =
-        appended_together(&store, (tagged("y"), on("x")), (tagged("z"), on("z")), async {}).await;
+        appended_together(&store, (tagged("y"), on("x")), (tagged("z"), from_one), async {}).await;
     assert!(meets.as_ref().is_err_and(Error::is_integrity), "{meets:?}");
     assert_eq!(misses.unwrap(), 2);
     let stored = read_all(&store).await;
@@ -605,6 +606,27 @@ async fn batches_of_single_events_call_no_plpgsql_function() {
         appended_together(&store, (tagged("w"), None), (tagged("v"), on("w")), async {}).await;
     assert!(first.is_err() && second.is_err(), "a batch that needs append_batch went without it");
     common::drop_schema(&schema).await;
+}
+
+/// A condition on one tag alone after no position.
+fn on(tag: &str) -> Option<AppendCondition> {
+    Some(AppendCondition::new(QueryItem::tags([tag]).into(), None))
+}
+
+/// A batch of single-event appends with a refused append that is a retry of one recorded goes
+/// through `append_batch`, which recognises the retry: it answers the original position, and the
+/// other append of the batch lands once.
+#[tokio::test]
+async fn a_retry_in_a_batch_of_single_events_answers_its_original_position() {
+    let options = common::fresh_options().await;
+    let store = PostgresStore::open(options.clone()).await.unwrap();
+    let sent = vec![Event::new("Joined", "").tagged("r").with_uuid(dcb::Uuid::from_u128(0x5EED))];
+    assert_eq!(store.append(sent.clone(), on("r")).await.unwrap(), 1);
+    let other = vec![Event::new("Other", "").tagged("s")];
+    let (retried, accepted) = appended_together(&store, (sent, on("r")), (other, on("s")), async {}).await;
+    assert_eq!((retried.unwrap(), accepted.unwrap()), (1, 2));
+    assert_eq!(read_all(&store).await.len(), 2);
+    common::drop_schema(options.schema()).await;
 }
 
 /// Such a batch, its statement started while another process's append holds the lock (so its
@@ -617,7 +639,6 @@ async fn a_batch_of_single_events_sees_the_append_it_waited_for() {
     let store = PostgresStore::open(options).await.unwrap();
     let admin = common::admin().await;
     begin_append_of_another_process(&admin, &schema, "x").await;
-    let on = |tag: &str| Some(AppendCondition::new(QueryItem::tags([tag]).into(), None));
     let mine = |tag: &str| vec![Event::new("Mine", "").tagged(tag)];
     let commit = async {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -246,7 +246,8 @@ impl From<QueryItem> for Query {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendCondition {
-    /// Events that must not have been recorded after `after`.
+    /// Events that must not have been recorded after `after` (each item after
+    /// [`AppendCondition::item_after`]).
     pub fail_if_events_match: Query,
     /// The position up to which the appender has seen the store; `None` means "nothing seen".
     pub after: Option<u64>,

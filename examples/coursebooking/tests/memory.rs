@@ -98,3 +98,60 @@ mod aggregate_cache_beside_another_writer {
         assert_eq!(cached.list_students_for_course(&course).await.unwrap(), ["Sara", "Bastian"]);
     }
 }
+
+/// The decision cache of each DCB style beside another writer of the same store: a join whose
+/// student and course the cache knows up to different positions (the student's earlier join
+/// between them) is taken without a read, each checked from its own position.
+mod decision_cache_beside_another_writer {
+    use coursebooking::testcase::RETRIES;
+    use coursebooking::{Enrolment, EnrolmentWithDecisions, EnrolmentWithObjects, EnrolmentWithSlices};
+    use dcb::MemoryStore;
+    use dcb::testkit::RecordedReads;
+
+    /// Registers two courses and a student with `cached`, then, after `other` registered a course
+    /// of its own, joins the student to both: every step from the cache.
+    async fn joins_from_the_cache<E: Enrolment>(cached: E, other: E, store: &RecordedReads<MemoryStore>) {
+        let first = cached.register_course("Français", 5).await.unwrap();
+        let second = cached.register_course("Deutsch", 5).await.unwrap();
+        let student = cached.register_student("Sara", 5).await.unwrap();
+        other.register_course("Español", 5).await.unwrap();
+        cached.join_course(&student, &first).await.unwrap();
+        cached.join_course(&student, &second).await.unwrap();
+        assert_eq!(store.read_bytes().len(), 0, "a join was read");
+        assert_eq!(cached.list_students_for_course(&second).await.unwrap(), ["Sara"]);
+    }
+
+    fn store() -> RecordedReads<MemoryStore> {
+        RecordedReads::new(MemoryStore::new())
+    }
+
+    #[tokio::test]
+    async fn decisions() {
+        let store = store();
+        let (cached, other) = (
+            EnrolmentWithDecisions::with_cache(store.clone(), RETRIES),
+            EnrolmentWithDecisions::new(store.clone(), RETRIES),
+        );
+        joins_from_the_cache(cached, other, &store).await;
+    }
+
+    #[tokio::test]
+    async fn objects() {
+        let store = store();
+        let (cached, other) = (
+            EnrolmentWithObjects::with_cache(store.clone(), RETRIES),
+            EnrolmentWithObjects::new(store.clone(), RETRIES),
+        );
+        joins_from_the_cache(cached, other, &store).await;
+    }
+
+    #[tokio::test]
+    async fn slices() {
+        let store = store();
+        let (cached, other) = (
+            EnrolmentWithSlices::with_cache(store.clone(), RETRIES),
+            EnrolmentWithSlices::new(store.clone(), RETRIES),
+        );
+        joins_from_the_cache(cached, other, &store).await;
+    }
+}
