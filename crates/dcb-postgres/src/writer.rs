@@ -3,7 +3,9 @@
 //!
 //! While a batch is at the server, new appends queue up; the next batch takes all of them (up to
 //! the limits below). One client alone therefore pays one round trip per append, and many
-//! clients share each commit. Every append keeps its own condition and its own outcome: the
+//! clients share each commit. A batch of under half the appends of the one before waits a moment
+//! (half the time that one took, at most 500 µs) for the callers just answered to come back:
+//! otherwise sixteen clients split into two cohorts, each paying a whole commit for half of them. Every append keeps its own condition and its own outcome: the
 //! function checks them in queue order, so later ones see earlier ones.
 //!
 //! A batch of one append of one event, the lone client's usual case, first tries a single
@@ -12,6 +14,7 @@
 //! case of many clients deciding on their own tags (see [`PlainBatch`]).
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use dcb::{AppendRequest, Error, Event, Query, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +36,9 @@ pub(crate) struct BatchBounds {
     pub(crate) bytes: usize,
 }
 
+/// The longest a batch much smaller than the one before waits for more jobs.
+const MAX_GATHER: Duration = Duration::from_micros(500);
+
 /// The bounds of the store's and the recorder's group commits.
 pub(crate) const BOUNDS: BatchBounds = BatchBounds { jobs: 512, events: 20_000, bytes: 16 << 20 };
 
@@ -44,11 +50,15 @@ pub(crate) struct Batches<J, F> {
     bounds: BatchBounds,
     /// A job's events and bytes.
     size: F,
+    /// The jobs of the previous batch, and when it was handed out.
+    last: Option<(usize, Instant)>,
+    /// The longest a small batch waits for more jobs ([`MAX_GATHER`]).
+    gather: Duration,
 }
 
 impl<J, F: Fn(&J) -> (usize, usize)> Batches<J, F> {
     pub(crate) fn new(jobs: mpsc::Receiver<J>, bounds: BatchBounds, size: F) -> Self {
-        Batches { jobs, held: None, bounds, size }
+        Batches { jobs, held: None, bounds, size, last: None, gather: MAX_GATHER }
     }
 
     /// The next batch, waiting for a first job; `None` once every sender is gone.
@@ -57,13 +67,29 @@ impl<J, F: Fn(&J) -> (usize, usize)> Batches<J, F> {
             Some(job) => job,
             None => self.jobs.recv().await?,
         };
-        Some(self.take_queued(first))
+        let mut batch = vec![first];
+        let mut sized = (self.size)(&batch[0]);
+        self.take_queued(&mut batch, &mut sized);
+        if let Some((last_len, handed_out)) = self.last
+            && batch.len() * 2 < last_len
+            && self.held.is_none()
+        {
+            // The callers of the previous batch, just answered, are likely deciding their next
+            // appends: rather than commit these few alone and make those wait a whole commit,
+            // give them a moment (a share of the time the previous batch took) to join.
+            let deadline = Instant::now() + (handed_out.elapsed() / 2).min(self.gather);
+            while batch.len() < last_len && self.held.is_none() && Instant::now() < deadline {
+                tokio::task::yield_now().await;
+                self.take_queued(&mut batch, &mut sized);
+            }
+        }
+        self.last = Some((batch.len(), Instant::now()));
+        Some(batch)
     }
 
-    /// `first`, then whatever is queued, while it fits.
-    fn take_queued(&mut self, first: J) -> Vec<J> {
-        let (mut events, mut bytes) = (self.size)(&first);
-        let mut batch = vec![first];
+    /// Adds to `batch`, of `sized` events and bytes, whatever is queued, while it fits.
+    fn take_queued(&mut self, batch: &mut Vec<J>, sized: &mut (usize, usize)) {
+        let (mut events, mut bytes) = *sized;
         while batch.len() < self.bounds.jobs {
             let Ok(job) = self.jobs.try_recv() else { break };
             let (more_events, more_bytes) = (self.size)(&job);
@@ -74,7 +100,7 @@ impl<J, F: Fn(&J) -> (usize, usize)> Batches<J, F> {
             (events, bytes) = (events + more_events, bytes + more_bytes);
             batch.push(job);
         }
-        batch
+        *sized = (events, bytes);
     }
 }
 
@@ -673,5 +699,37 @@ mod tests {
         assert_eq!(batches.next().await.unwrap(), [(30, 1)]);
         assert_eq!(batches.next().await.unwrap(), [(1, 1)]);
         assert!(batches.next().await.is_none());
+    }
+
+    /// A batch far smaller than the one before waits a moment for the callers of that one to
+    /// come back, and goes once as many jobs are queued as that one had, or when nobody comes.
+    #[tokio::test]
+    async fn a_small_batch_waits_for_the_callers_of_the_one_before() {
+        let (sender, jobs) = mpsc::channel(16);
+        let bounds = BatchBounds { jobs: 16, events: 100, bytes: 100 };
+        let mut batches = Batches::new(jobs, bounds, |_: &u32| (1, 1));
+        // A wider window than in use, so that a busy machine cannot close it early.
+        batches.gather = Duration::from_secs(1);
+        for job in 0..4 {
+            sender.try_send(job).unwrap();
+        }
+        assert_eq!(batches.next().await.unwrap(), [0, 1, 2, 3]);
+        // The batch at the server, then one of its callers back at once, three a little later.
+        std::thread::sleep(Duration::from_millis(40));
+        sender.try_send(4).unwrap();
+        let late = tokio::spawn({
+            let sender = sender.clone();
+            async move {
+                for job in 5..8 {
+                    tokio::task::yield_now().await;
+                    sender.send(job).await.unwrap();
+                }
+            }
+        });
+        assert_eq!(batches.next().await.unwrap(), [4, 5, 6, 7]);
+        late.await.unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        sender.try_send(8).unwrap();
+        assert_eq!(batches.next().await.unwrap(), [8]);
     }
 }
