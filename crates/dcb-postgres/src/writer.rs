@@ -5,8 +5,9 @@
 //! the limits below). One client alone therefore pays one round trip per append, and many
 //! clients share each commit. A batch of under half the appends of the one before waits a moment
 //! (half the time that one took, at most 500 µs) for the callers just answered to come back:
-//! otherwise sixteen clients split into two cohorts, each paying a whole commit for half of them. Every append keeps its own condition and its own outcome: the
-//! function checks them in queue order, so later ones see earlier ones.
+//! otherwise sixteen clients split into two cohorts, each paying a whole commit for half of
+//! them. Every append keeps its own condition and its own outcome: the function checks them in
+//! queue order, so later ones see earlier ones.
 //!
 //! A batch of one append of one event, the lone client's usual case, first tries a single
 //! statement without PL/pgSQL (see [`LoneAppend`]), which costs about a third less; so does a
@@ -137,11 +138,11 @@ pub(crate) async fn run(
         let Some(current) = conn.as_ref() else {
             continue;
         };
-        let plain = match batch.as_slice() {
+        let without_function = match batch.as_slice() {
             [job] => lone.execute(current, &job.request).await.map(|outcome| outcome.map(|o| vec![o])),
             _ => plain.execute(current, &batch).await,
         };
-        let outcomes = match plain {
+        let outcomes = match without_function {
             Ok(Some(outcomes)) => Ok(outcomes),
             Ok(None) => execute(current, &sql, &batch).await,
             Err(error) => Err(error),
