@@ -453,6 +453,11 @@ pub async fn item_positions_matrix<S: EventStore>(store: &S) {
             items(&[(&["C"], &["y"], Some(5)), (&[], &["nope"], None)], None),
         ),
         ("two tags after their item's position", items(&[(&[], &["y", "z"], Some(4))], Some(1))),
+        ("one of two types after their item's position", items(&[(&["A", "C"], &[], Some(5))], None)),
+        (
+            "an item matching every event after its position",
+            items(&[(&[], &[], Some(5)), (&[], &["nope"], None)], None),
+        ),
     ];
     for (name, condition) in failing {
         for events in
@@ -476,6 +481,8 @@ pub async fn item_positions_matrix<S: EventStore>(store: &S) {
         ("a type and a tag after their item's position", items(&[(&["C"], &["y"], Some(6))], Some(2))),
         ("two tags after their item's position", items(&[(&[], &["y", "z"], Some(6))], Some(3))),
         ("`after` later than an item's position", items(&[(&[], &["x"], Some(1))], Some(6))),
+        ("two types after their item's position", items(&[(&["A", "C"], &[], Some(6))], Some(1))),
+        ("an item matching every event after the head", items(&[(&[], &[], Some(100))], None)),
     ];
     for (i, (name, condition)) in passing.into_iter().enumerate() {
         let events = vec![event("Probe", &["probe"]); 1 + i % 2];
