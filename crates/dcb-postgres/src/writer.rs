@@ -301,11 +301,7 @@ impl LoneAppend {
         let statement = conn.prepare(sql).await?;
         match conn.client.query_opt(&statement, &params).await {
             Ok(Some(row)) => Ok(Some(row.try_get(0)?)),
-            Ok(None) => {
-                let maybe_retry = condition
-                    .is_some_and(|c| dcb::retry_offset(&c.fail_if_events_match, &request.events).is_some());
-                Ok(if maybe_retry { None } else { Some(-1) })
-            }
+            Ok(None) => Ok(if may_be_retry(request) { None } else { Some(-1) }),
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
             Err(error) => Err(error),
         }
@@ -411,11 +407,7 @@ impl PlainBatch {
                 item_tag.push(item.tags[0].as_str());
                 item_after.push(condition.map_or(0, |c| item_position(c, i)));
             }
-            may_retry.push(
-                condition.is_some_and(|c| {
-                    dcb::retry_offset(&c.fail_if_events_match, &job.request.events).is_some()
-                }),
-            );
+            may_retry.push(may_be_retry(&job.request));
         }
         let params: [&(dyn ToSql + Sync); 10] =
             [&types, &data, &uuids, &tags, &keys, &values, &item_app, &item_tag, &item_after, &may_retry];
@@ -447,6 +439,13 @@ impl PlainBatch {
             .collect();
         Ok(Some(outcomes))
     }
+}
+
+/// Whether `request`, if its condition fails, might be a retry of an append that succeeded (see
+/// [`dcb::retry_offset`]), which only `append_batch` recognises.
+fn may_be_retry(request: &AppendRequest) -> bool {
+    let condition = request.condition.as_ref();
+    condition.is_some_and(|c| dcb::retry_offset(&c.fail_if_events_match, &request.events).is_some())
 }
 
 /// A connection set up for appending.

@@ -108,9 +108,14 @@ mod decision_cache_beside_another_writer {
     use dcb::MemoryStore;
     use dcb::testkit::RecordedReads;
 
-    /// Registers two courses and a student with `cached`, then, after `other` registered a course
-    /// of its own, joins the student to both: every step from the cache.
-    async fn joins_from_the_cache<E: Enrolment>(cached: E, other: E, store: &RecordedReads<MemoryStore>) {
+    type Store = RecordedReads<MemoryStore>;
+
+    /// Registers two courses and a student through a handle made by `cached`, then, after one
+    /// made by `uncached` registered a course of its own, joins the student to both: every step
+    /// from the cache.
+    async fn joins_from_the_cache<E: Enrolment>(cached: fn(Store, u32) -> E, uncached: fn(Store, u32) -> E) {
+        let store = RecordedReads::new(MemoryStore::new());
+        let (cached, other) = (cached(store.clone(), RETRIES), uncached(store.clone(), RETRIES));
         let first = cached.register_course("Français", 5).await.unwrap();
         let second = cached.register_course("Deutsch", 5).await.unwrap();
         let student = cached.register_student("Sara", 5).await.unwrap();
@@ -121,37 +126,18 @@ mod decision_cache_beside_another_writer {
         assert_eq!(cached.list_students_for_course(&second).await.unwrap(), ["Sara"]);
     }
 
-    fn store() -> RecordedReads<MemoryStore> {
-        RecordedReads::new(MemoryStore::new())
-    }
-
     #[tokio::test]
     async fn decisions() {
-        let store = store();
-        let (cached, other) = (
-            EnrolmentWithDecisions::with_cache(store.clone(), RETRIES),
-            EnrolmentWithDecisions::new(store.clone(), RETRIES),
-        );
-        joins_from_the_cache(cached, other, &store).await;
+        joins_from_the_cache(EnrolmentWithDecisions::with_cache, EnrolmentWithDecisions::new).await;
     }
 
     #[tokio::test]
     async fn objects() {
-        let store = store();
-        let (cached, other) = (
-            EnrolmentWithObjects::with_cache(store.clone(), RETRIES),
-            EnrolmentWithObjects::new(store.clone(), RETRIES),
-        );
-        joins_from_the_cache(cached, other, &store).await;
+        joins_from_the_cache(EnrolmentWithObjects::with_cache, EnrolmentWithObjects::new).await;
     }
 
     #[tokio::test]
     async fn slices() {
-        let store = store();
-        let (cached, other) = (
-            EnrolmentWithSlices::with_cache(store.clone(), RETRIES),
-            EnrolmentWithSlices::new(store.clone(), RETRIES),
-        );
-        joins_from_the_cache(cached, other, &store).await;
+        joins_from_the_cache(EnrolmentWithSlices::with_cache, EnrolmentWithSlices::new).await;
     }
 }
