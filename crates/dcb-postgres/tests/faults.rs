@@ -353,17 +353,17 @@ async fn opening_does_not_wait_for_appends_in_flight() {
     common::drop_schema(&schema).await;
 }
 
-/// The comments of the store's functions in `schema`.
-async fn function_comments(admin: &tokio_postgres::Client, schema: &str) -> Vec<(u32, String)> {
+/// The store's functions in `schema`: their oids, names and comments.
+async fn function_comments(admin: &tokio_postgres::Client, schema: &str) -> Vec<(u32, String, String)> {
     let rows = admin
         .query(
-            "SELECT p.oid, obj_description(p.oid, 'pg_proc') FROM pg_proc p \
+            "SELECT p.oid, p.proname::text, obj_description(p.oid, 'pg_proc') FROM pg_proc p \
              JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 ORDER BY p.proname",
             &[&schema],
         )
         .await
         .unwrap();
-    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+    rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
 }
 
 /// A build refuses to open a schema whose functions a newer build made (a higher schema version
@@ -377,18 +377,9 @@ async fn a_schema_of_a_newer_build_is_not_downgraded() {
     let store = PostgresStore::open(options.clone()).await.unwrap();
     let ours = function_comments(&admin, &schema).await;
     let version: u32 =
-        ours[0].1.strip_prefix("dcb store v").unwrap().split(' ').next().unwrap().parse().unwrap();
+        ours[0].2.strip_prefix("dcb store v").unwrap().split(' ').next().unwrap().parse().unwrap();
     let newer = format!("dcb store v{} 0123456789abcdef", version + 1);
-    let names = admin
-        .query(
-            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = $1",
-            &[&schema],
-        )
-        .await
-        .unwrap();
-    for name in names {
-        let function: String = name.get(0);
+    for (_, function, _) in &ours {
         admin
             .batch_execute(&format!("COMMENT ON FUNCTION \"{schema}\".{function} IS '{newer}'"))
             .await
@@ -401,7 +392,7 @@ async fn a_schema_of_a_newer_build_is_not_downgraded() {
     assert!(message.contains(&format!("version {version}")), "{message}");
     let kept = function_comments(&admin, &schema).await;
     assert_eq!(kept.iter().map(|f| f.0).collect::<Vec<_>>(), ours.iter().map(|f| f.0).collect::<Vec<_>>());
-    assert!(kept.iter().all(|f| f.1 == newer), "{kept:?}");
+    assert!(kept.iter().all(|f| f.2 == newer), "{kept:?}");
     assert_eq!(store.append(vec![Event::new("E", "")], None).await.unwrap(), 1);
     common::drop_schema(&schema).await;
 }
@@ -653,6 +644,40 @@ async fn a_batch_of_single_events_sees_the_append_it_waited_for() {
     common::drop_schema(&schema).await;
 }
 
+/// Begins a transaction on `admin` that calls `insert_aggregate_batch`, as another process's
+/// group commit does, inserting version 1 of aggregate `id` (or nothing), and holds the
+/// recorder's lock until it ends.
+async fn begin_insert_of_another_process(admin: &tokio_postgres::Client, schema: &str, id: Option<&str>) {
+    let inserts = match id {
+        Some(id) => format!("'{{1}}', '{{{id}}}', '{{1}}', '{{Held}}', '{{\"\"}}'"),
+        None => "'{}', '{}', '{}', '{}', '{}'".to_owned(),
+    };
+    admin
+        .batch_execute(&format!("BEGIN; SELECT \"{schema}\".insert_aggregate_batch({inserts})"))
+        .await
+        .unwrap();
+}
+
+/// A group commit of several inserts goes as the plain statement: with
+/// `insert_aggregate_batch` dropped, two inserts queued at once (on a runtime of one thread the
+/// group commit runs only once both are queued) each answer the notification id of their own
+/// last event.
+#[tokio::test]
+async fn aggregate_inserts_committed_together_call_no_plpgsql_function() {
+    use dcb::recorder::AggregateRecorder;
+
+    let options = common::fresh_options().await;
+    let schema = options.schema().to_owned();
+    let recorder = dcb_postgres::PostgresRecorder::open(options).await.unwrap();
+    drop_functions_like(&schema, "insert\\_aggregate\\_batch").await;
+    let (two, one) = tokio::join!(
+        recorder.insert_events(vec![happened("a", 1), happened("a", 2)]),
+        recorder.insert_events(vec![happened("b", 1)]),
+    );
+    assert_eq!((two.unwrap(), one.unwrap()), (2, 3));
+    common::drop_schema(&schema).await;
+}
+
 /// An aggregate event of type `Happened`.
 fn happened(id: &str, version: u64) -> dcb::recorder::AggregateEvent {
     dcb::recorder::AggregateEvent {
@@ -675,13 +700,7 @@ async fn a_single_aggregate_insert_sees_the_insert_it_waited_for() {
     let admin = common::admin().await;
     let mut outcomes = Vec::new();
     for (theirs, mine) in [("a", "b"), ("c", "c")] {
-        admin
-            .batch_execute(&format!(
-                "BEGIN; SELECT \"{schema}\".insert_aggregate_batch('{{1}}', '{{{theirs}}}', '{{1}}', \
-                 '{{Held}}', '{{\"\"}}')"
-            ))
-            .await
-            .unwrap();
+        begin_insert_of_another_process(&admin, &schema, Some(theirs)).await;
         let insert = tokio::spawn({
             let recorder = recorder.clone();
             let mine = happened(mine, 1);
@@ -712,12 +731,7 @@ async fn aggregate_inserts_committed_together_each_answer_their_last_notificatio
         let events = (1..=count).map(|version| happened(id, version)).collect();
         tokio::spawn(async move { recorder.insert_events(events).await })
     };
-    admin
-        .batch_execute(&format!(
-            "BEGIN; SELECT \"{schema}\".insert_aggregate_batch('{{}}', '{{}}', '{{}}', '{{}}', '{{}}')"
-        ))
-        .await
-        .unwrap();
+    begin_insert_of_another_process(&admin, &schema, None).await;
     // The first waits for the lock, holding the group commit; the others queue behind it, in
     // turn.
     let first = insert("a", 1);

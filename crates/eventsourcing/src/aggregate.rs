@@ -266,9 +266,9 @@ impl<R: AggregateRecorder> Repository<R> {
     /// Saves go to the recorder as always, and the version rule keeps them safe: an aggregate
     /// another process changed since makes the save fail with an integrity error, and the
     /// repository then forgets it, so the next `get` reads it afresh. A refusal, which writes
-    /// nothing, is not checked that way: see [`Root::is_from_cache`]. At most 65,536 aggregates
-    /// and 1,048,576 events are held (past either, the cache starts over), and no aggregate of
-    /// more than 16,384 events.
+    /// nothing, is not checked that way: see [`Root::is_from_cache`]. At most 65,536 aggregates,
+    /// 1,048,576 events and 64 MiB of their types and data are held (past any, the cache starts
+    /// over), and no aggregate of more than 16,384 events.
     ///
     /// ```
     /// # use eventsourcing::{Aggregate, DomainEvent};
@@ -381,6 +381,7 @@ impl<R: AggregateRecorder> Repository<R> {
         if events.is_empty() {
             return Ok(self.recorder.count().await?);
         }
+        // The recorder takes the events; the cache keeps a copy (the data shared, not copied).
         let saved = self.cache.as_ref().map(|_| events.clone());
         let inserted = self.recorder.insert_events(events).await;
         if let (Some(cache), Some(saved)) = (&self.cache, saved) {
@@ -419,6 +420,8 @@ fn fold<A: Aggregate>(root: &mut Root<A>, events: &[AggregateEvent]) -> Result<(
 const MAX_CACHED_AGGREGATES: usize = 1 << 16;
 /// Events held at most, over all those aggregates.
 const MAX_CACHED_EVENTS: usize = 1 << 20;
+/// Bytes of events held at most (their types and data), over all those aggregates.
+const MAX_CACHED_BYTES: usize = 64 << 20;
 /// An aggregate with more events is not held: alone it would fill much of the bound above, and
 /// start the cache over at every load.
 const MAX_CACHED_HISTORY: usize = 1 << 14;
@@ -434,9 +437,15 @@ struct EventCache {
 
 #[derive(Debug, Default)]
 struct Held {
-    /// Shared with the loads folding them, so that a load copies no event.
-    aggregates: HashMap<String, Arc<Vec<AggregateEvent>>>,
+    /// Shared with the loads folding them, so that a load copies no event; each with its bytes.
+    aggregates: HashMap<String, (Arc<Vec<AggregateEvent>>, usize)>,
     events: usize,
+    bytes: usize,
+}
+
+/// The bytes of `events` that count against [`MAX_CACHED_BYTES`].
+fn weight(events: &[AggregateEvent]) -> usize {
+    events.iter().map(|e| e.event_type.len() + e.data.len()).sum()
 }
 
 impl EventCache {
@@ -445,15 +454,16 @@ impl EventCache {
     }
 
     fn events(&self, id: &str) -> Option<Arc<Vec<AggregateEvent>>> {
-        self.held().aggregates.get(id).cloned()
+        self.held().aggregates.get(id).map(|(events, _)| events.clone())
     }
 
     /// Holds `events`, every event of aggregate `id`, unless what is held is newer.
     fn learn(&self, id: &str, events: Vec<AggregateEvent>) {
         let mut held = self.held();
-        let newer = held.aggregates.get(id).is_some_and(|h| h.len() >= events.len());
+        let newer = held.aggregates.get(id).is_some_and(|(h, _)| h.len() >= events.len());
         if !newer && !events.is_empty() {
-            held.put(id.to_owned(), Arc::new(events));
+            let bytes = weight(&events);
+            held.put(id.to_owned(), Arc::new(events), bytes);
         }
     }
 
@@ -471,15 +481,17 @@ impl EventCache {
         }
         for (id, events) in by_aggregate {
             let first = events[0].version;
-            let next_held = held.aggregates.get(&id).map(|h| h.len() as u64 + 1);
+            let next_held = held.aggregates.get(&id).map(|(h, _)| h.len() as u64 + 1);
             if next_held == Some(first) {
-                if let Some(mut history) = held.take(&id) {
+                if let Some((mut history, bytes)) = held.take(&id) {
+                    let bytes = bytes + weight(&events);
                     // Copied only if a load is folding it at this moment.
                     Arc::make_mut(&mut history).extend(events);
-                    held.put(id, history);
+                    held.put(id, history, bytes);
                 }
             } else if first == 1 {
-                held.put(id, Arc::new(events));
+                let bytes = weight(&events);
+                held.put(id, Arc::new(events), bytes);
             } else {
                 held.take(&id);
             }
@@ -495,26 +507,32 @@ impl EventCache {
 }
 
 impl Held {
-    fn put(&mut self, id: String, events: Arc<Vec<AggregateEvent>>) {
+    /// Holds `events`, of `bytes` ([`weight`]), as aggregate `id`'s history.
+    fn put(&mut self, id: String, events: Arc<Vec<AggregateEvent>>, bytes: usize) {
         self.take(&id);
         if events.len() > MAX_CACHED_HISTORY {
             return;
         }
         self.events += events.len();
-        self.aggregates.insert(id, events);
+        self.bytes += bytes;
+        self.aggregates.insert(id, (events, bytes));
         self.bound();
     }
 
-    fn take(&mut self, id: &str) -> Option<Arc<Vec<AggregateEvent>>> {
-        let events = self.aggregates.remove(id)?;
+    fn take(&mut self, id: &str) -> Option<(Arc<Vec<AggregateEvent>>, usize)> {
+        let (events, bytes) = self.aggregates.remove(id)?;
         self.events -= events.len();
-        Some(events)
+        self.bytes -= bytes;
+        Some((events, bytes))
     }
 
     /// Starts over past the bounds: simpler than an eviction order, and a workload that
     /// overflows them finds its working set again within a few reads.
     fn bound(&mut self) {
-        if self.aggregates.len() > MAX_CACHED_AGGREGATES || self.events > MAX_CACHED_EVENTS {
+        if self.aggregates.len() > MAX_CACHED_AGGREGATES
+            || self.events > MAX_CACHED_EVENTS
+            || self.bytes > MAX_CACHED_BYTES
+        {
             *self = Held::default();
         }
     }
@@ -554,6 +572,26 @@ mod tests {
 
         fn from_snapshot(data: &[u8]) -> Result<Self> {
             codec::from_json::<u32>(SNAPSHOT_TYPE, data).map(Counter)
+        }
+    }
+
+    /// A counter whose snapshots it reads back.
+    #[derive(Debug, Default)]
+    struct Snapshotted(u32);
+
+    impl Aggregate for Snapshotted {
+        type Event = Ev;
+
+        fn apply(&mut self, _: &Ev) {
+            self.0 += 1;
+        }
+
+        fn to_snapshot(&self) -> Option<Result<Vec<u8>>> {
+            Some(codec::to_json(&self.0))
+        }
+
+        fn from_snapshot(data: &[u8]) -> Result<Self> {
+            codec::from_json::<u32>(SNAPSHOT_TYPE, data).map(Snapshotted)
         }
     }
 
@@ -638,37 +676,59 @@ mod tests {
     /// An aggregate loaded from a snapshot lacks its first events, so it is not held.
     #[tokio::test]
     async fn aggregates_loaded_from_snapshots_are_not_cached() {
-        #[derive(Debug, Default)]
-        struct Snapshotted(u32);
+        loads_from_snapshots_are_not_cached(1, &[2], 2).await;
+    }
 
-        impl Aggregate for Snapshotted {
-            type Event = Ev;
+    /// The same with events after the snapshot: what the load read is a tail of the history,
+    /// which held alone would make the next load start from the wrong version.
+    #[tokio::test]
+    async fn aggregates_loaded_from_a_snapshot_and_later_events_are_not_cached() {
+        loads_from_snapshots_are_not_cached(2, &[2, 1], 3).await;
+    }
 
-            fn apply(&mut self, _: &Ev) {
-                self.0 += 1;
-            }
-
-            fn to_snapshot(&self) -> Option<Result<Vec<u8>>> {
-                Some(codec::to_json(&self.0))
-            }
-
-            fn from_snapshot(data: &[u8]) -> Result<Self> {
-                codec::from_json::<u32>(SNAPSHOT_TYPE, data).map(Snapshotted)
-            }
-        }
-
-        let recorder = Counting::default();
-        let writer = Repository::new(recorder.clone()).with_snapshots(Counting::default(), NonZeroU64::MIN);
+    /// Saves an aggregate in `saves` (events each) with a snapshot every `every` events, then
+    /// loads it twice through a cache: neither load comes from it, both at `version`.
+    async fn loads_from_snapshots_are_not_cached(every: u64, saves: &[u32], version: u64) {
+        let every = NonZeroU64::new(every).unwrap();
+        let writer = Repository::new(Counting::default()).with_snapshots(Counting::default(), every);
         let mut root = Root::<Snapshotted>::new("s-1");
-        root.record(Ev::Counted);
-        root.record(Ev::Counted);
-        writer.save(&mut root).await.unwrap();
+        for &events in saves {
+            (0..events).for_each(|_| root.record(Ev::Counted));
+            writer.save(&mut root).await.unwrap();
+        }
         let reader = writer.clone().with_cache();
         for _ in 0..2 {
             let loaded = reader.get::<Snapshotted>("s-1").await.unwrap();
             assert!(!loaded.is_from_cache());
-            assert_eq!((loaded.version(), loaded.0), (2, 2));
+            assert_eq!((loaded.version(), u64::from(loaded.0)), (version, version));
         }
+    }
+
+    /// Past its bytes the cache starts over, as past its counts: an aggregate held, then 64 of
+    /// one event of 1 MiB each, weigh more than the 64 MiB it holds.
+    #[tokio::test]
+    async fn a_cache_past_its_bytes_starts_over() {
+        let recorder = Counting::default();
+        let mut small = Root::<Counter>::new("small");
+        small.record(Ev::Counted);
+        Repository::new(recorder.clone()).save(&mut small).await.unwrap();
+        let encoded = recorder.select_events("small", ReadOptions::default()).await.unwrap().remove(0);
+        let mut padded = encoded.data.to_vec();
+        // Whitespace after the JSON value: the event still decodes.
+        padded.resize(dcb::limits::MAX_EVENT_DATA_BYTES, b' ');
+        let data = dcb::Bytes::from(padded);
+        for i in 0..64 {
+            let event =
+                AggregateEvent { aggregate_id: format!("big-{i}"), data: data.clone(), ..encoded.clone() };
+            recorder.insert_events(vec![event]).await.unwrap();
+        }
+        let repository = Repository::new(recorder).with_cache();
+        assert!(!repository.get::<Counter>("small").await.unwrap().is_from_cache());
+        assert!(repository.get::<Counter>("small").await.unwrap().is_from_cache());
+        for i in 0..64 {
+            assert_eq!(repository.get::<Counter>(&format!("big-{i}")).await.unwrap().0, 1);
+        }
+        assert!(!repository.get::<Counter>("small").await.unwrap().is_from_cache(), "held past the bytes");
     }
 
     #[tokio::test]

@@ -220,7 +220,8 @@ impl<R: AggregateRecorder> EnrolmentWithAggregates<R> {
                     .map(drop)
                     .map_err(Into::into);
             }
-            if cached && !fresh && may_rest_on_stale_state(&outcome) {
+            // A fresh load is never from the cache, so this happens once at most.
+            if cached && may_rest_on_stale_state(&outcome) {
                 fresh = true;
                 continue;
             }
