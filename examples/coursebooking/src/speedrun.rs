@@ -163,6 +163,54 @@ fn number<T: std::str::FromStr>(text: &str, name: &str) -> Result<T, String> {
     text.replace('_', "").parse().map_err(|_| format!("{name} needs a whole number, not {text:?}"))
 }
 
+/// The store's own costs, measured in the same run before the workload, to read its result
+/// against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floor {
+    /// One durable commit: PostgreSQL's one-row `INSERT` committed on its own, the file store's
+    /// small write and `fdatasync`.
+    pub commit: Duration,
+    /// One bare round trip to the server on the same connection (`SELECT 1`), for a store behind
+    /// one. A decision that reads before it appends pays at least this on top of its commit.
+    pub round_trip: Option<Duration>,
+}
+
+/// The whole machine's CPU over a run: every process's, the database server's included.
+///
+/// On a machine of few cores it tells whether more clients could go faster at all: the time
+/// per operation cannot fall below the CPU time an operation takes divided by the cores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MachineCpu {
+    /// Cores of the machine.
+    pub cores: usize,
+    /// The share of all cores' time spent busy (user, system and interrupts), from 0 to 1.
+    pub busy: f64,
+}
+
+/// Busy and idle ticks of all cores, and the number of cores, from `/proc/stat` (Linux); `None`
+/// where there is no such file.
+fn cpu_ticks() -> Option<(u64, u64, usize)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let fields: Vec<u64> =
+        lines.next()?.strip_prefix("cpu ")?.split_whitespace().map_while(|f| f.parse().ok()).collect();
+    // user, nice, system, idle, iowait, irq, softirq: the time stolen by a hypervisor is neither.
+    let [user, nice, system, idle, iowait, irq, softirq, ..] = fields[..] else { return None };
+    let cores = lines
+        .filter(|line| line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some((user + nice + system + irq + softirq, idle + iowait, cores))
+}
+
+impl MachineCpu {
+    /// The machine's CPU between two readings of [`cpu_ticks`].
+    fn between(start: (u64, u64, usize), end: (u64, u64, usize)) -> Option<Self> {
+        let busy = end.0.checked_sub(start.0)?;
+        let total = busy + end.1.checked_sub(start.1)?;
+        (total > 0).then(|| MachineCpu { cores: end.2.max(1), busy: busy as f64 / total as f64 })
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -172,9 +220,18 @@ pub struct Outcome {
     pub iterations: u64,
     /// Operations completed by all clients.
     pub ops: u64,
+    /// The machine's CPU over the run, where it can be read.
+    pub cpu: Option<MachineCpu>,
 }
 
 impl Outcome {
+    /// CPU time of the whole machine per operation, in microseconds.
+    pub fn cpu_us_per_op(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.ops > 0)
+            .then(|| cpu.busy * cpu.cores as f64 * self.elapsed.as_secs_f64() * 1e6 / self.ops as f64)
+    }
+
     /// Operations per second over the whole run.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
@@ -215,6 +272,7 @@ pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Ou
     let iterations = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let ticks_at_start = cpu_ticks();
     let mut tasks = Vec::new();
     for app in clients {
         let (ops, iterations, stop) = (ops.clone(), iterations.clone(), stop.clone());
@@ -242,7 +300,7 @@ pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Ou
             break;
         }
         let (now_ops, now) = (ops.load(Ordering::Relaxed), Instant::now());
-        let window = Outcome { elapsed: now - last_at, iterations: 0, ops: now_ops - last_ops };
+        let window = Outcome { elapsed: now - last_at, iterations: 0, ops: now_ops - last_ops, cpu: None };
         println!("{}", progress_line(start.elapsed(), iterations.load(Ordering::Relaxed), now_ops, &window));
         (last_ops, last_at) = (now_ops, now);
     }
@@ -252,6 +310,7 @@ pub async fn run<E: Enrolment>(clients: Vec<E>, duration: Duration) -> Result<Ou
         elapsed: start.elapsed(),
         iterations: iterations.load(Ordering::Relaxed),
         ops: ops.load(Ordering::Relaxed),
+        cpu: ticks_at_start.zip(cpu_ticks()).and_then(|(start, end)| MachineCpu::between(start, end)),
     };
     for task in tasks {
         task.await.expect("a speedrun client panicked")?;
@@ -306,8 +365,9 @@ fn json_number(value: Option<f64>, decimals: usize) -> String {
     value.filter(|v| v.is_finite()).map_or_else(|| "null".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-/// The final JSON line (`us_per_op` and `floor_ratio` are `null` when no operation completed).
-pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor_us: Option<f64>) -> String {
+/// The final JSON line (`us_per_op`, `floor_ratio` and `cpu_us_per_op` are `null` when no
+/// operation completed).
+pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor: Option<&Floor>) -> String {
     let mut json = format!(
         "{{\"mode\":\"{}\",\"seconds\":{:.3},\"clients\":{},\"iterations\":{},\"ops\":{},\"ops_per_sec\":{:.1},\"us_per_op\":{},\"events_start\":{},\"events_end\":{}",
         options.mode(),
@@ -323,9 +383,21 @@ pub fn json_line(options: &Options, outcome: &Outcome, events: (u64, u64), floor
     if options.cache {
         json.push_str(",\"cache\":true");
     }
-    if let Some(floor) = floor_us {
-        let ratio = json_number(outcome.us_per_op().map(|us| us / floor), 3);
-        let _ = write!(json, ",\"floor_us\":{floor:.2},\"floor_ratio\":{ratio}");
+    if let Some(floor) = floor {
+        let commit = floor.commit.as_secs_f64() * 1e6;
+        let ratio = json_number(outcome.us_per_op().map(|us| us / commit), 3);
+        let _ = write!(json, ",\"floor_us\":{commit:.2},\"floor_ratio\":{ratio}");
+        if let Some(round_trip) = floor.round_trip {
+            let _ = write!(json, ",\"round_trip_us\":{:.2}", round_trip.as_secs_f64() * 1e6);
+        }
+    }
+    if let Some(cpu) = outcome.cpu {
+        let per_op = json_number(outcome.cpu_us_per_op(), 2);
+        let _ = write!(
+            json,
+            ",\"cores\":{},\"machine_busy\":{:.3},\"cpu_us_per_op\":{per_op}",
+            cpu.cores, cpu.busy
+        );
     }
     json.push('}');
     json
@@ -387,7 +459,7 @@ mod tests {
 
     #[test]
     fn report_lines_have_the_original_shape() {
-        let window = Outcome { elapsed: Duration::from_secs(1), iterations: 0, ops: 3000 };
+        let window = Outcome { elapsed: Duration::from_secs(1), iterations: 0, ops: 3000, cpu: None };
         let line = progress_line(Duration::from_millis(61_500), 25, 3000, &window);
         assert_eq!(line, "[0:01:01s]        25 iterations      3000 ops      333 μs/op     3000 ops/s");
         assert_eq!(thousands(5_568_325), "5,568,325");
@@ -397,18 +469,24 @@ mod tests {
     #[test]
     fn the_json_line_holds_every_key_and_only_numbers_or_null() {
         let options = parse(&["dcb-file", "5", "--json", "--floor"]).unwrap();
-        let done = Outcome { elapsed: Duration::from_secs(2), iterations: 1, ops: 400 };
-        let line = json_line(&options, &done, (10, 130), Some(2500.0));
+        let cpu = Some(MachineCpu { cores: 2, busy: 0.75 });
+        let done = Outcome { elapsed: Duration::from_secs(2), iterations: 1, ops: 400, cpu };
+        let floor =
+            Floor { commit: Duration::from_micros(2500), round_trip: Some(Duration::from_micros(80)) };
+        let line = json_line(&options, &done, (10, 130), Some(&floor));
         assert_eq!(
             line,
             "{\"mode\":\"dcb-file\",\"seconds\":2.000,\"clients\":1,\"iterations\":1,\"ops\":400,\
              \"ops_per_sec\":200.0,\"us_per_op\":5000.00,\"events_start\":10,\"events_end\":130,\
-             \"floor_us\":2500.00,\"floor_ratio\":2.000}"
+             \"floor_us\":2500.00,\"floor_ratio\":2.000,\"round_trip_us\":80.00,\
+             \"cores\":2,\"machine_busy\":0.750,\"cpu_us_per_op\":7500.00}"
         );
         // A run too short for one operation has no time per operation (not "inf", which is not JSON).
-        let nothing = Outcome { elapsed: Duration::from_millis(10), iterations: 0, ops: 0 };
-        let line = json_line(&options, &nothing, (10, 10), Some(2500.0));
-        assert!(line.contains("\"us_per_op\":null") && line.contains("\"floor_ratio\":null"), "{line}");
+        let nothing = Outcome { elapsed: Duration::from_millis(10), iterations: 0, ops: 0, cpu };
+        let line = json_line(&options, &nothing, (10, 10), Some(&floor));
+        for key in ["us_per_op", "floor_ratio", "cpu_us_per_op"] {
+            assert!(line.contains(&format!("\"{key}\":null")), "{key}: {line}");
+        }
         assert!(!line.contains("inf") && !line.contains("NaN"), "{line}");
     }
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use coursebooking::speedrun::{self, Options, Outcome, USAGE, thousands};
+use coursebooking::speedrun::{self, Floor, Options, Outcome, USAGE, thousands};
 use coursebooking::{
     Enrolment, EnrolmentWithAggregates, EnrolmentWithDecisions, EnrolmentWithObjects, EnrolmentWithSlices,
 };
@@ -165,9 +165,9 @@ async fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
     pg_connect(url).await?.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"))
 }
 
-/// The PostgreSQL floor: the median time of a one-row INSERT, committed on its own, on one
-/// connection to the same database, over 500 samples after 50 of warm-up.
-async fn pg_floor(url: &str) -> Result<Duration, String> {
+/// The PostgreSQL floor: the median time of a one-row INSERT, committed on its own, and of a bare
+/// `SELECT 1`, on one connection to the same database, each over 500 samples after 50 of warm-up.
+async fn pg_floor(url: &str) -> Result<Floor, String> {
     let client = pg_connect(url).await?;
     let error = |e: tokio_postgres::Error| format!("cannot measure the PostgreSQL floor: {e}");
     // In the speedrun's schema, so that `--reset` drops it too.
@@ -180,17 +180,25 @@ async fn pg_floor(url: &str) -> Result<Duration, String> {
         .await
         .map_err(error)?;
     let insert = client.prepare(&format!("INSERT INTO {table} (n) VALUES ($1)")).await.map_err(error)?;
-    let mut times = Vec::with_capacity(500);
+    let select = client.prepare("SELECT 1").await.map_err(error)?;
+    let (mut commits, mut round_trips) = (Vec::with_capacity(500), Vec::with_capacity(500));
     for i in 0..550 {
         let start = Instant::now();
         client.execute(&insert, &[&i]).await.map_err(error)?;
+        let inserted = Instant::now();
+        client.query_one(&select, &[]).await.map_err(error)?;
         if i >= 50 {
-            times.push(start.elapsed());
+            commits.push(inserted - start);
+            round_trips.push(inserted.elapsed());
         }
     }
     client.batch_execute(&format!("TRUNCATE {table}")).await.map_err(error)?;
+    Ok(Floor { commit: median(commits), round_trip: Some(median(round_trips)) })
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
-    Ok(times[times.len() / 2])
+    times[times.len() / 2]
 }
 
 /// Opens the file store in `dir`, emptied first with `--reset`.
@@ -203,13 +211,13 @@ fn open_file_store(options: &Options, dir: &std::path::Path) -> Result<dcb_file:
 }
 
 /// With `--floor`, the median of one small append and `fdatasync` in `dir`.
-fn measure_file_floor(options: &Options, dir: &std::path::Path) -> Result<Option<Duration>, String> {
+fn measure_file_floor(options: &Options, dir: &std::path::Path) -> Result<Option<Floor>, String> {
     if !options.floor {
         return Ok(None);
     }
     let floor = speedrun::file_floor(dir, 500)
         .map_err(|e| format!("cannot measure the floor in {}: {e}", dir.display()))?;
-    Ok(Some(floor))
+    Ok(Some(Floor { commit: floor, round_trip: None }))
 }
 
 /// Runs the mode's style over one store handle (and one recorder handle) per client.
@@ -218,7 +226,7 @@ async fn run_style<S: EventStore, R: AggregateRecorder>(
     store_description: &str,
     stores: Vec<S>,
     recorders: Vec<R>,
-    floor: Option<Duration>,
+    floor: Option<Floor>,
 ) -> Result<(), String> {
     let stores = per_client(stores, options.clients);
     let recorders = per_client(recorders, options.clients);
@@ -294,7 +302,7 @@ async fn report<E, C, F>(
     store_description: &str,
     apps: Vec<E>,
     count: C,
-    floor: Option<Duration>,
+    floor: Option<Floor>,
 ) -> Result<(), String>
 where
     E: Enrolment,
@@ -307,7 +315,13 @@ where
         println!("    clients: {}", options.clients);
     }
     if let Some(floor) = floor {
-        println!("    floor: {:.0} μs per durable commit, measured now", floor.as_secs_f64() * 1e6);
+        println!("    floor: {:.0} μs per durable commit, measured now", floor.commit.as_secs_f64() * 1e6);
+        if let Some(round_trip) = floor.round_trip {
+            println!(
+                "    round trip: {:.0} μs (a bare SELECT 1), measured now",
+                round_trip.as_secs_f64() * 1e6
+            );
+        }
     }
     println!();
     let start_count = count().await.map_err(|e| format!("cannot count the events: {e}"))?;
@@ -333,14 +347,20 @@ where
     );
     match (outcome.us_per_op(), floor) {
         (Some(per_op), Some(floor)) => {
-            println!(", {per_op:.1} μs/op, {:.2}x the floor", per_op / (floor.as_secs_f64() * 1e6))
+            println!(", {per_op:.1} μs/op, {:.2}x the floor", per_op / (floor.commit.as_secs_f64() * 1e6))
         }
         (Some(per_op), None) => println!(", {per_op:.1} μs/op"),
         (None, _) => println!(" (no operation completed: run longer)"),
     }
+    if let (Some(cpu), Some(per_op)) = (outcome.cpu, outcome.cpu_us_per_op()) {
+        println!(
+            "Machine CPU: {:.0}% of {} cores busy, {per_op:.0} μs of CPU per op (every process, the database's too)",
+            cpu.busy * 100.0,
+            cpu.cores
+        );
+    }
     if options.json {
-        let floor_us = floor.map(|f| f.as_secs_f64() * 1e6);
-        println!("{}", speedrun::json_line(options, &outcome, (start_count, end_count), floor_us));
+        println!("{}", speedrun::json_line(options, &outcome, (start_count, end_count), floor.as_ref()));
     }
     Ok(())
 }
