@@ -73,7 +73,8 @@ SECONDS defaults to 10.
 options:
   --clients K          K concurrent clients, each with its own iterations (default 1)
   --prefill N          load N unrelated events first, to measure at volume
-  --floor              measure the store's own floor for one durable commit first
+  --floor              measure the store's own floor for one durable commit first (and, on
+                       PostgreSQL, one bare round trip)
   --json               end with one line holding a JSON object of the results
   --reset              start from an empty store (events otherwise accumulate across runs): deletes
                        the file store in --dir, or drops PostgreSQL schema `speedrun`

@@ -91,7 +91,8 @@ fn every_postgres_mode_runs_and_reports_its_floor_and_round_trip() {
     for style in STYLES {
         let json = run(&format!("{style}-pg"), &["--database-url", &url, "--reset", "--floor"]);
         assert_eq!(json["events_start"], 0, "--reset starts from an empty store: {json}");
-        let (floor, round_trip) = (json["floor_us"].as_f64().unwrap(), json["round_trip_us"].as_f64().unwrap());
+        let (floor, round_trip) =
+            (json["floor_us"].as_f64().unwrap(), json["round_trip_us"].as_f64().unwrap());
         assert!(floor > 0.0 && round_trip > 0.0, "{json}");
     }
     let json = run("dcb-pg", &["--database-url", &url, "--clients", "4", "--cache"]);
@@ -103,7 +104,8 @@ fn bad_input_and_an_unreachable_database_say_what_is_wrong() {
     let bad_mode = speedrun(&["dcb-oracle"]);
     assert_eq!(bad_mode.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_mode.stderr).contains("unknown store \"oracle\""));
-    let unreachable = speedrun(&["dcb-pg", "1", "--database-url", "postgres://postgres@127.0.0.1:1/postgres"]);
+    let unreachable =
+        speedrun(&["dcb-pg", "1", "--database-url", "postgres://postgres@127.0.0.1:1/postgres"]);
     assert_eq!(unreachable.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(stderr.contains("127.0.0.1:1"), "the message names the server: {stderr}");
