@@ -43,7 +43,8 @@ pub struct Options {
     pub prefill: u64,
     /// Print a final line holding one JSON object.
     pub json: bool,
-    /// Measure the store's own floor for one durable commit first.
+    /// Measure the store's own floor for one durable commit first (and, on PostgreSQL, a bare
+    /// round trip).
     pub floor: bool,
     /// Start from an empty store.
     pub reset: bool,
@@ -176,7 +177,8 @@ pub struct Floor {
     pub round_trip: Option<Duration>,
 }
 
-/// The whole machine's CPU over a run: every process's, the database server's included.
+/// The whole machine's CPU over a run: every process's on this machine, the database server's
+/// when it runs here.
 ///
 /// On a machine of few cores it tells whether more clients could go faster at all: the time
 /// per operation cannot fall below the CPU time an operation takes divided by the cores.
@@ -188,26 +190,33 @@ pub struct MachineCpu {
     pub busy: f64,
 }
 
-/// Busy and idle ticks of all cores, and the number of cores, from `/proc/stat` (Linux); `None`
-/// where there is no such file.
+/// Busy and other ticks of all cores, and the number of cores, from `/proc/stat` (Linux); `None`
+/// where that file is missing or does not parse.
 fn cpu_ticks() -> Option<(u64, u64, usize)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// [`cpu_ticks`] of the text of `/proc/stat`: its first line sums all cores (`cpu  user nice
+/// system idle iowait irq softirq steal ...`), one `cpuN` line follows per core.
+fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64, usize)> {
     let mut lines = stat.lines();
     let fields: Vec<u64> =
         lines.next()?.strip_prefix("cpu ")?.split_whitespace().map_while(|f| f.parse().ok()).collect();
-    // user, nice, system, idle, iowait, irq, softirq: the time stolen by a hypervisor is neither.
     let [user, nice, system, idle, iowait, irq, softirq, ..] = fields[..] else { return None };
+    // Time a hypervisor gave to other machines is part of the cores' time, but not busy here.
+    let steal = fields.get(7).copied().unwrap_or(0);
     let cores = lines
         .filter(|line| line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .count();
-    Some((user + nice + system + irq + softirq, idle + iowait, cores))
+    Some((user + nice + system + irq + softirq, idle + iowait + steal, cores))
 }
 
 impl MachineCpu {
-    /// The machine's CPU between two readings of [`cpu_ticks`].
+    /// The machine's CPU between two readings of [`cpu_ticks`]. Counters that went backwards
+    /// (the kernel does not promise that `iowait` never does) count as not moving.
     fn between(start: (u64, u64, usize), end: (u64, u64, usize)) -> Option<Self> {
-        let busy = end.0.checked_sub(start.0)?;
-        let total = busy + end.1.checked_sub(start.1)?;
+        let busy = end.0.saturating_sub(start.0);
+        let total = busy + end.1.saturating_sub(start.1);
         (total > 0).then(|| MachineCpu { cores: end.2.max(1), busy: busy as f64 / total as f64 })
     }
 }
@@ -489,6 +498,25 @@ mod tests {
             assert!(line.contains(&format!("\"{key}\":null")), "{key}: {line}");
         }
         assert!(!line.contains("inf") && !line.contains("NaN"), "{line}");
+    }
+
+    /// The machine's CPU is read from the first line of `/proc/stat`, stolen time counted as
+    /// not busy, with one core per `cpuN` line.
+    #[test]
+    fn the_machine_cpu_is_read_from_proc_stat() {
+        let stat = "cpu  60 10 30 80 10 5 5 20 0 0\ncpu0 30 5 15 40 5 3 2 10 0 0\ncpu1 30 5 15 40 5 2 3 10 0 0\nintr 1";
+        assert_eq!(parse_cpu_ticks(stat), Some((110, 110, 2)));
+        assert_eq!(parse_cpu_ticks("cpu  1 2 3 4 5 6 7\ncpu0 1 2 3 4 5 6 7"), Some((19, 9, 1)));
+        for bad in ["", "cpu0 1 2 3 4 5 6 7", "cpu  1 2 3", "intr 1\ncpu  1 2 3 4 5 6 7"] {
+            assert_eq!(parse_cpu_ticks(bad), None, "{bad:?}");
+        }
+        let cpu = MachineCpu::between((100, 300, 2), (175, 325, 2)).unwrap();
+        assert_eq!((cpu.cores, cpu.busy), (2, 0.75));
+        // A counter that went backwards does not make the share exceed the whole.
+        assert_eq!(MachineCpu::between((100, 300, 2), (150, 290, 2)).unwrap().busy, 1.0);
+        assert_eq!(MachineCpu::between((100, 300, 2), (100, 300, 2)), None);
+        let outcome = Outcome { elapsed: Duration::from_secs(2), iterations: 1, ops: 400, cpu: Some(cpu) };
+        assert_eq!(outcome.cpu_us_per_op(), Some(7500.0));
     }
 
     /// `--reset` deletes a file store's directory, or an empty one, and refuses any other.

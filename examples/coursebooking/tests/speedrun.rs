@@ -30,7 +30,7 @@ fn run(mode: &str, args: &[&str]) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{mode} {args:?} failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("Events in store at start:") && stdout.contains("Result:"), "{stdout}");
-    let last = stdout.lines().last().unwrap_or_default();
+    let last = stdout.lines().next_back().unwrap_or_default();
     let json: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
     assert_eq!(json["mode"], mode);
     let ops = json["ops"].as_u64().unwrap();
@@ -50,7 +50,7 @@ fn run(mode: &str, args: &[&str]) -> serde_json::Value {
 #[test]
 fn every_in_memory_mode_runs_and_reports() {
     for style in STYLES {
-        let json = run(&format!("{style}-mem"), &["--clients", "2"]);
+        let json = run(&format!("{style}-mem"), &["--clients", "2", "--floor"]);
         assert_eq!(json["clients"], 2);
         assert!(json.get("floor_us").is_none(), "an in-memory store has no floor: {json}");
     }
@@ -78,11 +78,13 @@ fn every_file_mode_runs_and_reports_its_floor() {
 }
 
 #[test]
-fn the_grpc_mode_runs_over_a_server_in_process() {
-    let dir = scratch_dir("grpc");
-    let json = run("dcb-grpc", &["--dir", dir.to_str().unwrap(), "--reset"]);
-    assert_eq!(json["events_start"], 0);
-    std::fs::remove_dir_all(&dir).unwrap();
+fn every_grpc_mode_runs_over_a_server_in_process() {
+    for style in STYLES {
+        let dir = scratch_dir(&format!("grpc-{style}"));
+        let json = run(&format!("{style}-grpc"), &["--dir", dir.to_str().unwrap(), "--reset"]);
+        assert_eq!(json["events_start"], 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[test]
@@ -97,6 +99,8 @@ fn every_postgres_mode_runs_and_reports_its_floor_and_round_trip() {
     }
     let json = run("dcb-pg", &["--database-url", &url, "--clients", "4", "--cache"]);
     assert!(json["events_start"].as_u64().unwrap() > 0, "events accumulate across runs: {json}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(dcb_postgres::testkit::drop_schema("speedrun"));
 }
 
 #[test]
