@@ -25,6 +25,8 @@ pub const STORES: [&str; 4] = ["mem", "file", "pg", "grpc"];
 
 /// Default URL of the PostgreSQL modes, unless `DCB_POSTGRES_URL` or `--database-url` say otherwise.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Default PostgreSQL schema of the speedrun, unless `--schema` says otherwise.
+pub const DEFAULT_SCHEMA: &str = "speedrun";
 /// Default directory of the file modes, unless `--dir` says otherwise.
 pub const DEFAULT_DIR: &str = "data/speedrun";
 
@@ -54,6 +56,8 @@ pub struct Options {
     pub cache: bool,
     /// The PostgreSQL URL.
     pub database_url: String,
+    /// The PostgreSQL schema of the store (and of the floor's table).
+    pub schema: String,
     /// The file store's directory.
     pub dir: String,
     /// The remote server of the `grpc` modes; one is started in process when absent.
@@ -78,10 +82,11 @@ options:
                        PostgreSQL, one bare round trip)
   --json               end with one line holding a JSON object of the results
   --reset              start from an empty store (events otherwise accumulate across runs): deletes
-                       the file store in --dir, or drops PostgreSQL schema `speedrun`
+                       the file store in --dir, or drops the PostgreSQL schema
   --cache              take decisions from a cache of what this process read and recorded where it
                        can (one round trip instead of two)
   --database-url URL   PostgreSQL URL (default $DCB_POSTGRES_URL, else postgres://postgres@127.0.0.1:5432/postgres)
+  --schema NAME        PostgreSQL schema of the store (default speedrun)
   --dir PATH           file store directory, of the file and grpc modes (default data/speedrun)
   --server URL         gRPC server to use instead of one started in process";
 
@@ -102,6 +107,7 @@ impl Options {
             cache: false,
             database_url: std::env::var("DCB_POSTGRES_URL")
                 .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned()),
+            schema: DEFAULT_SCHEMA.to_owned(),
             dir: DEFAULT_DIR.to_owned(),
             server: None,
         };
@@ -115,6 +121,7 @@ impl Options {
                 "--reset" => options.reset = true,
                 "--cache" => options.cache = true,
                 "--database-url" => options.database_url = value("--database-url")?,
+                "--schema" => options.schema = value("--schema")?,
                 "--dir" => options.dir = value("--dir")?,
                 "--server" => options.server = Some(value("--server")?),
                 "-h" | "--help" => return Err(String::new()),
@@ -145,6 +152,17 @@ impl Options {
             }
             options.duration = Duration::try_from_secs_f64(seconds)
                 .map_err(|_| format!("SECONDS {seconds} is too large"))?;
+        }
+        // Checked here, not only by the store: `--reset` and the floor name it in SQL first.
+        let schema = &options.schema;
+        let valid = schema.len() <= 48
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(format!(
+                "--schema {schema:?} must be 1 to 48 lowercase ASCII letters, digits or underscores, \
+                 not starting with a digit"
+            ));
         }
         if positional.len() > 2 {
             return Err(format!("unexpected argument {:?}", positional[2]));
@@ -463,6 +481,11 @@ mod tests {
         assert!(parse(&["dcb-mem", "--clients", "0"]).unwrap_err().contains("at least 1"));
         assert!(parse(&["agg-mem", "--cache"]).unwrap().cache);
         assert!(parse(&["dcb-mem", "1e20"]).unwrap_err().contains("too large"));
+        assert_eq!(parse(&["dcb-pg"]).unwrap().schema, "speedrun");
+        assert_eq!(parse(&["dcb-pg", "--schema", "run_2"]).unwrap().schema, "run_2");
+        for bad in ["", "2run", "Run", "a-b", "a;drop", &"x".repeat(49)] {
+            assert!(parse(&["dcb-pg", "--schema", bad]).unwrap_err().contains("--schema"), "{bad:?}");
+        }
         assert!(parse(&["slices-pg", "--cache"]).unwrap().cache);
         assert!(parse(&[]).unwrap_err().contains("no MODE"));
     }

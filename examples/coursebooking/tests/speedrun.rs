@@ -2,8 +2,8 @@
 //! database ends it with a message saying what is wrong.
 //!
 //! The PostgreSQL modes run in the test database (`DCB_TEST_POSTGRES_URL`, default the local
-//! `dcb_test`), one after another, because they share the speedrun's schema; the file and gRPC
-//! modes each in a directory of their own.
+//! `dcb_test`), in a schema of this test's own, one after another; the file and gRPC modes each
+//! in a directory of their own.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -90,17 +90,19 @@ fn every_grpc_mode_runs_over_a_server_in_process() {
 #[test]
 fn every_postgres_mode_runs_and_reports_its_floor_and_round_trip() {
     let url = dcb_postgres::testkit::url();
+    let schema = format!("speedrun_test_{}", std::process::id());
+    let at = ["--database-url", url.as_str(), "--schema", schema.as_str()];
     for style in STYLES {
-        let json = run(&format!("{style}-pg"), &["--database-url", &url, "--reset", "--floor"]);
+        let json = run(&format!("{style}-pg"), &[&at[..], &["--reset", "--floor"]].concat());
         assert_eq!(json["events_start"], 0, "--reset starts from an empty store: {json}");
         let (floor, round_trip) =
             (json["floor_us"].as_f64().unwrap(), json["round_trip_us"].as_f64().unwrap());
         assert!(floor > 0.0 && round_trip > 0.0, "{json}");
     }
-    let json = run("dcb-pg", &["--database-url", &url, "--clients", "4", "--cache"]);
+    let json = run("dcb-pg", &[&at[..], &["--clients", "4", "--cache"]].concat());
     assert!(json["events_start"].as_u64().unwrap() > 0, "events accumulate across runs: {json}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(dcb_postgres::testkit::drop_schema("speedrun"));
+    runtime.block_on(dcb_postgres::testkit::drop_schema(&schema));
 }
 
 #[test]

@@ -65,12 +65,13 @@ async fn run(options: &Options) -> Result<(), String> {
         }
         "pg" => {
             let url = options.database_url.as_str();
-            let redacted = dcb_postgres::Options::new(url, PG_SCHEMA).redacted_url();
+            let schema = options.schema.as_str();
+            let redacted = dcb_postgres::Options::new(url, schema).redacted_url();
             if options.reset {
-                pg_execute(url, &format!("DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")).await?;
+                pg_execute(url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
             }
-            let floor = if options.floor { Some(pg_floor(url).await?) } else { None };
-            let pg_options = dcb_postgres::Options::new(url, PG_SCHEMA).application_name("speedrun");
+            let floor = if options.floor { Some(pg_floor(url, schema).await?) } else { None };
+            let pg_options = dcb_postgres::Options::new(url, schema).application_name("speedrun");
             let open_error = |e: dcb::Error| format!("cannot open the PostgreSQL store: {}", with_causes(&e));
             // Only what the style uses is opened; the clients share it, so that concurrent appends
             // are committed in groups.
@@ -79,7 +80,7 @@ async fn run(options: &Options) -> Result<(), String> {
             } else {
                 (vec![dcb_postgres::PostgresStore::open(pg_options).await.map_err(open_error)?], vec![])
             };
-            let description = format!("PostgreSQL at {redacted}, schema {PG_SCHEMA}");
+            let description = format!("PostgreSQL at {redacted}, schema {schema}");
             run_style(options, &description, stores, recorders, floor).await
         }
         "file" => {
@@ -148,12 +149,9 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The schema of the PostgreSQL modes' tables.
-const PG_SCHEMA: &str = "speedrun";
-
 /// Connects to PostgreSQL at `url` for the speedrun's own statements.
 async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let redacted = dcb_postgres::Options::new(url, PG_SCHEMA).redacted_url();
+    let redacted = dcb_postgres::Options::new(url, speedrun::DEFAULT_SCHEMA).redacted_url();
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("cannot connect to PostgreSQL at {redacted}: {}", with_causes(&e)))?;
@@ -167,14 +165,14 @@ async fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
 
 /// The PostgreSQL floor: the median time of a one-row INSERT, committed on its own, and of a bare
 /// `SELECT 1`, on one connection to the same database, each over 500 samples after 50 of warm-up.
-async fn pg_floor(url: &str) -> Result<Floor, String> {
+async fn pg_floor(url: &str, schema: &str) -> Result<Floor, String> {
     let client = pg_connect(url).await?;
     let error = |e: tokio_postgres::Error| format!("cannot measure the PostgreSQL floor: {e}");
     // In the speedrun's schema, so that `--reset` drops it too.
-    let table = format!("{PG_SCHEMA}.speedrun_floor");
+    let table = format!("{schema}.speedrun_floor");
     client
         .batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}; \
+            "CREATE SCHEMA IF NOT EXISTS {schema}; \
              CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, n integer NOT NULL)"
         ))
         .await
