@@ -9,7 +9,6 @@
 //! appends; an append is visible whole or not at all, which makes every reported head safe.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::RandomState;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -84,7 +83,7 @@ struct Stored {
 /// there: at millions of names, each pointer not followed is a cache miss saved.
 #[derive(Default)]
 struct Names {
-    entries: hashbrown::HashMap<Name, Entry, RandomState, HugePages>,
+    entries: hashbrown::HashMap<Name, Entry, foldhash::fast::RandomState, HugePages>,
     /// Name by number, as text ready to copy into a read's events.
     names: Vec<Box<str>>,
 }
@@ -322,7 +321,14 @@ impl EventStore for MemoryStore {
             (last, state.log.len > before)
         };
         if grew {
-            self.shared.heads.send_replace(last);
+            // Without a subscription nobody waits for the head: it is updated silently, sparing
+            // every append the wake-up machinery. A subscription made meanwhile reads the store
+            // after subscribing, so it sees this append, which is already applied.
+            let heard = self.shared.heads.receiver_count() > 0;
+            self.shared.heads.send_if_modified(|head| {
+                *head = last;
+                heard
+            });
         }
         Ok(last)
     }
