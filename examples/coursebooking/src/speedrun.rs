@@ -448,8 +448,13 @@ pub fn file_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Dura
     }
     drop(file);
     std::fs::remove_file(&path)?;
+    Ok(median(times))
+}
+
+/// The median of `times` (the upper one of an even count); `times` must not be empty.
+pub fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
-    Ok(times[times.len() / 2])
+    times[times.len() / 2]
 }
 
 #[cfg(test)]

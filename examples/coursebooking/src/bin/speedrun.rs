@@ -179,28 +179,30 @@ async fn pg_floor(url: &str, schema: &str) -> Result<Floor, String> {
         .map_err(error)?;
     let insert = client.prepare(&format!("INSERT INTO {table} (n) VALUES ($1)")).await.map_err(error)?;
     let select = client.prepare("SELECT 1").await.map_err(error)?;
-    let (mut commits, mut round_trips) = (Vec::with_capacity(500), Vec::with_capacity(500));
-    for i in 0..550 {
-        let start = Instant::now();
-        client.execute(&insert, &[&i]).await.map_err(error)?;
-        if i >= 50 {
-            commits.push(start.elapsed());
-        }
-    }
-    for i in 0..550 {
-        let start = Instant::now();
-        client.query_one(&select, &[]).await.map_err(error)?;
-        if i >= 50 {
-            round_trips.push(start.elapsed());
-        }
-    }
+    let mut n = 0;
+    let commit = median_time(async || {
+        n += 1;
+        client.execute(&insert, &[&n]).await.map(drop)
+    })
+    .await
+    .map_err(error)?;
+    let round_trip =
+        median_time(async || client.query_one(&select, &[]).await.map(drop)).await.map_err(error)?;
     client.batch_execute(&format!("TRUNCATE {table}")).await.map_err(error)?;
-    Ok(Floor { commit: median(commits), round_trip: Some(median(round_trips)) })
+    Ok(Floor { commit, round_trip: Some(round_trip) })
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
+/// The median time of `op` over 500 samples after 50 of warm-up.
+async fn median_time<E>(mut op: impl AsyncFnMut() -> Result<(), E>) -> Result<Duration, E> {
+    let mut times = Vec::with_capacity(500);
+    for i in 0..550 {
+        let start = Instant::now();
+        op().await?;
+        if i >= 50 {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(speedrun::median(times))
 }
 
 /// Opens the file store in `dir`, emptied first with `--reset`.
