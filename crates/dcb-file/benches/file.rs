@@ -266,12 +266,9 @@ fn dependent_load(bytes: u64) -> Duration {
     let slots = (bytes / 8).max(2) as usize;
     let mut next: Vec<u64> = (0..slots as u64).collect();
     // Sattolo's shuffle: one cycle through every slot, in random order.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = dcb::testkit::Rng::new(0x9e37_79b9_7f4a_7c15);
     for i in (1..slots).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        next.swap(i, (state % i as u64) as usize);
+        next.swap(i, rng.below(i as u64) as usize);
     }
     let steps = 2_000_000u32;
     let mut at = 0usize;

@@ -64,6 +64,8 @@ impl<J, F: Fn(&J) -> (usize, usize)> Batches<J, F> {
 
     /// The next batch, waiting for a first job; `None` once every sender is gone.
     pub(crate) async fn next(&mut self) -> Option<Vec<J>> {
+        // The previous batch's time ends here, not once a job arrives: idle time is not a batch's.
+        let called = Instant::now();
         let first = match self.held.take() {
             Some(job) => job,
             None => self.jobs.recv().await?,
@@ -73,12 +75,11 @@ impl<J, F: Fn(&J) -> (usize, usize)> Batches<J, F> {
         self.take_queued(&mut batch, &mut sized);
         if let Some((last_len, handed_out)) = self.last
             && batch.len() * 2 < last_len
-            && self.held.is_none()
         {
             // The callers of the previous batch, just answered, are likely deciding their next
             // appends: rather than commit these few alone and make those wait a whole commit,
             // give them a moment (a share of the time the previous batch took) to join.
-            let deadline = Instant::now() + (handed_out.elapsed() / 2).min(self.gather);
+            let deadline = Instant::now() + ((called - handed_out) / 2).min(self.gather);
             while batch.len() < last_len && self.held.is_none() && Instant::now() < deadline {
                 tokio::task::yield_now().await;
                 self.take_queued(&mut batch, &mut sized);
@@ -202,9 +203,8 @@ const LONE_ITEMS: usize = 4;
 impl LoneAppend {
     pub(crate) fn new(schema: &Schema) -> Self {
         // Item `i` has its tag as parameter `7 + 3i`, its types, if any, as `8 + 3i` and the
-        // position it is checked after as `9 + 3i`. One
-        // scalar subquery per check, not `EXISTS` or `tag = ANY`, whose generic plans scan the
-        // tag table from its start. An item with types checks its bare tag first, as in
+        // position it is checked after as `9 + 3i`. One scalar subquery per check, not `EXISTS`
+        // or `tag = ANY`, whose generic plans scan the tag table from its start. An item with types checks its bare tag first, as in
         // `append_batch`: no event of it after the position, the usual answer, settles the item
         // without the join. Items without types have a statement without the join, whose
         // generic plan PostgreSQL keeps; with it, the statement is planned at every call.
@@ -401,11 +401,12 @@ impl PlainBatch {
         let (mut item_app, mut item_tag, mut item_after) = (Vec::new(), Vec::new(), Vec::new());
         let mut may_retry = Vec::with_capacity(batch.len());
         for (app, job) in (1..).zip(batch) {
-            let condition = job.request.condition.as_ref();
-            for (i, item) in condition.iter().flat_map(|c| c.fail_if_events_match.items.iter().enumerate()) {
-                item_app.push(app);
-                item_tag.push(item.tags[0].as_str());
-                item_after.push(condition.map_or(0, |c| item_position(c, i)));
+            if let Some(condition) = &job.request.condition {
+                for (i, item) in condition.fail_if_events_match.items.iter().enumerate() {
+                    item_app.push(app);
+                    item_tag.push(item.tags[0].as_str());
+                    item_after.push(item_position(condition, i));
+                }
             }
             may_retry.push(may_be_retry(&job.request));
         }

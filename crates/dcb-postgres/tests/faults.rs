@@ -675,6 +675,10 @@ async fn aggregate_inserts_committed_together_call_no_plpgsql_function() {
         recorder.insert_events(vec![happened("b", 1)]),
     );
     assert_eq!((two.unwrap(), one.unwrap()), (2, 3));
+    // One transaction wrote all three rows: the two inserts went as one batch.
+    let transactions = format!("SELECT count(DISTINCT xmin::text) FROM \"{schema}\".aggregate_events");
+    let count: i64 = common::admin().await.query_one(&transactions, &[]).await.unwrap().get(0);
+    assert_eq!(count, 1);
     common::drop_schema(&schema).await;
 }
 

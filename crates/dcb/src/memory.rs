@@ -321,14 +321,12 @@ impl EventStore for MemoryStore {
             (last, state.log.len > before)
         };
         if grew {
-            // Without a subscription nobody waits for the head: it is updated silently, sparing
-            // every append the wake-up machinery. A subscription made meanwhile reads the store
-            // after subscribing, so it sees this append, which is already applied.
-            let heard = self.shared.heads.receiver_count() > 0;
-            self.shared.heads.send_if_modified(|head| {
-                *head = last;
-                heard
-            });
+            // Only a subscription waits for heads (and none reads the value): without one, every
+            // append is spared the wake-up machinery. A subscription made meanwhile reads the
+            // store after subscribing, so it sees this append, which is already applied.
+            if self.shared.heads.receiver_count() > 0 {
+                self.shared.heads.send_replace(last);
+            }
         }
         Ok(last)
     }

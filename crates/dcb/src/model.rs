@@ -277,10 +277,8 @@ impl AppendCondition {
 
     /// The position after which item `index` is checked: the later of `after` and the item's own.
     pub fn item_after(&self, index: usize) -> Option<u64> {
-        match self.items_after.get(index).copied().flatten() {
-            Some(own) => Some(self.after.map_or(own, |after| after.max(own))),
-            None => self.after,
-        }
+        // `None` orders before every position.
+        self.after.max(self.items_after.get(index).copied().flatten())
     }
 
     /// Whether items are checked from positions of their own, not all after `after`.

@@ -717,7 +717,9 @@ mod tests {
         // Whitespace after the JSON value: the event still decodes.
         padded.resize(dcb::limits::MAX_EVENT_DATA_BYTES, b' ');
         let data = dcb::Bytes::from(padded);
-        for i in 0..64 {
+        // Just enough of them to pass the bound with the last one.
+        let bigs = MAX_CACHED_BYTES / dcb::limits::MAX_EVENT_DATA_BYTES;
+        for i in 0..bigs {
             let event =
                 AggregateEvent { aggregate_id: format!("big-{i}"), data: data.clone(), ..encoded.clone() };
             recorder.insert_events(vec![event]).await.unwrap();
@@ -725,8 +727,14 @@ mod tests {
         let repository = Repository::new(recorder).with_cache();
         assert!(!repository.get::<Counter>("small").await.unwrap().is_from_cache());
         assert!(repository.get::<Counter>("small").await.unwrap().is_from_cache());
-        for i in 0..64 {
+        for i in 0..bigs {
             assert_eq!(repository.get::<Counter>(&format!("big-{i}")).await.unwrap().0, 1);
+            if i + 2 == bigs {
+                assert!(
+                    repository.get::<Counter>("small").await.unwrap().is_from_cache(),
+                    "let go too early"
+                );
+            }
         }
         assert!(!repository.get::<Counter>("small").await.unwrap().is_from_cache(), "held past the bytes");
     }

@@ -347,7 +347,9 @@ impl DecisionCache {
         let beyond = |e: &Arc<SequencedEvent>| {
             items_tag.iter().zip(&items_at).any(|(tag, &at)| e.position > at && e.event.has_tag(tag))
         };
-        if lists.iter().any(|held| held.events.iter().any(beyond)) {
+        // Only events past the lowest position can lie beyond one: the newest of each list.
+        let lowest = items_at.iter().copied().min().unwrap_or(0);
+        if lists.iter().any(|held| held.events.iter().rev().take_while(|e| e.position > lowest).any(beyond)) {
             return None;
         }
         let mut selected: Vec<Arc<SequencedEvent>> = Vec::new();

@@ -120,16 +120,16 @@ impl<S: EventStore> Dcb<S> {
     /// (types alone are never cached). An append of this handle keeps the tags of its condition
     /// that are one bare tag known (the condition proved nothing else came), and moves on the
     /// tags learnt in a run of appends and reads each landing right after the one before when it
-    /// lands right after that run; a tag it carries that another
-    /// writer's appends may have touched in between is forgotten. A decision served from the
+    /// lands right after that run; a tag it carries that another writer's appends may have
+    /// touched in between is forgotten. A decision served from the
     /// cache appends under one tag of each item of its query, each checked after the position it
     /// is known up to ([`AppendCondition::item_after`]): a change the cache missed fails the
     /// append, and the decision is then read and taken again (not counted as a retry). For items
     /// with types that boundary is wider than the decision's own (a change of another type on the
     /// tag fails the served append too, and the decision is taken again on its own query), which
-    /// is what keeps the tags known; a decision that
-    /// records nothing or refuses is always taken again from a read, so that no refusal rests on
-    /// a stale cache. So the fold and the decision may run twice in one attempt. A tag with more
+    /// is what keeps the tags known; a decision that records nothing or refuses is always taken
+    /// again from a read, so that no refusal rests on a stale cache. So the fold and the decision
+    /// may run twice in one attempt. A tag with more
     /// than 4,096 events is never held (its decisions read their own query, as without the
     /// cache). It pays when one process makes most of the decisions about its tags, or takes
     /// decisions about the same tags again and again while others write elsewhere. Over a store

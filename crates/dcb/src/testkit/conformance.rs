@@ -38,6 +38,11 @@ fn types(types: &[&str]) -> Query {
     QueryItem::types(types.iter().copied()).into()
 }
 
+/// An item of `types` and `tags`, either possibly empty.
+fn item(types: &[&str], tags: &[&str]) -> QueryItem {
+    QueryItem::types(types.iter().copied()).and_tags(tags.iter().copied())
+}
+
 fn assert_invalid(result: crate::Result<u64>, what: &str) {
     match result {
         Err(Error::InvalidArgument(_)) => {}
@@ -318,10 +323,6 @@ pub async fn read_before_is_exclusive_and_caps_the_head<S: EventStore>(store: &S
 /// Reads of every query shape return exactly the matching events (see [`matrix_events`]).
 pub async fn read_matrix<S: EventStore>(store: &S) {
     matrix_events(store).await;
-    let item = |types: &[&str], tags: &[&str]| QueryItem {
-        types: types.iter().map(|s| s.to_string()).collect(),
-        tags: tags.iter().map(|s| s.to_string()).collect(),
-    };
     let cases: Vec<(&str, Query, Vec<u64>)> = vec![
         ("no items matches all", Query::all(), vec![1, 2, 3, 4, 5, 6]),
         ("an empty item matches all", Query::from(item(&[], &[])), vec![1, 2, 3, 4, 5, 6]),
@@ -377,13 +378,7 @@ pub async fn read_matrix<S: EventStore>(store: &S) {
 /// [`matrix_events`]); successful ones append, failed ones write nothing.
 pub async fn condition_matrix<S: EventStore>(store: &S) {
     matrix_events(store).await;
-    let item = |types: &[&str], tags: &[&str]| -> Query {
-        QueryItem {
-            types: types.iter().map(|s| s.to_string()).collect(),
-            tags: tags.iter().map(|s| s.to_string()).collect(),
-        }
-        .into()
-    };
+    let item = |types: &[&str], tags: &[&str]| -> Query { item(types, tags).into() };
     let failing: Vec<(&str, Query, Option<u64>)> = vec![
         ("a tag seen after `after`", tags(&["x"]), Some(5)),
         ("a tag, after none", tags(&["x"]), None),
@@ -427,10 +422,7 @@ pub async fn condition_matrix<S: EventStore>(store: &S) {
 pub async fn item_positions_matrix<S: EventStore>(store: &S) {
     matrix_events(store).await;
     let items = |items: &[(&[&str], &[&str], Option<u64>)], after: Option<u64>| {
-        let query = Query::new(items.iter().map(|(types, tags, _)| QueryItem {
-            types: types.iter().map(|s| s.to_string()).collect(),
-            tags: tags.iter().map(|s| s.to_string()).collect(),
-        }));
+        let query = Query::new(items.iter().map(|(types, tags, _)| item(types, tags)));
         let own = items.iter().enumerate().filter_map(|(i, (_, _, own))| own.map(|own| (i, own)));
         own.fold(AppendCondition::new(query, after), |condition, (i, own)| condition.with_item_after(i, own))
     };

@@ -69,31 +69,33 @@ pub async fn contend<S: EventStore>(store: S, task: usize, config: RaceConfig) -
         let mut seen = None;
         let condition = if rng.chance(75) {
             let mut query = Query::from(QueryItem::tags([tag(&mut rng)]));
+            let mut each_item = false;
             if rng.chance(30) {
                 query = query.or(QueryItem::types(["Raced"]).and_tags([tag(&mut rng)]));
-                if rng.chance(50) {
-                    // Each item read on its own, at a moment of its own, and checked from there.
-                    let Some(condition) = read_each_item(&store, query).await else { continue };
-                    let outcome = append(&store, &events, Some(&condition)).await;
-                    attempts.push(Attempt::new(events, Some(condition), outcome));
-                    continue;
-                }
+                each_item = rng.chance(50);
             }
-            let newest_only = rng.chance(50);
-            let options = if newest_only {
-                ReadOptions::default().backwards().limit(1)
+            if each_item {
+                // Each item read on its own, at a moment of its own, and checked from there.
+                let Some(condition) = read_each_item(&store, query).await else { continue };
+                Some(condition)
             } else {
-                ReadOptions::default()
-            };
-            let read = match store.read(&query, options).await {
-                Ok(read) => read,
-                Err(error) if error.is_retryable() => continue,
-                Err(error) => panic!("race read failed unexpectedly: {error}"),
-            };
-            seen = Some(Seen { positions: read.events.iter().map(|e| e.position).collect(), newest_only });
-            // Give the other tasks a chance to slip in between the read and the append.
-            tokio::task::yield_now().await;
-            Some(AppendCondition::new(query, read.head))
+                let newest_only = rng.chance(50);
+                let options = if newest_only {
+                    ReadOptions::default().backwards().limit(1)
+                } else {
+                    ReadOptions::default()
+                };
+                let read = match store.read(&query, options).await {
+                    Ok(read) => read,
+                    Err(error) if error.is_retryable() => continue,
+                    Err(error) => panic!("race read failed unexpectedly: {error}"),
+                };
+                seen =
+                    Some(Seen { positions: read.events.iter().map(|e| e.position).collect(), newest_only });
+                // Give the other tasks a chance to slip in between the read and the append.
+                tokio::task::yield_now().await;
+                Some(AppendCondition::new(query, read.head))
+            }
         } else {
             None
         };
@@ -120,14 +122,9 @@ async fn read_each_item<S: EventStore>(store: &S, query: Query) -> Option<Append
         }
         tokio::task::yield_now().await;
     }
-    let lowest = heads.iter().copied().min();
-    let condition = AppendCondition::new(query, lowest);
-    Some(
-        heads
-            .into_iter()
-            .enumerate()
-            .fold(condition, |condition, (i, head)| condition.with_item_after(i, head)),
-    )
+    let mut condition = AppendCondition::new(query, heads.iter().copied().min());
+    condition.items_after = heads.into_iter().map(Some).collect();
+    Some(condition)
 }
 
 /// Appends `events` under `condition` and tells what became of them.
